@@ -1,0 +1,79 @@
+"""What MambaLRP and LayerMambaLRP share: configuration and the one-forward-one-backward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from captum._utils.typing import TargetType
+from torch import Tensor, nn
+
+from captum_mamba._engine import (
+    Position,
+    frozen_parameters,
+    output_tensor,
+    resolve_model,
+    run_forward,
+    select_position,
+    select_target,
+)
+from captum_mamba.context import RulePlan, mamba_lrp_rules, plan_rules
+from captum_mamba.registry import RuleRegistry, RuleSpec
+
+_DEFAULT = object()
+
+
+class MambaLRPBase:
+    """Configuration shared by the MambaLRP attribution classes (mixed into Captum classes)."""
+
+    forward_func: Callable[..., Any]
+
+    def _configure(
+        self,
+        forward_func: Callable[..., Any],
+        model: nn.Module | None,
+        rules: Mapping[type[nn.Module], RuleSpec] | None,
+        registry: RuleRegistry | None,
+        explained_position: Position,
+    ) -> None:
+        self.model = resolve_model(forward_func, model)
+        self.rules = dict(rules or {})
+        self.registry = registry
+        self.explained_position = explained_position
+
+    @classmethod
+    def get_name(cls) -> str:
+        return cls.__name__
+
+    def rule_plan(self) -> RulePlan:
+        """The rule each module of the model gets (without applying anything)."""
+        return plan_rules(self.model, self.rules, self.registry)
+
+    def _explained_output(
+        self,
+        inputs: tuple[Tensor, ...],
+        additional_forward_args: Any,
+        target: TargetType,
+        explained_position: Any,
+    ) -> Tensor:
+        position = self.explained_position if explained_position is _DEFAULT else explained_position
+        raw = run_forward(self.forward_func, inputs, additional_forward_args)
+        return select_target(select_position(output_tensor(raw), position), target)
+
+    def _gradients(
+        self,
+        run: Callable[[], tuple[Tensor, Sequence[Tensor]]],
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Run ``run`` (forward returning the explained scalars and the leaves) under the rules; backprop once."""
+        with torch.enable_grad(), frozen_parameters(self.model), mamba_lrp_rules(
+            self.model, self.rules, self.registry
+        ):
+            explained, leaves = run()
+            if not explained.requires_grad:
+                raise RuntimeError("the explained output does not depend on the attributed tensors")
+            gradients = torch.autograd.grad(explained.sum(), tuple(leaves), allow_unused=True)
+        gradients = tuple(
+            torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, gradients)
+        )
+        return explained.detach(), gradients

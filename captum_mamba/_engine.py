@@ -1,0 +1,173 @@
+"""Shared machinery of the attribution classes: find the model, call it, pick what is explained."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Union
+
+import torch
+from captum._utils.common import _format_additional_forward_args
+from captum._utils.typing import TargetType
+from torch import Tensor, nn
+
+from captum_mamba.errors import ModelNotFoundError
+
+Position = Union[int, Sequence[int], Tensor, None]
+
+
+def resolve_model(forward_func: Callable[..., Any], model: nn.Module | None) -> nn.Module:
+    r"""
+    The module whose Mamba layers get the rules: ``model`` if given, else the forward function
+    itself if it is an ``nn.Module``, else the module a bound method belongs to.
+    """
+    if model is not None:
+        if not isinstance(model, nn.Module):
+            raise ModelNotFoundError(f"model= must be an nn.Module, got {type(model).__name__}")
+        return model
+    if isinstance(forward_func, nn.Module):
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    if isinstance(owner, nn.Module):
+        return owner
+    raise ModelNotFoundError(
+        f"cannot find the model behind forward function {forward_func!r}: pass the model itself, "
+        "one of its bound methods, or the model as model=..."
+    )
+
+
+def _hf_style_parameters(forward_func: Callable[..., Any]) -> set[str] | None:
+    if not isinstance(forward_func, nn.Module):
+        return None
+    try:
+        parameters = set(inspect.signature(forward_func.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    return parameters if {"input_ids", "inputs_embeds"} <= parameters else None
+
+
+def run_forward(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], additional_forward_args: Any) -> Any:
+    r"""
+    Call the forward function the way Captum does, with one convenience for Hugging Face models
+    (modules whose forward takes ``input_ids`` and ``inputs_embeds``): the single input goes in as
+    ``inputs_embeds`` when it is floating point and as ``input_ids`` otherwise, and
+    ``additional_forward_args`` is the ``attention_mask``.
+    """
+    extra = _format_additional_forward_args(additional_forward_args) or ()
+    hf_parameters = _hf_style_parameters(forward_func)
+    if hf_parameters is None:
+        return forward_func(*inputs, *extra)
+    if len(inputs) != 1 or len(extra) > 1:
+        raise ValueError(
+            "a Hugging Face model takes one input tensor (input_ids or inputs_embeds) and at most one "
+            "additional forward argument (the attention_mask); wrap the model in a function for more"
+        )
+    key = "inputs_embeds" if inputs[0].is_floating_point() else "input_ids"
+    kwargs: dict[str, Any] = {key: inputs[0]}
+    if extra and extra[0] is not None:
+        kwargs["attention_mask"] = extra[0]
+    if "use_cache" in hf_parameters:
+        kwargs["use_cache"] = False
+    return forward_func(**kwargs)
+
+
+def output_tensor(output: Any) -> Tensor:
+    """The tensor to explain from a model output: ``.logits`` of a ``ModelOutput``, else the tensor."""
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise TypeError(f"cannot find a tensor to explain in a model output of type {type(output).__name__}")
+
+
+def select_position(output: Tensor, position: Position) -> Tensor:
+    r"""
+    For sequence outputs ``(batch, length, classes)`` pick one position per example.
+
+    Args:
+        output (Tensor): the model output.
+        position (int, sequence of int, Tensor or None): one index for all examples, one per
+                    example, or ``None`` to keep the sequence dimension.
+    """
+    if output.dim() != 3 or position is None:
+        return output
+    batch, length = output.shape[:2]
+    if isinstance(position, int):
+        if not -length <= position < length:
+            raise IndexError(f"explained position {position} is out of range for sequences of length {length}")
+        return output[:, position]
+    index = torch.as_tensor(position, device=output.device).long().reshape(-1)
+    if index.numel() != batch:
+        raise ValueError(f"got {index.numel()} explained positions for a batch of {batch}")
+    if ((index < -length) | (index >= length)).any():
+        raise IndexError(f"explained positions {index.tolist()} out of range for sequences of length {length}")
+    return output[torch.arange(batch, device=output.device), index % length]
+
+
+def select_target(output: Tensor, target: TargetType) -> Tensor:
+    r"""
+    The explained scalar per example, with Captum's target conventions and range checks.
+
+    Returns:
+        *Tensor* of shape ``(batch,)``.
+    """
+    batch = output.shape[0]
+    if output.dim() == 1:
+        if target is not None:
+            raise ValueError("the model returns one value per example; target must be None")
+        return output
+    if target is None:
+        if output[0].numel() == 1:
+            return output.reshape(batch)
+        raise ValueError(
+            f"the model returns {tuple(output.shape[1:])} values per example; pass target= to choose one"
+        )
+    if output.dim() != 2:
+        raise ValueError(
+            f"cannot explain an output of shape {tuple(output.shape)}: select a position "
+            "(explained_position) or reduce it in the forward function"
+        )
+    classes = output.shape[1]
+    index = torch.as_tensor(target, device=output.device)
+    if index.is_floating_point() or index.dim() > 1:
+        raise TypeError(f"target must be an int, a list of ints or an integer tensor, got {target!r}")
+    index = index.long().reshape(-1)
+    if index.numel() == 1:
+        index = index.expand(batch)
+    if index.numel() != batch:
+        raise ValueError(f"got {index.numel()} targets for a batch of {batch}")
+    if ((index < 0) | (index >= classes)).any():
+        raise IndexError(f"target {index.tolist()} is out of range for an output with {classes} classes")
+    return output.gather(1, index[:, None]).squeeze(1)
+
+
+def check_float_inputs(inputs: tuple[Tensor, ...]) -> None:
+    for tensor in inputs:
+        if not tensor.is_floating_point():
+            raise TypeError(
+                f"MambaLRP explains floating-point inputs (e.g. inputs_embeds), got {tensor.dtype}. "
+                "For token ids use LayerMambaLRP(model, model.backbone.embeddings), as with "
+                "LayerIntegratedGradients."
+            )
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Stop autograd from recording parameter paths during an explanation; restore the flags after."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for parameter, _ in flags:
+            parameter.requires_grad_(False)
+        yield
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
+
+
+def summed_per_example(attributions: Sequence[Tensor]) -> Tensor:
+    """Sum every attribution tensor over all but the batch dimension, then over tensors."""
+    return sum(a.reshape(a.shape[0], -1).sum(1) for a in attributions)  # type: ignore[return-value]

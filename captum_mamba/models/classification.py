@@ -1,0 +1,97 @@
+"""A sequence-classification head for Hugging Face Mamba backbones (transformers ships none)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import MambaConfig, MambaModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.mamba.modeling_mamba import MambaPreTrainedModel
+
+from captum_mamba.registry import DEFAULT_REGISTRY
+from captum_mamba.rules.linear import GradientRule
+
+POOLINGS = ("mean", "last")
+
+
+def pool_hidden_states(hidden: Tensor, attention_mask: Tensor | None, pooling: str) -> Tensor:
+    r"""
+    Pool ``(batch, length, hidden)`` states over the real (unmasked) tokens.
+
+    Args:
+        hidden (Tensor): the backbone's final hidden states.
+        attention_mask (Tensor, optional): ``(batch, length)``, 1 for real tokens, right padding.
+        pooling (str): ``"mean"`` (average of real tokens) or ``"last"`` (last real token).
+
+    Returns:
+        *Tensor* of shape ``(batch, hidden)``. Both poolings are linear in ``hidden``.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if attention_mask is None:
+        attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+    mask = attention_mask.to(hidden.dtype)
+    if pooling == "mean":
+        return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    last = attention_mask.long().cumsum(1).argmax(1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class MambaForSequenceClassification(MambaPreTrainedModel):
+    r"""
+    A Mamba backbone, pooling over tokens, and a linear classifier.
+
+    Configured through ``MambaConfig`` with two extra fields: ``pooling`` (``"mean"`` or
+    ``"last"``, default ``"mean"``) and ``classifier_bias`` (default ``True``); ``num_labels``
+    sets the number of classes. Saved and loaded with ``save_pretrained`` /
+    ``from_pretrained`` like any Hugging Face model.
+
+    Args:
+        config (MambaConfig): backbone configuration plus the fields above.
+    """
+
+    def __init__(self, config: MambaConfig) -> None:
+        super().__init__(config)
+        self.pooling = getattr(config, "pooling", "mean")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"config.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        self.backbone = MambaModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "classifier_bias", True))
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.backbone.embeddings
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.backbone.embeddings = new_embeddings
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = False,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput:
+        r"""
+        Args:
+            input_ids (Tensor, optional): token ids ``(batch, length)``.
+            attention_mask (Tensor, optional): 1 for real tokens; right padding.
+            inputs_embeds (Tensor, optional): embeddings instead of ``input_ids``.
+            labels (Tensor, optional): class indices; adds a cross-entropy ``loss``.
+
+        Returns:
+            *SequenceClassifierOutput* with ``logits`` of shape ``(batch, num_labels)``.
+        """
+        hidden = self.backbone(
+            input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
+        logits = self.score(pool_hidden_states(hidden, attention_mask, self.pooling))
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+DEFAULT_REGISTRY.register(MambaForSequenceClassification, GradientRule)

@@ -1,0 +1,129 @@
+"""Hugging Face ``transformers`` Mamba (Mamba-1): the mixer rule and the registry entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers.activations import SiLUActivation
+from transformers.models.mamba import modeling_mamba
+
+from captum_mamba.models.hf_common import CausalLMHeadRule, mask_padding, widened
+from captum_mamba.registry import DEFAULT_REGISTRY
+from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.gate import GateHalfRule
+from captum_mamba.rules.linear import GradientRule
+from captum_mamba.rules.norm import RMSNormRule
+from captum_mamba.rules.silu import SiLUIdentityRule
+from captum_mamba.rules.ssm import SelectiveSSMRule, plain_selective_ssm
+
+
+class MambaMixerRule(MambaLRPRule):
+    r"""
+    MambaLRP for a Mamba-1 mixer (Hugging Face ``MambaMixer`` and its FalconMamba subclass).
+
+    The block computes ``out_proj(gate(SSM(silu(conv(in_proj_x))), silu(in_proj_z)))``; each
+    non-linear piece gets its component rule. A component set to ``None`` runs without its rule
+    (plain gradient), which is how ablations switch rules off.
+
+    Args:
+        silu (SiLUIdentityRule, optional): rule for both SiLUs. Default: ``SiLUIdentityRule()``
+        ssm (SelectiveSSMRule, optional): rule for the selective scan. Default: ``SelectiveSSMRule()``
+        gate (GateHalfRule, optional): rule for ``y * silu(z)``. Default: ``GateHalfRule()``
+    """
+
+    replaces_forward = True
+
+    def __init__(
+        self,
+        silu: SiLUIdentityRule | None = SiLUIdentityRule(),
+        ssm: SelectiveSSMRule | None = SelectiveSSMRule(),
+        gate: GateHalfRule | None = GateHalfRule(),
+    ) -> None:
+        self.silu = silu
+        self.ssm = ssm
+        self.gate = gate
+
+    def _silu(self, x: Tensor) -> Tensor:
+        return F.silu(x) if self.silu is None else self.silu.apply(x)
+
+    def _gate(self, y: Tensor, gate: Tensor) -> Tensor:
+        return y * gate if self.gate is None else self.gate.apply(y, gate)
+
+    def _scan(self, *args: Tensor) -> tuple[Tensor, Tensor]:
+        if self.ssm is None:
+            return plain_selective_ssm(*args, return_last_state=True)  # type: ignore[return-value]
+        return self.ssm.apply(*args, return_last_state=True)  # type: ignore[return-value]
+
+    def module_forward(  # type: ignore[override]
+        self,
+        mixer: modeling_mamba.MambaMixer,
+        hidden_states: Tensor,
+        cache_params: Any = None,
+        attention_mask: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        length = hidden_states.shape[1]
+        dtype = hidden_states.dtype
+        if cache_params is not None and cache_params.get_conv_state(mixer.layer_idx) is not None:
+            raise NotImplementedError(
+                "MambaLRP explains whole sequences; call the model without a filled cache "
+                "(use_cache=False) rather than on single decoding steps"
+            )
+        x, z = mixer.in_proj(mask_padding(hidden_states, attention_mask)).chunk(2, dim=-1)
+        conv_input = x.transpose(1, 2)
+        if cache_params is not None:
+            conv_input = cache_params.update_conv_state(
+                conv_input, mixer.layer_idx, conv_kernel_size=mixer.conv_kernel_size
+            )
+        causal = mixer.conv1d(conv_input)[..., : conv_input.shape[-1]]  # drop the right padding: causal
+        u = self._silu(causal[..., -length:].transpose(1, 2))
+        u = mask_padding(u, attention_mask)
+
+        dt, B, C = torch.split(
+            mixer.x_proj(u), [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size], dim=-1
+        )
+        # The model's own precision for its SSM parameters (float32, also in half-precision models).
+        delta = F.softplus(dt @ mixer.dt_proj.weight.T + mixer.dt_proj.bias.float())
+        A = -torch.exp(mixer.A_log.float())
+        y, last_state = self._scan(u, delta, A, B, C, mixer.D.float())
+        if cache_params is not None:
+            cache_params.update_recurrent_state(last_state.to(dtype), mixer.layer_idx)
+        return mixer.out_proj(self._gate(y, self._silu(z)).to(dtype))
+
+
+class MambaBlockRule(MambaLRPRule):
+    r"""
+    The residual block ``x + mixer(norm(x))``: relevance splits over the sum as the gradient says
+    (LRP-0); the norm and the mixer get their own rules.
+
+    Hugging Face's block casts the residual to ``float32`` when ``residual_in_fp32`` is set, which
+    narrows ``float64`` models; here the residual is widened to at least ``float32`` and never
+    narrowed, so explanations in ``float64`` conserve relevance to ``float64`` precision.
+    """
+
+    replaces_forward = True
+
+    def module_forward(  # type: ignore[override]
+        self,
+        block: modeling_mamba.MambaBlock,
+        hidden_states: Tensor,
+        cache_params: Any = None,
+        attention_mask: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        residual = hidden_states
+        if block.residual_in_fp32:
+            residual = widened(residual)
+        normed = block.norm(hidden_states.to(dtype=block.norm.weight.dtype))
+        return residual + block.mixer(normed, cache_params=cache_params, attention_mask=attention_mask)
+
+
+DEFAULT_REGISTRY.register(modeling_mamba.MambaBlock, MambaBlockRule)
+DEFAULT_REGISTRY.register(modeling_mamba.MambaMixer, MambaMixerRule)
+DEFAULT_REGISTRY.register(modeling_mamba.MambaRMSNorm, RMSNormRule)
+DEFAULT_REGISTRY.register(SiLUActivation, SiLUIdentityRule)
+DEFAULT_REGISTRY.register(modeling_mamba.MambaModel, GradientRule)
+DEFAULT_REGISTRY.register(modeling_mamba.MambaForCausalLM, CausalLMHeadRule(modeling_mamba.MambaCausalLMOutput))

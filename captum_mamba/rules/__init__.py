@@ -1,0 +1,25 @@
+"""MambaLRP propagation rules, one module per component kind."""
+
+from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule
+
+from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.gate import GateHalfRule
+from captum_mamba.rules.linear import GradientRule, rule_forward
+from captum_mamba.rules.norm import LayerNormRule, RMSNormRule
+from captum_mamba.rules.silu import SiLUIdentityRule
+from captum_mamba.rules.ssm import SelectiveSSMRule
+
+__all__ = [
+    "Alpha1_Beta0_Rule",
+    "EpsilonRule",
+    "GammaRule",
+    "GateHalfRule",
+    "GradientRule",
+    "IdentityRule",
+    "LayerNormRule",
+    "MambaLRPRule",
+    "RMSNormRule",
+    "SelectiveSSMRule",
+    "SiLUIdentityRule",
+    "rule_forward",
+]
