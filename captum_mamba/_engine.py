@@ -126,11 +126,8 @@ def select_target(output: Tensor, target: TargetType) -> Tensor:
         raise ValueError(
             f"the model returns {tuple(output.shape[1:])} values per example; pass target= to choose one"
         )
-    if output.dim() != 2:
-        raise ValueError(
-            f"cannot explain an output of shape {tuple(output.shape)}: select a position "
-            "(explained_position) or reduce it in the forward function"
-        )
+    if output.dim() > 2:
+        return _select_tuple_targets(output, target)
     classes = output.shape[1]
     index = torch.as_tensor(target, device=output.device)
     if index.is_floating_point() or index.dim() > 1:
@@ -143,6 +140,23 @@ def select_target(output: Tensor, target: TargetType) -> Tensor:
     if ((index < 0) | (index >= classes)).any():
         raise IndexError(f"target {index.tolist()} is out of range for an output with {classes} classes")
     return output.gather(1, index[:, None]).squeeze(1)
+
+
+def _select_tuple_targets(output: Tensor, target: TargetType) -> Tensor:
+    batch, inner = output.shape[0], tuple(output.shape[1:])
+    targets = [target] * batch if isinstance(target, tuple) else target
+    if not (isinstance(targets, list) and all(isinstance(t, tuple) for t in targets)):
+        raise ValueError(
+            f"an output of shape {tuple(output.shape)} needs a tuple target {tuple('i' * len(inner))} "
+            "(or one per example), or an explained_position"
+        )
+    if len(targets) != batch:
+        raise ValueError(f"got {len(targets)} targets for a batch of {batch}")
+    for t in targets:
+        if len(t) != len(inner) or any(not 0 <= i < n for i, n in zip(t, inner)):
+            raise IndexError(f"target {t} is out of range for per-example outputs of shape {inner}")
+    columns = [torch.tensor(c, device=output.device) for c in zip(*targets)]
+    return output[(torch.arange(batch, device=output.device), *columns)]
 
 
 def check_float_inputs(inputs: tuple[Tensor, ...]) -> None:

@@ -73,17 +73,12 @@ def plan_rules(
     registry = registry or DEFAULT_REGISTRY
     plan = RulePlan()
 
-    def visit(name: str, module: nn.Module, covered: bool) -> None:
+    for name, module in model.named_modules(remove_duplicate=False):
         rule = _resolve_rule(module, overrides, registry)
         if rule is not None:
             plan.rules[name] = rule
-        elif not covered and (not list(module.children()) or _has_own_parameters(module)):
+        elif not list(module.children()) or _has_own_parameters(module):
             plan.unsupported.setdefault(type(module).__name__, []).append(name or "<root>")
-        rewrites = isinstance(rule, MambaLRPRule) and rule.replaces_forward
-        for child_name, child in module.named_children():
-            visit(f"{name}.{child_name}" if name else child_name, child, covered or rewrites)
-
-    visit("", model, False)
     return plan
 
 

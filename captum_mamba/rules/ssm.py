@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from captum_mamba.kernels.cuda import kernels_available, load_selective_scan_fn
 from captum_mamba.kernels.selective_scan import differentiable_selective_scan, linear_selective_scan
 from captum_mamba.rules.base import MambaLRPRule
 
@@ -18,11 +19,29 @@ class SelectiveSSMRule(MambaLRPRule):
     :func:`captum_mamba.kernels.selective_scan.linear_selective_scan`).
 
     Args:
-        chunk (int, optional): time steps per chunk of the CPU scan. Default: 128
+        chunk (int, optional): time steps per chunk of the PyTorch scan. Default: 128
+        backend (str, optional): ``"torch"`` (the linear-time PyTorch scan), ``"cuda"``
+                    (mamba-ssm's ``selective_scan_fn`` with the detached ``delta``, ``B``, ``C``;
+                    needs the ``gpu`` extra) or ``"auto"`` (CUDA kernels for CUDA tensors when
+                    they import, else PyTorch). Default: "auto"
     """
 
-    def __init__(self, chunk: int = 128) -> None:
+    BACKENDS = ("auto", "torch", "cuda")
+
+    def __init__(self, chunk: int = 128, backend: str = "auto") -> None:
+        if backend not in self.BACKENDS:
+            raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
         self.chunk = chunk
+        self.backend = backend
+        if backend == "cuda":
+            load_selective_scan_fn()
+
+    def _use_cuda(self, u: Tensor) -> bool:
+        if self.backend == "cuda":
+            if not u.is_cuda:
+                raise ValueError("SelectiveSSMRule(backend='cuda') needs CUDA tensors; use backend='torch' on CPU")
+            return True
+        return self.backend == "auto" and u.is_cuda and kernels_available()
 
     def apply(
         self,
@@ -47,10 +66,27 @@ class SelectiveSSMRule(MambaLRPRule):
         Returns:
             *Tensor* ``y`` ``(batch, length, channels)`` and optionally the last state.
         """
-        y, last = linear_selective_scan(u, delta, A, B, C, self.chunk, return_last_state=True)
+        if self._use_cuda(u):
+            y, last = _cuda_scan(u, delta, A, B, C)
+        else:
+            y, last = linear_selective_scan(u, delta, A, B, C, self.chunk, return_last_state=True)
         if D is not None:
             y = y + u * D
         return (y, last) if return_last_state else y
+
+
+def _cuda_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+    """mamba-ssm's kernel in its (batch, channels, length) layout; only ``u`` carries gradient."""
+    scan = load_selective_scan_fn()
+    y, last = scan(
+        u.transpose(1, 2),
+        delta.detach().transpose(1, 2).contiguous(),
+        A.detach().float().contiguous(),
+        B.detach().transpose(1, 2).contiguous(),
+        C.detach().transpose(1, 2).contiguous(),
+        return_last_state=True,
+    )
+    return y.transpose(1, 2), last
 
 
 def plain_selective_ssm(
