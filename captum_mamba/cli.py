@@ -1,0 +1,149 @@
+"""Command line: ``captum-mamba explain`` explains the embedded sentiment model's predictions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from captum_mamba.layer_mamba_lrp import LayerMambaLRP
+from captum_mamba.visualization import TokenExplanation, heatmap_html, save_heatmap
+
+
+@dataclass
+class SentenceExplanation:
+    """MambaLRP explanation of one sentence by the default classifier."""
+
+    text: str
+    tokens: list[str]
+    relevances: list[float]
+    predicted: str
+    explained: str
+    probability: float
+    logit: float
+    convergence_delta: float
+
+
+def explain_sentences(texts: Sequence[str], target: str | None = None, float64: bool = False) -> list[SentenceExplanation]:
+    r"""
+    Explain the embedded sentiment classifier on ``texts`` with MambaLRP.
+
+    Args:
+        texts (Sequence[str]): the sentences.
+        target (str, optional): class to explain (``"positive"``/``"negative"`` or its index);
+                    default: each sentence's predicted class.
+        float64 (bool, optional): run in ``float64`` (exact conservation). Default: False
+
+    Returns:
+        *list[SentenceExplanation]*: one per sentence.
+    """
+    from captum_mamba.default import LABELS, encode, load_default_classifier
+
+    texts = [t.strip() for t in texts]
+    if not texts or any(not t for t in texts):
+        raise ValueError("every sentence to explain must contain text")
+    model, tokenizer = load_default_classifier(dtype=torch.float64 if float64 else torch.float32)
+    input_ids, mask = encode(tokenizer, list(texts))
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+    predicted = logits.argmax(-1)
+    if target is None:
+        targets = predicted
+    else:
+        index = LABELS.index(target) if target in LABELS else int(target)
+        if not 0 <= index < len(LABELS):
+            raise ValueError(f"target must be one of {LABELS} or an index below {len(LABELS)}, got {target!r}")
+        targets = torch.full_like(predicted, index)
+    explainer = LayerMambaLRP(model, model.backbone.embeddings)
+    relevance, delta = explainer.attribute(
+        input_ids, target=targets, additional_forward_args=mask, return_convergence_delta=True
+    )
+    per_token = relevance.sum(-1)
+    probabilities = logits.softmax(-1)
+    results = []
+    for row, text in enumerate(texts):
+        length = int(mask[row].sum())
+        ids = input_ids[row, :length].tolist()
+        results.append(
+            SentenceExplanation(
+                text=text,
+                tokens=[tokenizer.id_to_token(i) for i in ids],
+                relevances=per_token[row, :length].tolist(),
+                predicted=LABELS[int(predicted[row])],
+                explained=LABELS[int(targets[row])],
+                probability=float(probabilities[row, targets[row]]),
+                logit=float(logits[row, targets[row]]),
+                convergence_delta=float(delta[row]),
+            )
+        )
+    return results
+
+
+def _print(result: SentenceExplanation) -> None:
+    print(f'"{result.text}"')
+    print(
+        f"  prediction: {result.predicted}; explaining '{result.explained}' "
+        f"(p = {result.probability:.3f}, logit = {result.logit:+.4f}); "
+        f"sum of relevances = {sum(result.relevances):+.4f} (convergence delta {result.convergence_delta:+.1e})"
+    )
+    for token, value in zip(result.tokens, result.relevances):
+        bar = ("+" if value >= 0 else "-") * min(30, int(round(abs(value) * 20)))
+        print(f"    {token:>16s} {value:+.4f} {bar}")
+
+
+def _explain_command(args: argparse.Namespace) -> int:
+    from captum_mamba.default import SAMPLE_SENTENCES
+
+    texts = args.sentences or SAMPLE_SENTENCES
+    try:
+        results = explain_sentences(texts, target=args.target, float64=args.float64)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for result in results:
+        _print(result)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rendered = [
+        TokenExplanation(
+            r.tokens, r.relevances,
+            title=f"{r.text}  ->  {r.predicted} (explaining {r.explained}, p = {r.probability:.2f})",
+            subtitle=f"logit {r.logit:+.3f}; sum of relevances {sum(r.relevances):+.3f}",
+        )
+        for r in results
+    ]
+    png = save_heatmap(rendered, out / "heatmap.png")
+    page = out / "heatmap.html"
+    page.write_text(heatmap_html(rendered, "MambaLRP: default sentiment model"), encoding="utf-8")
+    (out / "relevances.json").write_text(json.dumps([asdict(r) for r in results], indent=2), encoding="utf-8")
+    print(f"wrote {png}, {page} and {out / 'relevances.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="captum-mamba", description="MambaLRP explanations for Mamba models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    explain = commands.add_parser(
+        "explain", help="explain the embedded sentiment model on sentences (default: built-in samples)"
+    )
+    explain.add_argument("sentences", nargs="*", help="sentences to explain")
+    explain.add_argument("--target", help="class to explain: positive, negative, 0 or 1 (default: predicted)")
+    explain.add_argument("--out", default="explanation", help="output folder for heatmap.png/.html (default: explanation)")
+    explain.add_argument("--float64", action="store_true", help="compute in float64 (exact conservation)")
+    explain.set_defaults(handler=_explain_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``captum-mamba`` command."""
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Matplotlib token heatmaps: tokens as coloured boxes, wrapped into lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from captum_mamba.visualization.colors import relevance_rgb, scale_of  # noqa: E402
+from captum_mamba.visualization.html import TokenExplanation  # noqa: E402
+
+
+def _wrap(tokens: Sequence[str], width: int) -> list[list[int]]:
+    lines: list[list[int]] = [[]]
+    used = 0
+    for index, token in enumerate(tokens):
+        size = len(token) + 1
+        if lines[-1] and used + size > width:
+            lines.append([])
+            used = 0
+        lines[-1].append(index)
+        used += size
+    return lines
+
+
+def heatmap_figure(explanations: Sequence[TokenExplanation], width: int = 70) -> Figure:
+    r"""
+    Draw explanations one under another; each sequence is coloured on its own zero-centred scale.
+
+    Args:
+        explanations (Sequence[TokenExplanation]): the sequences to draw.
+        width (int, optional): characters per line before wrapping. Default: 70
+
+    Returns:
+        *Figure*: the matplotlib figure.
+    """
+    layout = [(e, _wrap(e.tokens, width)) for e in explanations]
+    line_count = sum(len(lines) + 2 for _, lines in layout)
+    figure = plt.figure(figsize=(width * 0.11 + 0.5, 0.32 * line_count + 0.4))
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.set_xlim(0, width + 2)
+    axis.set_ylim(line_count + 0.5, 0)
+    axis.axis("off")
+    row = 0.8
+    for explanation, lines in layout:
+        axis.text(0.5, row, explanation.title, fontsize=9, weight="bold", va="center")
+        if explanation.subtitle:
+            axis.text(0.5, row + 0.8, explanation.subtitle, fontsize=7, color="#555", va="center")
+        row += 2
+        scale = scale_of(explanation.relevances)
+        for line in lines:
+            column = 0.5
+            for index in line:
+                token = explanation.tokens[index]
+                r, g, b = relevance_rgb(explanation.relevances[index], scale)
+                axis.text(
+                    column, row, token, fontsize=8, family="monospace", va="center",
+                    bbox=dict(boxstyle="round,pad=0.15", facecolor=(r / 255, g / 255, b / 255), edgecolor="none"),
+                )
+                column += len(token) + 1
+            row += 1
+    return figure
+
+
+def save_heatmap(explanations: Sequence[TokenExplanation], path: str | Path, width: int = 70) -> Path:
+    r"""
+    Save a token heatmap as PNG, SVG or PDF (by the file suffix).
+
+    Args:
+        explanations (Sequence[TokenExplanation]): the sequences to draw.
+        path (str or Path): the output file.
+        width (int, optional): characters per line. Default: 70
+
+    Returns:
+        *Path*: the written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = heatmap_figure(explanations, width)
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return path

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install captum_mamba with its test extra. Idempotent; needs only PyPI.
+# torch is pinned first: an open torch range would pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
