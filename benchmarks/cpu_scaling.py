@@ -235,7 +235,7 @@ def worker_main(args: argparse.Namespace) -> None:
 class Measurement:
     method: str
     length: int
-    status: str  # "ok", "skipped" or "error"
+    status: str  # "ok", "skipped", "timeout" or "error"
     seconds: float | None = None
     peak_rss_increase_mib: float | None = None
     predicted_seconds: float | None = None
@@ -258,8 +258,21 @@ def _worker_env(threads: int) -> dict[str, str]:
     return env
 
 
+class WorkerError(RuntimeError):
+    """A measurement subprocess failed (``status`` is ``"error"``) or ran out of time (``"timeout"``)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def worker_timeout(args: argparse.Namespace) -> float:
+    """Hard limit for one worker: ``--timeout``, else 3 x ``--max-seconds`` plus a minute of setup."""
+    return args.timeout if args.timeout is not None else 3 * args.max_seconds + 60
+
+
 def run_worker(method: str, length: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One measurement in a fresh subprocess; raises ``RuntimeError`` if the worker fails."""
+    """One measurement in a fresh subprocess; raises ``WorkerError`` if it fails or times out."""
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -269,12 +282,18 @@ def run_worker(method: str, length: int, args: argparse.Namespace) -> dict[str, 
         "--threads", str(args.threads),
         "--ig-internal-batch-size", str(args.ig_internal_batch_size),
     ]  # fmt: skip
-    completed = subprocess.run(command, capture_output=True, text=True, env=_worker_env(args.threads))
+    timeout = worker_timeout(args)
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, env=_worker_env(args.threads), timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkerError("timeout", f"worker killed after {timeout:g} s (--timeout)") from None
     for line in reversed(completed.stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    tail = (completed.stderr or completed.stdout).strip().splitlines()[-5:]
-    raise RuntimeError(f"worker exited with status {completed.returncode}: " + " | ".join(tail))
+            return json.loads(line[len(RESULT_PREFIX) :])
+    tail = (completed.stderr or completed.stdout).strip().splitlines()[-3:]
+    raise WorkerError("error", f"worker exited with status {completed.returncode}: " + " | ".join(tail))
 
 
 def measure_with_repeats(method: str, length: int, args: argparse.Namespace, predicted: float | None) -> Measurement:
@@ -282,8 +301,8 @@ def measure_with_repeats(method: str, length: int, args: argparse.Namespace, pre
     try:
         for _ in range(args.repeats):
             runs.append(run_worker(method, length, args))
-    except RuntimeError as error:
-        return Measurement(method, length, "error", predicted_seconds=predicted, reason=str(error), runs=runs)
+    except WorkerError as error:
+        return Measurement(method, length, error.status, predicted_seconds=predicted, reason=str(error), runs=runs)
     return Measurement(
         method,
         length,
@@ -314,6 +333,8 @@ def benchmark_method(
             result = measure_with_repeats(method, length, args, predicted)
             if result.seconds is not None:
                 previous = (length, result.seconds)
+            elif result.status == "timeout":  # a lower bound on its time: longer ones will be skipped
+                previous = (length, worker_timeout(args))
         results.append(result)
         on_result(result)
     return results
@@ -383,6 +404,23 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _git_commit() -> str | None:
+    """The checkout's commit (with ``-dirty`` if it has uncommitted changes), or ``None``."""
+    try:
+        describe = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if describe.returncode != 0:
+        return None
+    return describe.stdout.strip() or None
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     return {
         "platform": platform.platform(),
@@ -392,6 +430,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "torch": _version("torch"),
         "transformers": _version("transformers"),
         "captum": _version("captum"),
+        "captum_mamba_commit": _git_commit(),
         "threads": threads,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -410,6 +449,7 @@ def report(args: argparse.Namespace, results: Sequence[Measurement]) -> dict[str
             "methods": list(args.methods),
             "repeats": args.repeats,
             "max_seconds": args.max_seconds,
+            "timeout_seconds": worker_timeout(args),
             "integrated_gradients": {"n_steps": IG_STEPS, "internal_batch_size": args.ig_internal_batch_size},
             "time": "min over repeats of one call's wall time (after a warm-up call at L=16)",
             "memory": (
@@ -486,8 +526,10 @@ def driver_main(args: argparse.Namespace) -> None:
             write_json(args.json, report(args, results))
 
     info = machine_info(args.threads)
-    print(f"{info['platform']}, {info['cpu_count']} CPUs, torch {info['torch']}, {args.threads} threads, "
-          f"budget {args.max_seconds:g} s per measurement\n")  # fmt: skip
+    print(
+        f"{info['platform']}, {info['cpu_count']} CPUs, torch {info['torch']}, {args.threads} threads, "
+        f"budget {args.max_seconds:g} s per measurement\n"
+    )
     for method in args.methods:
         benchmark_method(method, args, on_result)
     print()
@@ -512,6 +554,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--ig-internal-batch-size", type=int, default=10, help="IntegratedGradients internal_batch_size"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="kill a measurement subprocess after this many seconds (default: 3 x --max-seconds + 60)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write results and machine info to this JSON file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

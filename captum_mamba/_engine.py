@@ -73,12 +73,14 @@ def run_forward(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], ad
 
 
 def output_tensor(output: Any) -> Tensor:
-    """The tensor to explain from a model output: ``.logits`` of a ``ModelOutput``, else the tensor."""
+    """The tensor to explain: the output itself, its ``.logits``, or its first tensor (``last_hidden_state``)."""
     if isinstance(output, Tensor):
         return output
     logits = getattr(output, "logits", None)
     if isinstance(logits, Tensor):
         return logits
+    if hasattr(output, "to_tuple"):  # a ModelOutput without logits, e.g. MambaModel's
+        output = output.to_tuple()
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0]
     raise TypeError(f"cannot find a tensor to explain in a model output of type {type(output).__name__}")

@@ -64,6 +64,7 @@ def explain_sentences(texts: Sequence[str], target: str | None = None, float64: 
         input_ids, target=targets, additional_forward_args=mask, return_convergence_delta=True
     )
     per_token = relevance.sum(-1)
+    explained_logit = per_token.sum(-1) - delta  # the logit as the explanation computed it (delta's definition)
     probabilities = logits.softmax(-1)
     results = []
     for row, text in enumerate(texts):
@@ -77,7 +78,7 @@ def explain_sentences(texts: Sequence[str], target: str | None = None, float64: 
                 predicted=LABELS[int(predicted[row])],
                 explained=LABELS[int(targets[row])],
                 probability=float(probabilities[row, targets[row]]),
-                logit=float(logits[row, targets[row]]),
+                logit=float(explained_logit[row]),
                 convergence_delta=float(delta[row]),
             )
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
+from transformers.utils import logging as hf_logging
 
 from captum_mamba.models import MambaForSequenceClassification
 
@@ -63,7 +64,13 @@ def load_default_classifier(
         ``model.config.id2label == {0: "negative", 1: "positive"}``, and its
         ``tokenizers.Tokenizer`` (use :func:`encode` to make model inputs).
     """
-    model = MambaForSequenceClassification.from_pretrained(ASSETS_DIR, dtype=dtype)
+    progress_bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = MambaForSequenceClassification.from_pretrained(ASSETS_DIR, dtype=dtype)
+    finally:
+        if progress_bar:
+            hf_logging.enable_progress_bar()
     model.eval()
     tokenizer = Tokenizer.from_file(str(ASSETS_DIR / "tokenizer.json"))
     return model, tokenizer
@@ -81,7 +88,7 @@ def encode(tokenizer: Tokenizer, texts: list[str], max_length: int = 128) -> tup
 
     Returns:
         *tuple* ``(input_ids, attention_mask)`` of ``LongTensor`` of shape
-        ``(len(texts), length)``, ``length`` being the longest (truncated) sentence; padding
+        ``(len(texts), length)``, ``length`` being the longest (truncated) sentence, at least 1; padding
         positions hold token id ``0`` (``"[PAD]"``) and mask ``0``.
     """
     if isinstance(texts, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def _wrap(tokens: Sequence[str], width: int) -> list[list[int]]:
     return lines
 
 
+_TOKEN_POINTS = 8.0
+_CHAR_INCHES = _TOKEN_POINTS * 0.6 / 72  # advance of one monospace character
+_LINE_INCHES = 0.3
+
+
 def heatmap_figure(explanations: Sequence[TokenExplanation], width: int = 70) -> Figure:
     r"""
     Draw explanations one under another; each sequence is coloured on its own zero-centred scale.
@@ -39,19 +45,21 @@ def heatmap_figure(explanations: Sequence[TokenExplanation], width: int = 70) ->
     Returns:
         *Figure*: the matplotlib figure.
     """
-    layout = [(e, _wrap(e.tokens, width)) for e in explanations]
-    line_count = sum(len(lines) + 2 for _, lines in layout)
-    figure = plt.figure(figsize=(width * 0.11 + 0.5, 0.32 * line_count + 0.4))
+    layout = [(e, textwrap.wrap(e.title, width) or [""], _wrap(e.tokens, width)) for e in explanations]
+    line_count = sum(len(title) + len(lines) + 1.6 for _, title, lines in layout)
+    figure = plt.figure(figsize=((width + 2) * _CHAR_INCHES, _LINE_INCHES * line_count + 0.2))
     axis = figure.add_axes((0, 0, 1, 1))
     axis.set_xlim(0, width + 2)
-    axis.set_ylim(line_count + 0.5, 0)
+    axis.set_ylim(line_count + 0.3, 0)
     axis.axis("off")
-    row = 0.8
-    for explanation, lines in layout:
-        axis.text(0.5, row, explanation.title, fontsize=9, weight="bold", va="center")
+    row = 0.6
+    for explanation, title_lines, lines in layout:
+        for title_line in title_lines:
+            axis.text(0.5, row, title_line, fontsize=8, weight="bold", va="center")
+            row += 0.8
         if explanation.subtitle:
-            axis.text(0.5, row + 0.8, explanation.subtitle, fontsize=7, color="#555", va="center")
-        row += 2
+            axis.text(0.5, row, explanation.subtitle, fontsize=7, color="#555", va="center")
+        row += 1
         scale = scale_of(explanation.relevances)
         for line in lines:
             column = 0.5
@@ -59,11 +67,12 @@ def heatmap_figure(explanations: Sequence[TokenExplanation], width: int = 70) ->
                 token = explanation.tokens[index]
                 r, g, b = relevance_rgb(explanation.relevances[index], scale)
                 axis.text(
-                    column, row, token, fontsize=8, family="monospace", va="center",
+                    column, row, token, fontsize=_TOKEN_POINTS, family="monospace", va="center",
                     bbox=dict(boxstyle="round,pad=0.15", facecolor=(r / 255, g / 255, b / 255), edgecolor="none"),
                 )
                 column += len(token) + 1
             row += 1
+        row += 0.6
     return figure
 
 
