@@ -1,17 +1,26 @@
 """captum_mamba: MambaLRP, Layer-wise Relevance Propagation for Mamba models, for Captum."""
 
+from captum_mamba import models  # noqa: F401  (registers the model families' rules)
 from captum_mamba.context import RulePlan, mamba_lrp_rules, plan_rules
 from captum_mamba.errors import MissingDependencyError, ModelNotFoundError, UnsupportedModuleError
 from captum_mamba.layer_mamba_lrp import LayerMambaLRP
 from captum_mamba.mamba_lrp import MambaLRP
+from captum_mamba.models import (
+    FalconMambaForSequenceClassification,
+    Mamba2ForSequenceClassification,
+    MambaForSequenceClassification,
+)
 from captum_mamba.registry import DEFAULT_REGISTRY, RuleRegistry, register_rule
-from captum_mamba import models  # noqa: F401  (registers the model families' rules)
-from captum_mamba.models import MambaForSequenceClassification
+from captum_mamba.targets import TokenTargets, last_token_positions
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_REGISTRY",
+    "FalconMambaForSequenceClassification",
+    "Mamba2ForSequenceClassification",
+    "TokenTargets",
+    "last_token_positions",
     "LayerMambaLRP",
     "MambaForSequenceClassification",
     "MambaLRP",

@@ -18,10 +18,20 @@ from captum_mamba._engine import (
     select_position,
     select_target,
 )
-from captum_mamba.context import RulePlan, mamba_lrp_rules, plan_rules
+from captum_mamba.context import Fallback, RulePlan, mamba_lrp_rules, plan_rules
 from captum_mamba.registry import RuleRegistry, RuleSpec
+from captum_mamba.targets import TokenTargets, last_token_positions
 
 _DEFAULT = object()
+
+
+def _positions_from_mask(position: str, additional_forward_args: Any) -> Tensor:
+    if position != "last_real":
+        raise ValueError(f"explained_position must be an int, ints, a tensor, None or 'last_real'; got {position!r}")
+    mask = additional_forward_args[0] if isinstance(additional_forward_args, tuple) else additional_forward_args
+    if not isinstance(mask, Tensor):
+        raise ValueError("explained_position='last_real' needs the attention mask as additional_forward_args")
+    return last_token_positions(mask)
 
 
 class MambaLRPBase:
@@ -36,11 +46,13 @@ class MambaLRPBase:
         rules: Mapping[type[nn.Module], RuleSpec] | None,
         registry: RuleRegistry | None,
         explained_position: Position,
+        plain_gradient_fallback: Fallback,
     ) -> None:
         self.model = resolve_model(forward_func, model)
         self.rules = dict(rules or {})
         self.registry = registry
         self.explained_position = explained_position
+        self.plain_gradient_fallback = plain_gradient_fallback
 
     @classmethod
     def get_name(cls) -> str:
@@ -48,7 +60,7 @@ class MambaLRPBase:
 
     def rule_plan(self) -> RulePlan:
         """The rule each module of the model gets (without applying anything)."""
-        return plan_rules(self.model, self.rules, self.registry)
+        return plan_rules(self.model, self.rules, self.registry, self.plain_gradient_fallback)
 
     def _explained_output(
         self,
@@ -58,22 +70,26 @@ class MambaLRPBase:
         explained_position: Any,
     ) -> Tensor:
         position = self.explained_position if explained_position is _DEFAULT else explained_position
-        raw = run_forward(self.forward_func, inputs, additional_forward_args)
-        return select_target(select_position(output_tensor(raw), position), target)
+        if isinstance(position, str):
+            position = _positions_from_mask(position, additional_forward_args)
+        output = output_tensor(run_forward(self.forward_func, inputs, additional_forward_args))
+        if isinstance(target, TokenTargets):
+            return target.select(output)
+        return select_target(select_position(output, position), target)
 
     def _gradients(
         self,
         run: Callable[[], tuple[Tensor, Sequence[Tensor]]],
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Run ``run`` (forward returning the explained scalars and the leaves) under the rules; backprop once."""
-        with torch.enable_grad(), frozen_parameters(self.model), mamba_lrp_rules(
-            self.model, self.rules, self.registry
+        with (
+            torch.enable_grad(),
+            frozen_parameters(self.model),
+            mamba_lrp_rules(self.model, self.rules, self.registry, self.plain_gradient_fallback),
         ):
             explained, leaves = run()
             if not explained.requires_grad:
                 raise RuntimeError("the explained output does not depend on the attributed tensors")
             gradients = torch.autograd.grad(explained.sum(), tuple(leaves), allow_unused=True)
-        gradients = tuple(
-            torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, gradients)
-        )
+        gradients = tuple(torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, gradients))
         return explained.detach(), gradients

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Union
+from typing import Any
 
 import torch
 from captum._utils.common import _format_additional_forward_args
@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from captum_mamba.errors import ModelNotFoundError
 
-Position = Union[int, Sequence[int], Tensor, None]
+Position = int | Sequence[int] | Tensor | str | None
 
 
 def resolve_model(forward_func: Callable[..., Any], model: nn.Module | None) -> nn.Module:
@@ -41,7 +41,7 @@ def _hf_style_parameters(forward_func: Callable[..., Any]) -> set[str] | None:
     if not isinstance(forward_func, nn.Module):
         return None
     try:
-        parameters = set(inspect.signature(forward_func.forward).parameters)
+        parameters = set(inspect.signature(type(forward_func).forward).parameters)  # not a rule-patched forward
     except (TypeError, ValueError):
         return None
     return parameters if {"input_ids", "inputs_embeds"} <= parameters else None
@@ -125,9 +125,7 @@ def select_target(output: Tensor, target: TargetType) -> Tensor:
     if target is None:
         if output[0].numel() == 1:
             return output.reshape(batch)
-        raise ValueError(
-            f"the model returns {tuple(output.shape[1:])} values per example; pass target= to choose one"
-        )
+        raise ValueError(f"the model returns {tuple(output.shape[1:])} values per example; pass target= to choose one")
     if output.dim() > 2:
         return _select_tuple_targets(output, target)
     classes = output.shape[1]

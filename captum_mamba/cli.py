@@ -29,7 +29,9 @@ class SentenceExplanation:
     convergence_delta: float
 
 
-def explain_sentences(texts: Sequence[str], target: str | None = None, float64: bool = False) -> list[SentenceExplanation]:
+def explain_sentences(
+    texts: Sequence[str], target: str | None = None, float64: bool = False
+) -> list[SentenceExplanation]:
     r"""
     Explain the embedded sentiment classifier on ``texts`` with MambaLRP.
 
@@ -112,7 +114,8 @@ def _explain_command(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rendered = [
         TokenExplanation(
-            r.tokens, r.relevances,
+            r.tokens,
+            r.relevances,
             title=f"{r.text}  ->  {r.predicted} (explaining {r.explained}, p = {r.probability:.2f})",
             subtitle=f"logit {r.logit:+.3f}; sum of relevances {sum(r.relevances):+.3f}",
         )
@@ -134,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("sentences", nargs="*", help="sentences to explain")
     explain.add_argument("--target", help="class to explain: positive, negative, 0 or 1 (default: predicted)")
-    explain.add_argument("--out", default="explanation", help="output folder for heatmap.png/.html (default: explanation)")
+    explain.add_argument(
+        "--out", default="explanation", help="output folder for heatmap.png/.html (default: explanation)"
+    )
     explain.add_argument("--float64", action="store_true", help="compute in float64 (exact conservation)")
     explain.set_defaults(handler=_explain_command)
     return parser

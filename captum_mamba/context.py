@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ class RulePlan:
 
     rules: dict[str, PropagationRule] = field(default_factory=dict)
     unsupported: dict[str, list[str]] = field(default_factory=dict)
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line per module that has a rule other than LRP-0."""
@@ -48,10 +50,14 @@ def _resolve_rule(
     return registry.lookup(type(module))
 
 
+Fallback = bool | Iterable[type[nn.Module]]
+
+
 def plan_rules(
     model: nn.Module,
     overrides: Mapping[type[nn.Module], RuleSpec] | None = None,
     registry: RuleRegistry | None = None,
+    plain_gradient_fallback: Fallback = False,
 ) -> RulePlan:
     r"""
     Decide the rule of every module of ``model`` without changing it.
@@ -65,6 +71,10 @@ def plan_rules(
         model (nn.Module): the model.
         overrides (Mapping, optional): ``{module_type: rule}`` taking precedence over the registry.
         registry (RuleRegistry, optional): defaults to the package's registry.
+        plain_gradient_fallback (bool or Iterable[type], optional): module types without a rule
+                    that may run unchanged (plain gradient) instead of being reported; ``True``
+                    for all. A warning names them: relevance through them is not conserved.
+                    Default: False
 
     Returns:
         *RulePlan* with the rule of each named module and the unsupported types with their paths.
@@ -78,8 +88,24 @@ def plan_rules(
         if rule is not None:
             plan.rules[name] = rule
         elif not list(module.children()) or _has_own_parameters(module):
-            plan.unsupported.setdefault(type(module).__name__, []).append(name or "<root>")
+            if _falls_back(type(module), plain_gradient_fallback):
+                plan.rules[name] = GradientRule()
+                plan.fallbacks.setdefault(type(module).__name__, []).append(name or "<root>")
+            else:
+                plan.unsupported.setdefault(type(module).__name__, []).append(name or "<root>")
+    if plan.fallbacks:
+        warnings.warn(
+            f"no MambaLRP rule for {', '.join(plan.fallbacks)}: using the plain gradient through them, "
+            "so relevance is not conserved there",
+            stacklevel=3,
+        )
     return plan
+
+
+def _falls_back(module_type: type[nn.Module], fallback: Fallback) -> bool:
+    if isinstance(fallback, bool):
+        return fallback
+    return any(issubclass(module_type, allowed) for allowed in fallback)
 
 
 def _forward_for(module: nn.Module, rule: PropagationRule):
@@ -100,6 +126,7 @@ def mamba_lrp_rules(
     model: nn.Module,
     overrides: Mapping[type[nn.Module], RuleSpec] | None = None,
     registry: RuleRegistry | None = None,
+    plain_gradient_fallback: Fallback = False,
 ) -> Iterator[RulePlan]:
     r"""
     Apply MambaLRP rules to ``model`` for the duration of a ``with`` block.
@@ -114,6 +141,7 @@ def mamba_lrp_rules(
         overrides (Mapping, optional): ``{module_type: rule}`` taking precedence over the registry;
                     ``None`` as a rule switches a type to LRP-0 (plain gradient).
         registry (RuleRegistry, optional): defaults to the package's registry.
+        plain_gradient_fallback (bool or Iterable[type], optional): see :func:`plan_rules`.
 
     Returns:
         *RulePlan*: the rules that were applied.
@@ -121,7 +149,7 @@ def mamba_lrp_rules(
     Raises:
         UnsupportedModuleError: if the model has module types without a rule.
     """
-    plan = plan_rules(model, overrides, registry)
+    plan = plan_rules(model, overrides, registry, plain_gradient_fallback)
     if plan.unsupported:
         raise UnsupportedModuleError(plan.unsupported)
     modules = dict(model.named_modules(remove_duplicate=False))

@@ -8,8 +8,10 @@ class UnsupportedModuleError(TypeError):
 
     def __init__(self, module_types: dict[str, list[str]]) -> None:
         self.module_types = module_types
-        listing = "; ".join(f"{name} (at {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''})"
-                            for name, paths in module_types.items())
+        listing = "; ".join(
+            f"{name} (at {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''})"
+            for name, paths in module_types.items()
+        )
         super().__init__(
             f"MambaLRP has no rule for these module types: {listing}. Register one with "
             "captum_mamba.register_rule(ModuleType, rule), pass rules={ModuleType: rule} to the "

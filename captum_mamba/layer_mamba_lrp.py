@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from captum_mamba._base import _DEFAULT, MambaLRPBase
 from captum_mamba._engine import Position, summed_per_example
+from captum_mamba.context import Fallback
 from captum_mamba.registry import RuleRegistry, RuleSpec
 
 
@@ -67,8 +68,10 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
                     ``forward_func``.
         rules (Mapping, optional): ``{module_type: rule}`` overriding the registry.
         registry (RuleRegistry, optional): the rule registry. Default: the package's.
-        explained_position (int, list or Tensor, optional): position explained in sequence
-                    outputs. Default: -1
+        explained_position (int, list, Tensor, str or None, optional): position explained in
+                    sequence outputs, as in :class:`MambaLRP`. Default: -1
+        plain_gradient_fallback (bool or Iterable[type], optional): as in :class:`MambaLRP`.
+                    Default: False
     """
 
     def __init__(
@@ -79,9 +82,10 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
         rules: Mapping[type[nn.Module], RuleSpec] | None = None,
         registry: RuleRegistry | None = None,
         explained_position: Position = -1,
+        plain_gradient_fallback: Fallback = False,
     ) -> None:
         LayerGradientXActivation.__init__(self, forward_func, layer)
-        self._configure(forward_func, model, rules, registry, explained_position)
+        self._configure(forward_func, model, rules, registry, explained_position, plain_gradient_fallback)
 
     @log_usage()
     def attribute(  # type: ignore[override]
@@ -97,7 +101,8 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
         r"""
         Args:
             inputs (Tensor or tuple[Tensor, ...]): model inputs (token ids or embeddings).
-            target (int, tuple, Tensor or list, optional): the explained output index, as in Captum.
+            target (int, tuple, Tensor, list or TokenTargets, optional): the explained output,
+                        as in :class:`MambaLRP`.
             additional_forward_args (Any, optional): further forward arguments (the
                         ``attention_mask`` for Hugging Face models).
             attribute_to_layer_input (bool, optional): relevance of the layer's input instead of

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from captum_mamba._base import _DEFAULT, MambaLRPBase
 from captum_mamba._engine import Position, check_float_inputs, summed_per_example
+from captum_mamba.context import Fallback
 from captum_mamba.registry import RuleRegistry, RuleSpec
 
 
@@ -38,10 +39,15 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         rules (Mapping, optional): ``{module_type: rule}`` overriding the registry for this
                     explainer; ``None`` as a rule means plain gradient (LRP-0).
         registry (RuleRegistry, optional): the rule registry. Default: the package's.
-        explained_position (int, list or Tensor, optional): for sequence outputs
-                    ``(batch, length, vocab)``, the position explained (one for all examples or
-                    one per example); ``None`` keeps the sequence dimension (then ``target`` is
-                    a tuple ``(position, class)``). Default: -1 (the last position)
+        explained_position (int, list, Tensor, str or None, optional): for sequence outputs
+                    ``(batch, length, vocab)``, the position explained: one for all examples, one
+                    per example, ``"last_real"`` (each row's last real token, from the attention
+                    mask given as ``additional_forward_args``), or ``None`` to keep the sequence
+                    dimension (then ``target`` is a tuple ``(position, class)`` or a
+                    :class:`~captum_mamba.TokenTargets`). Default: -1 (the last position)
+        plain_gradient_fallback (bool or Iterable[type], optional): module types without a rule
+                    that may run with the plain gradient (with a warning) instead of raising
+                    :class:`~captum_mamba.UnsupportedModuleError`; ``True`` for all. Default: False
     """
 
     def __init__(
@@ -51,9 +57,10 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         rules: Mapping[type[nn.Module], RuleSpec] | None = None,
         registry: RuleRegistry | None = None,
         explained_position: Position = -1,
+        plain_gradient_fallback: Fallback = False,
     ) -> None:
         InputXGradient.__init__(self, forward_func)
-        self._configure(forward_func, model, rules, registry, explained_position)
+        self._configure(forward_func, model, rules, registry, explained_position, plain_gradient_fallback)
 
     @log_usage()
     def attribute(  # type: ignore[override]
@@ -68,9 +75,11 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         Args:
             inputs (Tensor or tuple[Tensor, ...]): floating-point inputs (e.g. ``inputs_embeds``
                         of shape ``(batch, length, hidden)``); dimension 0 is the batch.
-            target (int, tuple, Tensor or list, optional): the output index explained, as in
-                        Captum: one for all examples or one per example. Logits are explained
-                        (no softmax is applied). Default: None (scalar outputs)
+            target (int, tuple, Tensor, list or TokenTargets, optional): the output index
+                        explained, as in Captum: one for all examples or one per example; a
+                        :class:`~captum_mamba.TokenTargets` explains a sum of several
+                        ``(position, token)`` logits. Logits are explained (no softmax is
+                        applied). Default: None (scalar outputs)
             additional_forward_args (Any, optional): further arguments of the forward function
                         (the ``attention_mask`` for Hugging Face models). Default: None
             return_convergence_delta (bool, optional): also return, per example, the sum of all

@@ -6,14 +6,36 @@ import math
 
 import pytest
 import torch
-from transformers import MambaConfig, MambaForCausalLM
+import torch.nn.functional as F
+from transformers import (
+    FalconMambaConfig,
+    FalconMambaForCausalLM,
+    Mamba2Config,
+    Mamba2ForCausalLM,
+    MambaConfig,
+    MambaForCausalLM,
+)
+from transformers.models.falcon_mamba import modeling_falcon_mamba
+from transformers.models.mamba import modeling_mamba
+from transformers.models.mamba2 import modeling_mamba2
 
-from captum_mamba.models import MambaForSequenceClassification
+from captum_mamba.models import (
+    FalconMambaForSequenceClassification,
+    Mamba2ForSequenceClassification,
+    MambaForSequenceClassification,
+)
 
 VOCAB = 40
 
 
-def tiny_config(**overrides) -> MambaConfig:
+FAMILIES = {
+    "mamba": (MambaConfig, MambaForCausalLM, MambaForSequenceClassification),
+    "mamba2": (Mamba2Config, Mamba2ForCausalLM, Mamba2ForSequenceClassification),
+    "falcon_mamba": (FalconMambaConfig, FalconMambaForCausalLM, FalconMambaForSequenceClassification),
+}
+
+
+def tiny_config(family: str = "mamba", **overrides):
     settings = dict(
         vocab_size=VOCAB,
         hidden_size=16,
@@ -27,8 +49,11 @@ def tiny_config(**overrides) -> MambaConfig:
         residual_in_fp32=False,
         use_cache=False,
     )
+    if family == "mamba2":
+        del settings["time_step_rank"]
+        settings.update(state_size=8, num_heads=4, head_dim=8, n_groups=1, chunk_size=8)
     settings.update(overrides)
-    return MambaConfig(**settings)
+    return FAMILIES[family][0](**settings)
 
 
 @torch.no_grad()
@@ -38,9 +63,13 @@ def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     for name, parameter in model.named_parameters():
         noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
         if name.endswith("A_log"):
-            parameter.copy_(torch.log(torch.rand(parameter.shape, generator=generator, dtype=parameter.dtype) * 4 + 0.5))
-        elif name.endswith("dt_proj.bias"):
-            parameter.copy_(torch.log(torch.expm1(torch.rand(parameter.shape, generator=generator).double() * 0.3 + 0.05)))
+            parameter.copy_(
+                torch.log(torch.rand(parameter.shape, generator=generator, dtype=parameter.dtype) * 4 + 0.5)
+            )
+        elif name.endswith(("dt_proj.bias", "dt_bias")):
+            parameter.copy_(
+                torch.log(torch.expm1(torch.rand(parameter.shape, generator=generator).double() * 0.3 + 0.05))
+            )
         elif name.endswith(".D"):
             parameter.copy_(1 + 0.5 * noise)
         elif "norm" in name:
@@ -53,21 +82,26 @@ def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
-def tiny_lm(seed: int = 0, dtype: torch.dtype = torch.float64, **overrides) -> MambaForCausalLM:
+def tiny_lm(seed: int = 0, dtype: torch.dtype = torch.float64, family: str = "mamba", **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = MambaForCausalLM(tiny_config(**overrides))
+    model = FAMILIES[family][1](tiny_config(family, **overrides))
     return randomise(model, seed).to(dtype).eval()
 
 
 def tiny_classifier(
-    seed: int = 0, pooling: str = "mean", classifier_bias: bool = False, dtype: torch.dtype = torch.float64, **overrides
-) -> MambaForSequenceClassification:
+    seed: int = 0,
+    pooling: str = "mean",
+    classifier_bias: bool = False,
+    dtype: torch.dtype = torch.float64,
+    family: str = "mamba",
+    **overrides,
+) -> torch.nn.Module:
     torch.manual_seed(seed)
-    config = tiny_config(**overrides)
+    config = tiny_config(family, **overrides)
     config.pooling = pooling
     config.classifier_bias = classifier_bias
     config.num_labels = 3
-    model = MambaForSequenceClassification(config)
+    model = FAMILIES[family][2](config)
     return randomise(model, seed).to(dtype).eval()
 
 
@@ -82,3 +116,81 @@ def token_ids(batch: int = 2, length: int = 11, seed: int = 1) -> torch.Tensor:
 @pytest.fixture
 def ids() -> torch.Tensor:
     return token_ids()
+
+
+# --- Hugging Face's torch paths without their float32 casts -------------------------------------
+# HF narrows float64 models to float32 inside the scans and norms; to compare outputs at 1e-10 the
+# tests swap in these cast-free versions of exactly those functions.
+
+
+def _scan_without_narrowing(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **_):
+    if delta_bias is not None:
+        dt = dt + delta_bias[..., None]
+    if delta_softplus:
+        dt = F.softplus(dt)
+    decay = torch.exp(A[None, :, None, :] * dt[..., None])
+    drive = dt[..., None] * B.transpose(1, 2)[:, None] * hidden_states[..., None]
+    state = torch.zeros_like(decay[:, :, 0])
+    outputs = []
+    for t in range(hidden_states.shape[-1]):
+        state = decay[:, :, t] * state + drive[:, :, t]
+        outputs.append((state * C[:, None, :, t]).sum(-1))
+    y = torch.stack(outputs, -1) + hidden_states * D[None, :, None]
+    return y * F.silu(z)
+
+
+def _ssd_without_narrowing(
+    hidden_states,
+    dt,
+    A,
+    B,
+    C,
+    chunk_size,
+    D=None,
+    dt_bias=None,
+    initial_states=None,
+    dt_softplus=False,
+    dt_limit=(0.0, float("inf")),
+    return_final_states=False,
+    **_,
+):
+    batch, length, heads, head_dim = hidden_states.shape
+    if dt_bias is not None:
+        dt = dt + dt_bias
+    if dt_softplus:
+        dt = F.softplus(dt)
+    dt = torch.clamp(dt, dt_limit[0], dt_limit[1])
+    per_group = heads // B.shape[2]
+    B, C = B.repeat_interleave(per_group, dim=2), C.repeat_interleave(per_group, dim=2)
+    state = torch.zeros(batch, heads, head_dim, B.shape[-1], dtype=hidden_states.dtype)
+    outputs = []
+    for t in range(length):
+        decay = torch.exp(dt[:, t] * A)[..., None, None]
+        state = decay * state + (dt[:, t, :, None] * hidden_states[:, t])[..., None] * B[:, t, :, None, :]
+        outputs.append((state * C[:, t, :, None, :]).sum(-1) + D[:, None] * hidden_states[:, t])
+    y = torch.stack(outputs, 1)
+    return (y, state) if return_final_states else y
+
+
+def _rms_norm_without_narrowing(self, hidden_states):
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+
+
+def _gated_rms_norm_without_narrowing(self, hidden_states, gate=None):
+    if gate is not None:
+        hidden_states = hidden_states * F.silu(gate)
+    grouped = hidden_states.reshape(*hidden_states.shape[:-1], -1, self.group_size)
+    grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+    return self.weight * grouped.reshape(hidden_states.shape)
+
+
+@pytest.fixture
+def float64_faithful_hf(monkeypatch):
+    """HF's torch paths with their float32 casts in scans and norms removed (all three families)."""
+    monkeypatch.setattr(modeling_mamba, "mamba_selective_scan", _scan_without_narrowing)
+    monkeypatch.setattr(modeling_falcon_mamba, "mamba_selective_scan", _scan_without_narrowing)
+    monkeypatch.setattr(modeling_mamba2, "mamba2_chunk_scan", _ssd_without_narrowing)
+    for norm in (modeling_mamba.MambaRMSNorm, modeling_mamba2.Mamba2RMSNorm, modeling_falcon_mamba.FalconMambaRMSNorm):
+        monkeypatch.setattr(norm, "forward", _rms_norm_without_narrowing)
+    monkeypatch.setattr(modeling_mamba2.MambaRMSNormGated, "forward", _gated_rms_norm_without_narrowing)

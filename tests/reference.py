@@ -16,19 +16,18 @@ def _rms_norm(norm: torch.nn.Module, x: Tensor) -> Tensor:
     return x * scale.detach() * norm.weight  # Eq. (App. C): normaliser held constant
 
 
-def _mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None) -> Tensor:
-    batch, length, _ = x.shape
-    channels = mixer.intermediate_size
-    projected = x @ mixer.in_proj.weight.T
-    if mixer.in_proj.bias is not None:
-        projected = projected + mixer.in_proj.bias
-    xs, z = projected[..., :channels], projected[..., channels:]
+def _linear(layer: torch.nn.Module, x: Tensor) -> Tensor:
+    out = x @ layer.weight.T
+    return out if layer.bias is None else out + layer.bias
 
-    kernel = mixer.conv1d.weight[:, 0, :]  # (channels, K)
+
+def _causal_conv_silu(conv1d: torch.nn.Module, xs: Tensor, conv_bias: Tensor | None, mask: Tensor | None) -> Tensor:
+    batch, length, channels = xs.shape
+    kernel = conv1d.weight[:, 0, :]  # (channels, K)
     width = kernel.shape[1]
     conv_steps = []
     for t in range(length):
-        acc = torch.zeros(batch, channels, dtype=x.dtype)
+        acc = torch.zeros(batch, channels, dtype=xs.dtype)
         for k in range(width):
             source = t - (width - 1) + k
             if source >= 0:
@@ -38,10 +37,31 @@ def _mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None) -> Tenso
         conv_steps.append(acc)
     conv = torch.stack(conv_steps, 1)
     u = conv * torch.sigmoid(conv).detach()  # Eq. (4): SiLU with the sigmoid held constant
+    return u if mask is None else u * mask[..., None]
+
+
+def _weightless_rms(x: Tensor, eps: float) -> Tensor:
+    """FalconMamba's norm on dt, B, C (computed in float32 by the model)."""
+    wide = x.float()
+    return (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def _mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None, mask: Tensor | None = None) -> Tensor:
+    if hasattr(mixer, "num_heads"):
+        return _mamba2_mixer(mixer, x, conv_bias, mask)
+    batch, length, _ = x.shape
+    channels = mixer.intermediate_size
+    if mask is not None:
+        x = x * mask[..., None]
+    projected = _linear(mixer.in_proj, x)
+    xs, z = projected[..., :channels], projected[..., channels:]
+    u = _causal_conv_silu(mixer.conv1d, xs, conv_bias, mask)
 
     rank, state = mixer.time_step_rank, mixer.ssm_state_size
     dbc = u @ mixer.x_proj.weight.T
     dt, B, C = dbc[..., :rank], dbc[..., rank : rank + state], dbc[..., rank + state :]
+    if hasattr(mixer, "b_layernorm"):  # FalconMamba
+        dt, B, C = (_weightless_rms(t, mixer.rms_eps) for t in (dt, B, C))
     delta = F.softplus(dt @ mixer.dt_proj.weight.T + mixer.dt_proj.bias.float()).detach()  # Eqs. (6-7)
     B, C = B.detach(), C.detach()
     A = -torch.exp(mixer.A_log.float()).to(x.dtype)
@@ -57,16 +77,56 @@ def _mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None) -> Tenso
     gate = z * torch.sigmoid(z).detach()
     product = y * gate
     gated = 0.5 * product + 0.5 * product.detach()  # Eq. (9): half rule on the multiplicative gate
-    out = gated @ mixer.out_proj.weight.T
-    if mixer.out_proj.bias is not None:
-        out = out + mixer.out_proj.bias
-    return out
+    return _linear(mixer.out_proj, gated)
 
 
-def reference_hidden(backbone: torch.nn.Module, embeds: Tensor, conv_biases: list[Tensor | None]) -> Tensor:
+def _mamba2_mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None, mask: Tensor | None) -> Tensor:
+    batch, length, _ = x.shape
+    inner, heads, head_dim = mixer.intermediate_size, mixer.num_heads, mixer.head_dim
+    groups, state = mixer.n_groups, mixer.ssm_state_size
+    if mask is not None:
+        x = x * mask[..., None]
+    projected = _linear(mixer.in_proj, x)
+    z, xBC, dt = projected[..., :inner], projected[..., inner : inner + mixer.conv_dim], projected[..., -heads:]
+    xBC = _causal_conv_silu(mixer.conv1d, xBC, conv_bias, mask)
+    xs = xBC[..., :inner].reshape(batch, length, heads, head_dim)
+    B = xBC[..., inner : inner + groups * state].reshape(batch, length, groups, state).detach()
+    C = xBC[..., inner + groups * state :].reshape(batch, length, groups, state).detach()
+    low, high = mixer.time_step_limit
+    delta = torch.clamp(F.softplus(dt + mixer.dt_bias), low, high).detach()  # (batch, length, heads)
+    A = -torch.exp(mixer.A_log.float()).to(x.dtype)
+
+    ys = []
+    h = torch.zeros(batch, heads, head_dim, state, dtype=x.dtype)
+    for t in range(length):
+        new_h = []
+        for head in range(heads):
+            group = head // (heads // groups)
+            decay = torch.exp(delta[:, t, head] * A[head])[:, None, None]
+            drive = (delta[:, t, head, None] * xs[:, t, head])[:, :, None] * B[:, t, group, None, :]
+            new_h.append(decay * h[:, head] + drive)
+        h = torch.stack(new_h, 1)
+        y_t = torch.stack(
+            [(h[:, head] * C[:, t, head // (heads // groups), None, :]).sum(-1) for head in range(heads)], 1
+        )
+        ys.append(y_t + mixer.D[None, :, None] * xs[:, t])
+    y = torch.stack(ys, 1).reshape(batch, length, inner)
+
+    gate = z * torch.sigmoid(z).detach()
+    product = y * gate
+    gated = 0.5 * product + 0.5 * product.detach()
+    grouped = gated.reshape(batch, length, groups, inner // groups)
+    scale = 1.0 / torch.sqrt((grouped * grouped).mean(-1, keepdim=True) + mixer.norm.variance_epsilon)
+    normed = (grouped * scale.detach()).reshape(batch, length, inner) * mixer.norm.weight
+    return _linear(mixer.out_proj, normed)
+
+
+def reference_hidden(
+    backbone: torch.nn.Module, embeds: Tensor, conv_biases: list[Tensor | None], mask: Tensor | None = None
+) -> Tensor:
     hidden = embeds
     for block, bias in zip(backbone.layers, conv_biases):
-        hidden = hidden + _mixer(block.mixer, _rms_norm(block.norm, hidden), bias)
+        hidden = hidden + _mixer(block.mixer, _rms_norm(block.norm, hidden), bias, mask)
     return _rms_norm(backbone.norm_f, hidden)
 
 

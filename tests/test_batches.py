@@ -27,8 +27,9 @@ def test_right_padded_lm_batch_explains_each_rows_last_real_token():
     padded_ids = ids * mask  # pad id 0
     last_real = [n - 1 for n in lengths]
     explainer = LayerMambaLRP(model, model.backbone.embeddings)
-    batched = explainer.attribute(padded_ids, target=[1, 2, 3], additional_forward_args=mask,
-                                  explained_position=last_real)
+    batched = explainer.attribute(
+        padded_ids, target=[1, 2, 3], additional_forward_args=mask, explained_position=last_real
+    )
     for row, (n, target) in enumerate(zip(lengths, [1, 2, 3])):
         alone = explainer.attribute(ids[row : row + 1, :n], target=target)
         torch.testing.assert_close(batched[row : row + 1, :n], alone, atol=1e-10, rtol=0)
@@ -41,8 +42,9 @@ def test_right_padded_classifier_with_last_token_pooling():
     ids = token_ids(batch=2, length=8, seed=6)
     mask = (torch.arange(8)[None] < torch.tensor(lengths)[:, None]).long()
     explainer = LayerMambaLRP(model, model.backbone.embeddings)
-    batched, delta = explainer.attribute(ids * mask, target=2, additional_forward_args=mask,
-                                         return_convergence_delta=True)
+    batched, delta = explainer.attribute(
+        ids * mask, target=2, additional_forward_args=mask, return_convergence_delta=True
+    )
     for row, n in enumerate(lengths):
         alone = explainer.attribute(ids[row : row + 1, :n], target=2)
         torch.testing.assert_close(batched[row : row + 1, :n], alone, atol=1e-10, rtol=0)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import InputXGradient
-from transformers.models.mamba.modeling_mamba import MambaRMSNorm
+from transformers.models.mamba.modeling_mamba import MambaMixer, MambaRMSNorm
 
 from captum_mamba import LayerMambaLRP, MambaLRP
 from captum_mamba.models import MambaMixerRule
-from transformers.models.mamba.modeling_mamba import MambaMixer
 
 from conftest import embeddings_of, tiny_classifier, tiny_lm
 from reference import reference_explanation

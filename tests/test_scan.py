@@ -35,9 +35,7 @@ def test_linear_scan_matches_autograd_scan(chunk):
 
 def test_linear_scan_gradcheck():
     u, delta, A, B, C = _problem(length=9)
-    assert torch.autograd.gradcheck(
-        lambda x: linear_selective_scan(x, delta, A, B, C, chunk=4), (u.requires_grad_(),)
-    )
+    assert torch.autograd.gradcheck(lambda x: linear_selective_scan(x, delta, A, B, C, chunk=4), (u.requires_grad_(),))
 
 
 def test_half_precision_inputs_are_scanned_in_float32():

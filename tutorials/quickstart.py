@@ -23,7 +23,9 @@ def main() -> None:
         input_ids, target=predicted, additional_forward_args=mask, return_convergence_delta=True
     )
     # The same call with Captum's Integrated Gradients, for comparison:
-    ig = LayerIntegratedGradients(lambda ids, m: model(input_ids=ids, attention_mask=m).logits, model.backbone.embeddings)
+    ig = LayerIntegratedGradients(
+        lambda ids, m: model(input_ids=ids, attention_mask=m).logits, model.backbone.embeddings
+    )
     ig_relevance = ig.attribute(input_ids, target=predicted, additional_forward_args=mask, n_steps=32)
 
     rows = []

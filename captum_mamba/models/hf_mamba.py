@@ -6,23 +6,29 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from transformers.activations import SiLUActivation
 from transformers.models.mamba import modeling_mamba
 
-from captum_mamba.models.hf_common import CausalLMHeadRule, mask_padding, widened
+from captum_mamba.models.hf_common import (
+    CausalLMHeadRule,
+    MixerRule,
+    causal_conv,
+    check_cache,
+    check_padding,
+    mask_padding,
+    widened,
+)
 from captum_mamba.registry import DEFAULT_REGISTRY
 from captum_mamba.rules.base import MambaLRPRule
-from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.linear import GradientRule
 from captum_mamba.rules.norm import RMSNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
-from captum_mamba.rules.ssm import SelectiveSSMRule, plain_selective_ssm
 
 
-class MambaMixerRule(MambaLRPRule):
+class MambaMixerRule(MixerRule):
     r"""
-    MambaLRP for a Mamba-1 mixer (Hugging Face ``MambaMixer`` and its FalconMamba subclass).
+    MambaLRP for a Mamba-1 mixer (Hugging Face ``MambaMixer``).
 
     The block computes ``out_proj(gate(SSM(silu(conv(in_proj_x))), silu(in_proj_z)))``; each
     non-linear piece gets its component rule. A component set to ``None`` runs without its rule
@@ -34,28 +40,12 @@ class MambaMixerRule(MambaLRPRule):
         gate (GateHalfRule, optional): rule for ``y * silu(z)``. Default: ``GateHalfRule()``
     """
 
-    replaces_forward = True
-
-    def __init__(
-        self,
-        silu: SiLUIdentityRule | None = SiLUIdentityRule(),
-        ssm: SelectiveSSMRule | None = SelectiveSSMRule(),
-        gate: GateHalfRule | None = GateHalfRule(),
-    ) -> None:
-        self.silu = silu
-        self.ssm = ssm
-        self.gate = gate
-
-    def _silu(self, x: Tensor) -> Tensor:
-        return F.silu(x) if self.silu is None else self.silu.apply(x)
-
-    def _gate(self, y: Tensor, gate: Tensor) -> Tensor:
-        return y * gate if self.gate is None else self.gate.apply(y, gate)
-
-    def _scan(self, *args: Tensor) -> tuple[Tensor, Tensor]:
-        if self.ssm is None:
-            return plain_selective_ssm(*args, return_last_state=True)  # type: ignore[return-value]
-        return self.ssm.apply(*args, return_last_state=True)  # type: ignore[return-value]
+    def selection(self, mixer: nn.Module, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The input-dependent ``dt`` (before ``dt_proj``), ``B`` and ``C``; all end up held constant."""
+        dt, B, C = torch.split(
+            mixer.x_proj(u), [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size], dim=-1
+        )
+        return dt, B, C
 
     def module_forward(  # type: ignore[override]
         self,
@@ -65,26 +55,12 @@ class MambaMixerRule(MambaLRPRule):
         attention_mask: Tensor | None = None,
         **kwargs: Any,
     ) -> Tensor:
-        length = hidden_states.shape[1]
         dtype = hidden_states.dtype
-        if cache_params is not None and cache_params.get_conv_state(mixer.layer_idx) is not None:
-            raise NotImplementedError(
-                "MambaLRP explains whole sequences; call the model without a filled cache "
-                "(use_cache=False) rather than on single decoding steps"
-            )
+        check_cache(cache_params, mixer.layer_idx)
+        check_padding(attention_mask, mixer.in_proj)
         x, z = mixer.in_proj(mask_padding(hidden_states, attention_mask)).chunk(2, dim=-1)
-        conv_input = x.transpose(1, 2)
-        if cache_params is not None:
-            conv_input = cache_params.update_conv_state(
-                conv_input, mixer.layer_idx, conv_kernel_size=mixer.conv_kernel_size
-            )
-        causal = mixer.conv1d(conv_input)[..., : conv_input.shape[-1]]  # drop the right padding: causal
-        u = self._silu(causal[..., -length:].transpose(1, 2))
-        u = mask_padding(u, attention_mask)
-
-        dt, B, C = torch.split(
-            mixer.x_proj(u), [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size], dim=-1
-        )
+        u = mask_padding(self._silu(causal_conv(mixer, x, cache_params)), attention_mask)
+        dt, B, C = self.selection(mixer, u)
         # The model's own precision for its SSM parameters (float32, also in half-precision models).
         delta = F.softplus(dt @ mixer.dt_proj.weight.T + mixer.dt_proj.bias.float())
         A = -torch.exp(mixer.A_log.float())

@@ -5,7 +5,7 @@ from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRu
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.linear import GradientRule, rule_forward
-from captum_mamba.rules.norm import LayerNormRule, RMSNormRule
+from captum_mamba.rules.norm import GatedRMSNormRule, LayerNormRule, RMSNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 from captum_mamba.rules.ssm import SelectiveSSMRule
 
@@ -14,6 +14,7 @@ __all__ = [
     "EpsilonRule",
     "GammaRule",
     "GateHalfRule",
+    "GatedRMSNormRule",
     "GradientRule",
     "IdentityRule",
     "LayerNormRule",

@@ -80,4 +80,3 @@ def _sign(z: Tensor) -> Tensor:
 
 def _stabilise(z: Tensor, eps: float) -> Tensor:
     return z + eps * _sign(z)
-

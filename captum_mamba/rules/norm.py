@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.gate import GateHalfRule
+from captum_mamba.rules.silu import SiLUIdentityRule
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -32,23 +34,83 @@ class RMSNormRule(MambaLRPRule):
 
     replaces_forward = True
 
-    def apply(self, x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
+    def apply(self, x: Tensor, weight: Tensor | None, eps: float, group_size: int | None = None) -> Tensor:
         r"""
         Args:
             x (Tensor): input, normalised over the last dimension.
             weight (Tensor, optional): element-wise scale.
             eps (float): added to the mean square.
+            group_size (int, optional): normalise groups of this many features separately
+                        (Mamba2's grouped norm). Default: the whole last dimension
 
         Returns:
             *Tensor* equal to ``rmsnorm(x)`` in ``x``'s dtype.
         """
         wide = x.to(_compute_dtype(x))
-        inverse_rms = torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + eps).detach()
-        normed = (wide * inverse_rms).to(x.dtype)
+        size = group_size or x.shape[-1]
+        grouped = wide.reshape(*wide.shape[:-1], -1, size)
+        inverse_rms = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps).detach()
+        normed = (grouped * inverse_rms).reshape(wide.shape).to(x.dtype)
         return normed if weight is None else weight * normed
 
     def module_forward(self, module: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
         return self.apply(x, getattr(module, "weight", None), _epsilon_of(module))
+
+
+class GatedRMSNormRule(MambaLRPRule):
+    r"""
+    Mamba2's gated norm ``rmsnorm(y * silu(z))`` (per group): the gate product gets the gate
+    rule, ``silu(z)`` the SiLU rule and the normaliser is held constant.
+
+    Args:
+        gate (GateHalfRule, optional): rule for ``y * silu(z)``; ``None``: plain product.
+        silu (SiLUIdentityRule, optional): rule for ``silu(z)``; ``None``: plain SiLU.
+        norm (RMSNormRule, optional): rule for the normalisation; ``None``: plain RMSNorm.
+    """
+
+    replaces_forward = True
+
+    def __init__(
+        self,
+        gate: GateHalfRule | None = GateHalfRule(),
+        silu: SiLUIdentityRule | None = SiLUIdentityRule(),
+        norm: RMSNormRule | None = RMSNormRule(),
+    ) -> None:
+        self.gate = gate
+        self.silu = silu
+        self.norm = norm
+
+    def apply(
+        self, y: Tensor, z: Tensor | None, weight: Tensor | None, eps: float, group_size: int | None = None
+    ) -> Tensor:
+        r"""
+        Args:
+            y (Tensor): the SSM output.
+            z (Tensor, optional): the gate pre-activation; ``None`` for no gate.
+            weight (Tensor, optional): element-wise scale.
+            eps (float): added to the mean square.
+            group_size (int, optional): features per normalised group.
+
+        Returns:
+            *Tensor* equal to the gated norm, in ``y``'s dtype.
+        """
+        wide = y.to(_compute_dtype(y))
+        if z is not None:
+            z = z.to(wide.dtype)
+            activated = F.silu(z) if self.silu is None else self.silu.apply(z)
+            wide = wide * activated if self.gate is None else self.gate.apply(wide, activated)
+        rms_norm = plain_rms_norm if self.norm is None else self.norm.apply
+        normed = rms_norm(wide, None, eps, group_size).to(y.dtype)
+        return normed if weight is None else weight * normed
+
+    def module_forward(self, module: nn.Module, hidden_states: Tensor, gate: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        return self.apply(
+            hidden_states,
+            gate,
+            getattr(module, "weight", None),
+            _epsilon_of(module),
+            getattr(module, "group_size", None),
+        )
 
 
 class LayerNormRule(MambaLRPRule):
@@ -86,10 +148,11 @@ class LayerNormRule(MambaLRPRule):
         return self.apply(x, getattr(module, "weight", None), getattr(module, "bias", None), _epsilon_of(module))
 
 
-def plain_rms_norm(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
+def plain_rms_norm(x: Tensor, weight: Tensor | None, eps: float, group_size: int | None = None) -> Tensor:
     """RMSNorm with gradients through the normaliser: the computation when the rule is off."""
     wide = x.to(_compute_dtype(x))
-    normed = (wide * torch.rsqrt(wide.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    grouped = wide.reshape(*wide.shape[:-1], -1, group_size or x.shape[-1])
+    normed = (grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)).reshape(wide.shape).to(x.dtype)
     return normed if weight is None else weight * normed
 
 

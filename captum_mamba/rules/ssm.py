@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor
 
 from captum_mamba.kernels.cuda import kernels_available, load_selective_scan_fn
@@ -73,6 +76,65 @@ class SelectiveSSMRule(MambaLRPRule):
         if D is not None:
             y = y + u * D
         return (y, last) if return_last_state else y
+
+
+def _head_layout(
+    x: Tensor, delta: Tensor, A: Tensor, D: Tensor | None, heads: slice
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Mamba2 heads (scalar decay per head) as Mamba-1 channels: one channel per (head, feature)."""
+    batch, length, _, head_dim = x.shape
+    u = x[:, :, heads].reshape(batch, length, -1)
+    channel_delta = delta[:, :, heads].repeat_interleave(head_dim, dim=-1)
+    channel_A = A[heads].repeat_interleave(head_dim)[:, None]
+    channel_D = None if D is None else D[heads].repeat_interleave(head_dim)
+    return u, channel_delta, channel_A, channel_D
+
+
+def scan_heads(
+    scan: Callable[..., tuple[Tensor, Tensor]],
+    x: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""
+    Run a Mamba-1 style ``scan(u, delta, A, B, C, D, return_last_state=True)`` over Mamba2's
+    multi-head, multi-group SSD layout.
+
+    Args:
+        scan (Callable): :meth:`SelectiveSSMRule.apply` or :func:`plain_selective_ssm`.
+        x (Tensor): ``(batch, length, heads, head_dim)``.
+        delta (Tensor): ``(batch, length, heads)``.
+        A (Tensor): ``(heads,)``, one scalar decay rate per head.
+        B (Tensor): ``(batch, length, groups, state)``; heads are split evenly over groups.
+        C (Tensor): ``(batch, length, groups, state)``.
+        D (Tensor, optional): ``(heads,)`` skip weights.
+
+    Returns:
+        *tuple* ``(y, last_state)``: ``(batch, length, heads, head_dim)`` and
+        ``(batch, heads, head_dim, state)``.
+    """
+    batch, length, heads, head_dim = x.shape
+    groups, state = B.shape[2], B.shape[3]
+    per_group = heads // groups
+    outputs, states = [], []
+    for group in range(groups):
+        members = slice(group * per_group, (group + 1) * per_group)
+        u, channel_delta, channel_A, channel_D = _head_layout(x, delta, A, D, members)
+        y, last = scan(
+            u,
+            channel_delta,
+            channel_A.expand(-1, state),
+            B[:, :, group],
+            C[:, :, group],
+            channel_D,
+            return_last_state=True,
+        )
+        outputs.append(y.reshape(batch, length, per_group, head_dim))
+        states.append(last.reshape(batch, per_group, head_dim, state))
+    return torch.cat(outputs, dim=2), torch.cat(states, dim=1)
 
 
 def _cuda_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:

@@ -67,7 +67,12 @@ def heatmap_figure(explanations: Sequence[TokenExplanation], width: int = 70) ->
                 token = explanation.tokens[index]
                 r, g, b = relevance_rgb(explanation.relevances[index], scale)
                 axis.text(
-                    column, row, token, fontsize=_TOKEN_POINTS, family="monospace", va="center",
+                    column,
+                    row,
+                    token,
+                    fontsize=_TOKEN_POINTS,
+                    family="monospace",
+                    va="center",
                     bbox=dict(boxstyle="round,pad=0.15", facecolor=(r / 255, g / 255, b / 255), edgecolor="none"),
                 )
                 column += len(token) + 1

@@ -37,7 +37,7 @@ def _row(explanation: TokenExplanation) -> str:
             f'title="{html.escape(token)}: {float(relevance):+.4g}">{html.escape(token)}</span>'
         )
     return (
-        f'<section><h2>{html.escape(explanation.title)}</h2>'
+        f"<section><h2>{html.escape(explanation.title)}</h2>"
         f'<p class="sub">{html.escape(explanation.subtitle)}</p>'
         f'<div class="tokens">{" ".join(spans)}</div></section>'
     )
