@@ -61,6 +61,12 @@ MODEL_CONFIG: dict[str, int] = {
     "num_hidden_layers": 4,
     "expand": 2,
 }
+# Per family: the causal-LM class and the config fields beyond MODEL_CONFIG (Mamba2: 8 heads of 32).
+FAMILIES: dict[str, tuple[str, str, dict[str, int]]] = {
+    "mamba": ("MambaConfig", "MambaForCausalLM", {}),
+    "mamba2": ("Mamba2Config", "Mamba2ForCausalLM", {"num_heads": 8, "head_dim": 32, "n_groups": 1, "chunk_size": 64}),
+    "falcon_mamba": ("FalconMambaConfig", "FalconMambaForCausalLM", {}),
+}
 SEED = 0
 IG_STEPS = 50
 WARMUP_LENGTH = 16
@@ -87,13 +93,14 @@ def _set_threads(threads: int) -> None:
         pass
 
 
-def _build_model() -> Any:
+def _build_model(family: str) -> Any:
     import torch
-    from transformers import MambaConfig, MambaForCausalLM
+    import transformers
 
+    config_name, model_name, extra = FAMILIES[family]
     torch.manual_seed(SEED)
-    model = MambaForCausalLM(MambaConfig(**MODEL_CONFIG)).to(torch.float32).eval()
-    return model
+    config = getattr(transformers, config_name)(**MODEL_CONFIG, **extra)
+    return getattr(transformers, model_name)(config).to(torch.float32).eval()
 
 
 def _inputs(model: Any, length: int) -> tuple[Any, int]:
@@ -179,12 +186,12 @@ def _current_rss_kib() -> int | None:
     return resident_pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def measure(method: str, length: int, threads: int, ig_batch_size: int) -> dict[str, Any]:
+def measure(method: str, length: int, threads: int, ig_batch_size: int, family: str = "mamba") -> dict[str, Any]:
     """Time one call of ``method`` at ``length`` and its peak RSS increase (run in a fresh process)."""
     import gc
 
     _set_threads(threads)
-    model = _build_model()
+    model = _build_model(family)
     run = _runner(method, model, ig_batch_size)
     run(*_inputs(model, WARMUP_LENGTH))  # one-time costs (lazy imports, first-call setup)
     embeds, target = _inputs(model, length)
@@ -222,7 +229,7 @@ def _peak_increase_kib(rss_before: int | None, maxrss_before: int, maxrss_after:
 
 
 def worker_main(args: argparse.Namespace) -> None:
-    result = measure(args.method, args.length, args.threads, args.ig_internal_batch_size)
+    result = measure(args.method, args.length, args.threads, args.ig_internal_batch_size, args.family)
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
@@ -281,6 +288,7 @@ def run_worker(method: str, length: int, args: argparse.Namespace) -> dict[str, 
         "--length", str(length),
         "--threads", str(args.threads),
         "--ig-internal-batch-size", str(args.ig_internal_batch_size),
+        "--family", args.family,
     ]  # fmt: skip
     timeout = worker_timeout(args)
     try:
@@ -441,7 +449,7 @@ def report(args: argparse.Namespace, results: Sequence[Measurement]) -> dict[str
         "benchmark": "cpu_scaling",
         "machine": machine_info(args.threads),
         "config": {
-            "model": {"class": "MambaForCausalLM", **MODEL_CONFIG},
+            "model": {"class": FAMILIES[args.family][1], **MODEL_CONFIG, **FAMILIES[args.family][2]},
             "dtype": "float32",
             "batch_size": 1,
             "seed": SEED,
@@ -560,6 +568,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="kill a measurement subprocess after this many seconds (default: 3 x --max-seconds + 60)",
+    )
+    parser.add_argument(
+        "--family", choices=sorted(FAMILIES), default="mamba", help="model family (Hugging Face causal LM)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write results and machine info to this JSON file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -11,7 +11,9 @@ from torch import Tensor, nn
 
 from captum_mamba._engine import (
     Position,
+    accepts_logits_to_keep,
     frozen_parameters,
+    kept_positions,
     output_tensor,
     resolve_model,
     run_forward,
@@ -19,6 +21,7 @@ from captum_mamba._engine import (
     select_target,
 )
 from captum_mamba.context import Fallback, RulePlan, mamba_lrp_rules, plan_rules
+from captum_mamba.options import ExplanationOptions, explanation_options
 from captum_mamba.registry import RuleRegistry, RuleSpec
 from captum_mamba.targets import TokenTargets, last_token_positions
 
@@ -47,7 +50,10 @@ class MambaLRPBase:
         registry: RuleRegistry | None,
         explained_position: Position,
         plain_gradient_fallback: Fallback,
+        memory_lean: bool = False,
+        backend: str = "auto",
     ) -> None:
+        self.options = ExplanationOptions(checkpoint_blocks=memory_lean, backend=backend)
         self.model = resolve_model(forward_func, model)
         self.rules = dict(rules or {})
         self.registry = registry
@@ -72,7 +78,10 @@ class MambaLRPBase:
         position = self.explained_position if explained_position is _DEFAULT else explained_position
         if isinstance(position, str):
             position = _positions_from_mask(position, additional_forward_args)
-        output = output_tensor(run_forward(self.forward_func, inputs, additional_forward_args))
+        keep = None
+        if not isinstance(target, TokenTargets) and position is not None and accepts_logits_to_keep(self.forward_func):
+            keep, position = kept_positions(position, inputs[0].shape[0], inputs[0].shape[1], inputs[0].device)
+        output = output_tensor(run_forward(self.forward_func, inputs, additional_forward_args, keep))
         if isinstance(target, TokenTargets):
             return target.select(output)
         return select_target(select_position(output, position), target)
@@ -86,6 +95,7 @@ class MambaLRPBase:
             torch.enable_grad(),
             frozen_parameters(self.model),
             mamba_lrp_rules(self.model, self.rules, self.registry, self.plain_gradient_fallback),
+            explanation_options(**vars(self.options)),
         ):
             explained, leaves = run()
             if not explained.requires_grad:

@@ -47,12 +47,46 @@ def _hf_style_parameters(forward_func: Callable[..., Any]) -> set[str] | None:
     return parameters if {"input_ids", "inputs_embeds"} <= parameters else None
 
 
-def run_forward(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], additional_forward_args: Any) -> Any:
+def accepts_logits_to_keep(forward_func: Callable[..., Any]) -> bool:
+    """Whether ``forward_func`` is a Hugging Face model that can compute logits at chosen positions only."""
+    parameters = _hf_style_parameters(forward_func)
+    return parameters is not None and "logits_to_keep" in parameters
+
+
+def kept_positions(position: Any, batch: int, length: int, device: torch.device) -> tuple[Tensor, Any]:
+    r"""
+    The positions whose logits are needed and each example's index among them, so that a long
+    input never materialises ``(length, vocab)`` logits when one position is explained.
+
+    Returns:
+        *tuple* ``(keep, index)``: sorted unique positions for ``logits_to_keep`` and the position
+        argument rewritten to index the kept logits.
+    """
+    if isinstance(position, int):
+        if not -length <= position < length:
+            raise IndexError(f"explained position {position} is out of range for sequences of length {length}")
+        return torch.tensor([position % length], device=device), 0
+    index = torch.as_tensor(position, device=device).long().reshape(-1)
+    if index.numel() != batch:
+        raise ValueError(f"got {index.numel()} explained positions for a batch of {batch}")
+    if ((index < -length) | (index >= length)).any():
+        raise IndexError(f"explained positions {index.tolist()} out of range for sequences of length {length}")
+    keep, inverse = torch.unique(index % length, sorted=True, return_inverse=True)
+    return keep, inverse
+
+
+def run_forward(
+    forward_func: Callable[..., Any],
+    inputs: tuple[Tensor, ...],
+    additional_forward_args: Any,
+    logits_to_keep: Tensor | None = None,
+) -> Any:
     r"""
     Call the forward function the way Captum does, with one convenience for Hugging Face models
     (modules whose forward takes ``input_ids`` and ``inputs_embeds``): the single input goes in as
     ``inputs_embeds`` when it is floating point and as ``input_ids`` otherwise, and
-    ``additional_forward_args`` is the ``attention_mask``.
+    ``additional_forward_args`` is the ``attention_mask``; ``logits_to_keep`` (positions) is passed
+    on to models that take it.
     """
     extra = _format_additional_forward_args(additional_forward_args) or ()
     hf_parameters = _hf_style_parameters(forward_func)
@@ -69,6 +103,8 @@ def run_forward(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...], ad
         kwargs["attention_mask"] = extra[0]
     if "use_cache" in hf_parameters:
         kwargs["use_cache"] = False
+    if logits_to_keep is not None:
+        kwargs["logits_to_keep"] = logits_to_keep
     return forward_func(**kwargs)
 
 

@@ -72,6 +72,9 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
                     sequence outputs, as in :class:`MambaLRP`. Default: -1
         plain_gradient_fallback (bool or Iterable[type], optional): as in :class:`MambaLRP`.
                     Default: False
+        memory_lean (bool, optional): per-block recomputation, as in :class:`MambaLRP`. Default: False
+        backend (str, optional): ``"auto"``, ``"torch"`` or ``"cuda"``, as in :class:`MambaLRP`.
+                    Default: "auto"
     """
 
     def __init__(
@@ -83,9 +86,13 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
         registry: RuleRegistry | None = None,
         explained_position: Position = -1,
         plain_gradient_fallback: Fallback = False,
+        memory_lean: bool = False,
+        backend: str = "auto",
     ) -> None:
         LayerGradientXActivation.__init__(self, forward_func, layer)
-        self._configure(forward_func, model, rules, registry, explained_position, plain_gradient_fallback)
+        self._configure(
+            forward_func, model, rules, registry, explained_position, plain_gradient_fallback, memory_lean, backend
+        )
 
     @log_usage()
     def attribute(  # type: ignore[override]

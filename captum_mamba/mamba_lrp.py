@@ -48,6 +48,13 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         plain_gradient_fallback (bool or Iterable[type], optional): module types without a rule
                     that may run with the plain gradient (with a warning) instead of raising
                     :class:`~captum_mamba.UnsupportedModuleError`; ``True`` for all. Default: False
+        memory_lean (bool, optional): recompute each residual block in the backward pass
+                    (per-block checkpointing), so memory no longer holds every block's
+                    activations: for very long inputs. Same relevances. Default: False
+        backend (str, optional): ``"auto"`` (mamba-ssm / causal-conv1d CUDA kernels for CUDA
+                    inputs when the ``gpu`` extra is installed, else PyTorch), ``"torch"`` or
+                    ``"cuda"`` (an error naming the missing package if the kernels are absent).
+                    Default: "auto"
     """
 
     def __init__(
@@ -58,9 +65,13 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         registry: RuleRegistry | None = None,
         explained_position: Position = -1,
         plain_gradient_fallback: Fallback = False,
+        memory_lean: bool = False,
+        backend: str = "auto",
     ) -> None:
         InputXGradient.__init__(self, forward_func)
-        self._configure(forward_func, model, rules, registry, explained_position, plain_gradient_fallback)
+        self._configure(
+            forward_func, model, rules, registry, explained_position, plain_gradient_fallback, memory_lean, backend
+        )
 
     @log_usage()
     def attribute(  # type: ignore[override]

@@ -1,4 +1,4 @@
-"""Optional mamba-ssm CUDA kernels (the ``gpu`` extra), imported only when asked for."""
+"""Optional CUDA kernels (the ``gpu`` extra: mamba-ssm, causal-conv1d), imported only when asked for."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from captum_mamba.errors import MissingDependencyError
 @cache
 def load_selective_scan_fn() -> Callable[..., Any]:
     r"""
-    ``mamba_ssm``'s fused ``selective_scan_fn``.
+    ``mamba_ssm``'s fused ``selective_scan_fn`` (Mamba-1 scan).
 
     Returns:
         *Callable*: the kernel entry point.
@@ -22,15 +22,59 @@ def load_selective_scan_fn() -> Callable[..., Any]:
     """
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except ImportError as error:
+    except (ImportError, OSError) as error:
         raise MissingDependencyError("mamba-ssm", "The CUDA selective-scan backend", "gpu") from error
     return selective_scan_fn
 
 
-def kernels_available() -> bool:
-    """Whether the CUDA kernels can be imported."""
+@cache
+def load_chunk_scan_combined() -> Callable[..., Any]:
+    r"""
+    ``mamba_ssm``'s Triton ``mamba_chunk_scan_combined`` (Mamba2 SSD scan).
+
+    Raises:
+        MissingDependencyError: if ``mamba-ssm`` (with Triton) is not installed.
+    """
     try:
-        load_selective_scan_fn()
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except (ImportError, OSError) as error:
+        raise MissingDependencyError("mamba-ssm", "The CUDA SSD (Mamba2) scan backend", "gpu") from error
+    return mamba_chunk_scan_combined
+
+
+@cache
+def load_causal_conv1d_fn() -> Callable[..., Any]:
+    r"""
+    ``causal_conv1d``'s fused depthwise causal convolution.
+
+    Raises:
+        MissingDependencyError: if ``causal-conv1d`` is not installed.
+    """
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except (ImportError, OSError) as error:
+        raise MissingDependencyError("causal-conv1d", "The CUDA causal-convolution backend", "gpu") from error
+    return causal_conv1d_fn
+
+
+def _importable(loader: Callable[[], Any]) -> bool:
+    try:
+        loader()
     except MissingDependencyError:
         return False
     return True
+
+
+def kernels_available() -> bool:
+    """Whether mamba-ssm's selective-scan kernel can be imported."""
+    return _importable(load_selective_scan_fn)
+
+
+def ssd_kernels_available() -> bool:
+    """Whether mamba-ssm's Mamba2 SSD kernel can be imported."""
+    return _importable(load_chunk_scan_combined)
+
+
+def conv_kernels_available() -> bool:
+    """Whether causal-conv1d can be imported."""
+    return _importable(load_causal_conv1d_fn)

@@ -20,3 +20,8 @@ __all__ = [
     "MambaMixerRule",
     "pool_hidden_states",
 ]
+
+try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
+    from captum_mamba.models import mamba_ssm as _mamba_ssm  # noqa: F401
+except (ImportError, OSError):
+    _mamba_ssm = None

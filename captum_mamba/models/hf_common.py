@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_mamba.kernels.cuda import conv_kernels_available, load_causal_conv1d_fn
+from captum_mamba.options import current_options
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.silu import SiLUIdentityRule
-from captum_mamba.rules.ssm import SelectiveSSMRule, plain_selective_ssm
+from captum_mamba.rules.ssm import SelectiveSSMRule, plain_selective_ssm, scan_heads
 
 
 def widened(tensor: Tensor) -> Tensor:
@@ -63,6 +65,11 @@ class MixerRule(MambaLRPRule):
     def _scan(self, *args: Tensor) -> tuple[Tensor, Tensor]:
         return self._scan_function()(*args, return_last_state=True)
 
+    def _scan_heads(self, *args: Tensor, chunk_size: int = 256) -> tuple[Tensor, Tensor]:
+        if self.ssm is None:
+            return scan_heads(plain_selective_ssm, *args)
+        return self.ssm.apply_heads(*args, chunk_size=chunk_size)
+
 
 def check_cache(cache_params: Any, layer_idx: int) -> None:
     """MambaLRP explains whole sequences: a cache may only be filled (prefill), not continued."""
@@ -102,7 +109,15 @@ def causal_conv(mixer: nn.Module, x: Tensor, cache_params: Any) -> Tensor:
         conv_input = cache_params.update_conv_state(
             conv_input, mixer.layer_idx, conv_kernel_size=mixer.conv_kernel_size
         )
-    causal = mixer.conv1d(conv_input)[..., : conv_input.shape[-1]]  # drop the right padding: causal
+    conv = mixer.conv1d
+    backend = current_options().backend
+    if backend == "cuda" and not conv_kernels_available():
+        load_causal_conv1d_fn()  # raises the MissingDependencyError naming the package
+    if conv_input.is_cuda and backend != "torch" and "forward" not in conv.__dict__ and conv_kernels_available():
+        # The fused kernel, without its activation: the SiLU rule is applied outside.
+        causal = load_causal_conv1d_fn()(conv_input.contiguous(), conv.weight.squeeze(1), conv.bias, activation=None)
+    else:
+        causal = conv(conv_input)[..., : conv_input.shape[-1]]  # drop the right padding: causal
     return causal[..., -length:].transpose(1, 2)
 
 

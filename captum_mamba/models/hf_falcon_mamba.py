@@ -21,11 +21,15 @@ class FalconMambaMixerRule(MambaMixerRule):
 
     def selection(self, mixer: nn.Module, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         dt, B, C = super().selection(mixer, u)
-        return mixer.dt_layernorm(dt), mixer.b_layernorm(B), mixer.c_layernorm(C)
+        if hasattr(mixer, "b_layernorm"):
+            return mixer.dt_layernorm(dt), mixer.b_layernorm(B), mixer.c_layernorm(C)
+        rms = modeling_falcon_mamba.rms_forward  # older transformers: a function, not modules
+        return tuple(rms(t, variance_epsilon=mixer.rms_eps) for t in (dt, B, C))  # type: ignore[return-value]
 
 
 DEFAULT_REGISTRY.register(modeling_falcon_mamba.FalconMambaMixer, FalconMambaMixerRule)
-DEFAULT_REGISTRY.register(modeling_falcon_mamba.FalconMambaWeightlessRMSNorm, GradientRule)
+if hasattr(modeling_falcon_mamba, "FalconMambaWeightlessRMSNorm"):
+    DEFAULT_REGISTRY.register(modeling_falcon_mamba.FalconMambaWeightlessRMSNorm, GradientRule)
 DEFAULT_REGISTRY.register(modeling_falcon_mamba.FalconMambaRMSNorm, RMSNormRule)
 DEFAULT_REGISTRY.register(modeling_falcon_mamba.FalconMambaBlock, MambaBlockRule)
 DEFAULT_REGISTRY.register(modeling_falcon_mamba.FalconMambaModel, GradientRule)

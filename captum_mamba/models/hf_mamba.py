@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers.activations import SiLUActivation
 from transformers.models.mamba import modeling_mamba
 
@@ -19,6 +20,7 @@ from captum_mamba.models.hf_common import (
     mask_padding,
     widened,
 )
+from captum_mamba.options import current_options
 from captum_mamba.registry import DEFAULT_REGISTRY
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.linear import GradientRule
@@ -40,11 +42,14 @@ class MambaMixerRule(MixerRule):
         gate (GateHalfRule, optional): rule for ``y * silu(z)``. Default: ``GateHalfRule()``
     """
 
+    def sizes(self, mixer: nn.Module) -> tuple[int, int]:
+        """The mixer's ``dt`` rank and state size (Hugging Face names)."""
+        return mixer.time_step_rank, mixer.ssm_state_size
+
     def selection(self, mixer: nn.Module, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The input-dependent ``dt`` (before ``dt_proj``), ``B`` and ``C``; all end up held constant."""
-        dt, B, C = torch.split(
-            mixer.x_proj(u), [mixer.time_step_rank, mixer.ssm_state_size, mixer.ssm_state_size], dim=-1
-        )
+        rank, state = self.sizes(mixer)
+        dt, B, C = torch.split(mixer.x_proj(u), [rank, state, state], dim=-1)
         return dt, B, C
 
     def module_forward(  # type: ignore[override]
@@ -55,6 +60,24 @@ class MambaMixerRule(MixerRule):
         attention_mask: Tensor | None = None,
         **kwargs: Any,
     ) -> Tensor:
+        return self.mix(mixer, hidden_states, attention_mask, cache_params)
+
+    def mix(
+        self, mixer: nn.Module, hidden_states: Tensor, attention_mask: Tensor | None = None, cache_params: Any = None
+    ) -> Tensor:
+        r"""
+        The mixer's computation with the rules, shared by the module layouts that use it.
+
+        Args:
+            mixer (nn.Module): a Mamba-1 mixer (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``,
+                        ``A_log``, ``D``, ``out_proj``).
+            hidden_states (Tensor): ``(batch, length, hidden)``.
+            attention_mask (Tensor, optional): 1 for real tokens.
+            cache_params (optional): a Hugging Face cache being filled (prefill only).
+
+        Returns:
+            *Tensor* ``(batch, length, hidden)``.
+        """
         dtype = hidden_states.dtype
         check_cache(cache_params, mixer.layer_idx)
         check_padding(attention_mask, mixer.in_proj)
@@ -77,7 +100,8 @@ class MambaBlockRule(MambaLRPRule):
 
     Hugging Face's block casts the residual to ``float32`` when ``residual_in_fp32`` is set, which
     narrows ``float64`` models; here the residual is widened to at least ``float32`` and never
-    narrowed, so explanations in ``float64`` conserve relevance to ``float64`` precision.
+    narrowed, so explanations in ``float64`` conserve relevance to ``float64`` precision. With the
+    ``checkpoint_blocks`` option (memory-lean mode) the block is recomputed in the backward pass.
     """
 
     replaces_forward = True
@@ -90,6 +114,12 @@ class MambaBlockRule(MambaLRPRule):
         attention_mask: Tensor | None = None,
         **kwargs: Any,
     ) -> Tensor:
+        if current_options().checkpoint_blocks and torch.is_grad_enabled():
+            return checkpoint(self._block, block, hidden_states, cache_params, attention_mask, use_reentrant=False)
+        return self._block(block, hidden_states, cache_params, attention_mask)
+
+    @staticmethod
+    def _block(block: nn.Module, hidden_states: Tensor, cache_params: Any, attention_mask: Tensor | None) -> Tensor:
         residual = hidden_states
         if block.residual_in_fp32:
             residual = widened(residual)

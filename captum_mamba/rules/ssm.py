@@ -7,8 +7,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from captum_mamba.kernels.cuda import kernels_available, load_selective_scan_fn
+from captum_mamba.kernels.cuda import (
+    kernels_available,
+    load_chunk_scan_combined,
+    load_selective_scan_fn,
+    ssd_kernels_available,
+)
 from captum_mamba.kernels.selective_scan import differentiable_selective_scan, linear_selective_scan
+from captum_mamba.options import BACKENDS, current_options
 from captum_mamba.rules.base import MambaLRPRule
 
 
@@ -29,22 +35,54 @@ class SelectiveSSMRule(MambaLRPRule):
                     they import, else PyTorch). Default: "auto"
     """
 
-    BACKENDS = ("auto", "torch", "cuda")
-
     def __init__(self, chunk: int = 128, backend: str = "auto") -> None:
-        if backend not in self.BACKENDS:
-            raise ValueError(f"backend must be one of {self.BACKENDS}, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.chunk = chunk
         self.backend = backend
         if backend == "cuda":
             load_selective_scan_fn()
 
-    def _use_cuda(self, u: Tensor) -> bool:
-        if self.backend == "cuda":
+    def _use_cuda(self, u: Tensor, available: Callable[[], bool] = kernels_available) -> bool:
+        backend = self.backend if self.backend != "auto" else current_options().backend
+        if backend == "cuda":
             if not u.is_cuda:
-                raise ValueError("SelectiveSSMRule(backend='cuda') needs CUDA tensors; use backend='torch' on CPU")
+                raise ValueError("the CUDA scan backend needs CUDA tensors; use backend='torch' on CPU")
+            if not available():
+                load_selective_scan_fn()  # raises the MissingDependencyError naming the package
+                load_chunk_scan_combined()
             return True
-        return self.backend == "auto" and u.is_cuda and kernels_available()
+        return backend == "auto" and u.is_cuda and available()
+
+    def apply_heads(
+        self,
+        x: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Tensor | None = None,
+        chunk_size: int = 256,
+    ) -> tuple[Tensor, Tensor]:
+        r"""
+        The rule on Mamba2's multi-head SSD layout (scalar decay per head, grouped ``B``, ``C``).
+
+        Args:
+            x (Tensor): ``(batch, length, heads, head_dim)``; carries relevance.
+            delta (Tensor): ``(batch, length, heads)`` after bias, softplus and clamp; detached.
+            A (Tensor): ``(heads,)``; detached.
+            B (Tensor): ``(batch, length, groups, state)``; detached.
+            C (Tensor): ``(batch, length, groups, state)``; detached.
+            D (Tensor, optional): ``(heads,)`` skip weights.
+            chunk_size (int, optional): chunk length of the CUDA SSD kernel. Default: 256
+
+        Returns:
+            *tuple* ``(y, last_state)``: ``(batch, length, heads, head_dim)`` and
+            ``(batch, heads, head_dim, state)``.
+        """
+        if self._use_cuda(x, ssd_kernels_available):
+            return _cuda_ssd_scan(x, delta, A, B, C, D, chunk_size)
+        return scan_heads(self.apply, x, delta, A, B, C, D)
 
     def apply(
         self,
@@ -138,17 +176,37 @@ def scan_heads(
 
 
 def _cuda_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
-    """mamba-ssm's kernel in its (batch, channels, length) layout; only ``u`` carries gradient."""
+    """mamba-ssm's kernel in its (batch, channels, length) layout, in at least float32; only ``u`` has gradient."""
     scan = load_selective_scan_fn()
+    dtype = torch.promote_types(u.dtype, torch.float32)
     y, last = scan(
-        u.transpose(1, 2),
-        delta.detach().transpose(1, 2).contiguous(),
+        u.to(dtype).transpose(1, 2),
+        delta.detach().to(dtype).transpose(1, 2).contiguous(),
         A.detach().float().contiguous(),
-        B.detach().transpose(1, 2).contiguous(),
-        C.detach().transpose(1, 2).contiguous(),
+        B.detach().to(dtype).transpose(1, 2).contiguous(),
+        C.detach().to(dtype).transpose(1, 2).contiguous(),
         return_last_state=True,
     )
     return y.transpose(1, 2), last
+
+
+def _cuda_ssd_scan(
+    x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, chunk_size: int
+) -> tuple[Tensor, Tensor]:
+    """mamba-ssm's SSD kernel in at least float32; ``delta`` arrives processed (no bias, softplus, limit)."""
+    scan = load_chunk_scan_combined()
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    y, last = scan(
+        x.to(dtype),
+        delta.detach().to(dtype),
+        A.detach().float(),
+        B.detach().to(dtype),
+        C.detach().to(dtype),
+        chunk_size,
+        D=None if D is None else D.detach().float(),
+        return_final_states=True,
+    )
+    return y, last
 
 
 def plain_selective_ssm(

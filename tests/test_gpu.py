@@ -1,0 +1,156 @@
+"""The CUDA kernel path (mamba-ssm, causal-conv1d) against the pure-PyTorch path; mamba-ssm models.
+
+Marked ``gpu``: skipped without CUDA and the ``gpu`` extra. Run on the device machine with
+``python -m pytest -m gpu tests/test_gpu.py -s`` (``-s`` shows the measured errors).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captum_mamba import LayerMambaLRP, MambaLRP
+from captum_mamba.kernels.cuda import conv_kernels_available, kernels_available, ssd_kernels_available
+
+from conftest import randomise, tiny_config
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not (torch.cuda.is_available() and kernels_available() and conv_kernels_available()),
+        reason="needs CUDA and the gpu extra (mamba-ssm, causal-conv1d)",
+    ),
+]
+
+FAMILY_SIZES = {
+    "mamba": dict(hidden_size=64, state_size=16, time_step_rank=4),
+    # d_in_proj = 2*128 + 2*64 + 8 = 392, a multiple of 8 as causal-conv1d's channel-last layout needs
+    "mamba2": dict(hidden_size=64, state_size=64, num_heads=8, head_dim=16, chunk_size=64),
+    "falcon_mamba": dict(hidden_size=64, state_size=16, time_step_rank=4),
+}
+
+
+def _model(family: str, seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> torch.nn.Module:
+    from conftest import FAMILIES
+
+    settings = {**FAMILY_SIZES[family], "vocab_size": 128, **overrides}
+    torch.manual_seed(seed)
+    model = FAMILIES[family][1](tiny_config(family, **settings))
+    return randomise(model, seed).to(device="cuda", dtype=dtype).eval()
+
+
+def _ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 128, (batch, length), generator=generator).cuda()
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max() / b.float().abs().max())
+
+
+@pytest.mark.parametrize("family", list(FAMILY_SIZES))
+def test_kernel_path_equals_torch_path(family):
+    if family == "mamba2" and not ssd_kernels_available():
+        pytest.skip("mamba-ssm's Triton SSD kernels are not available")
+    model = _model(family, use_conv_bias=True)
+    ids = _ids(2, 300)
+    kernel = LayerMambaLRP(model, model.backbone.embeddings, backend="cuda").attribute(ids, target=[3, 7])
+    torch_path = LayerMambaLRP(model, model.backbone.embeddings, backend="torch").attribute(ids, target=[3, 7])
+    error = _relative(kernel, torch_path)
+    print(f"\n{family}: kernel vs PyTorch path, max |dR| / max |R| = {error:.2e}")
+    assert error <= 1e-4
+
+
+def test_conservation_at_8192_tokens_on_the_kernels():
+    model = _model("mamba", seed=1, hidden_size=128, num_hidden_layers=4)
+    ids = _ids(1, 8192, seed=1)
+    relevance, delta = LayerMambaLRP(model, model.backbone.embeddings, backend="cuda").attribute(
+        ids, target=5, return_convergence_delta=True
+    )
+    reference = model.double()
+    exact, exact_delta = LayerMambaLRP(reference, reference.backbone.embeddings, backend="torch").attribute(
+        ids, target=5, return_convergence_delta=True
+    )
+    logit = relevance.double().sum() - delta.double()
+    print(
+        f"\nL=8192: float32 kernels delta {float(delta):.2e} (logit {float(logit):.4f}); float64 torch delta {float(exact_delta):.2e}"
+    )
+    assert abs(float(exact_delta)) <= 1e-8 * max(1.0, abs(float(logit)))
+    assert abs(float(delta)) <= 1e-4 * max(1.0, abs(float(logit)))
+    assert _relative(relevance.double(), exact) <= 1e-3
+
+
+def test_memory_lean_mode_on_the_kernels():
+    model = _model("mamba", seed=2, num_hidden_layers=3)
+    embeds = model.get_input_embeddings()(_ids(1, 4096, seed=2)).detach()
+    plain = MambaLRP(model).attribute(embeds, target=1)
+    lean = MambaLRP(model, memory_lean=True).attribute(embeds, target=1)
+    assert _relative(lean, plain) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_on_the_kernels(dtype):
+    model32 = _model("mamba", seed=3)
+    model16 = _model("mamba", seed=3, dtype=dtype)
+    ids = _ids(2, 512, seed=3)
+    reference = LayerMambaLRP(model32, model32.backbone.embeddings).attribute(ids, target=2).sum(-1)
+    half = LayerMambaLRP(model16, model16.backbone.embeddings).attribute(ids, target=2).float().sum(-1)
+    error = _relative(half, reference)
+    correlation = float(torch.corrcoef(torch.stack([half.flatten(), reference.flatten()]))[0, 1])
+    print(f"\n{dtype}: token relevance max error {error:.2e} of max |R|, correlation {correlation:.5f}")
+    assert torch.isfinite(half).all() and correlation > 0.99
+
+
+def _ssm_lm(layer: str, **ssm_cfg):
+    from mamba_ssm.models.config_mamba import MambaConfig as SsmConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    torch.manual_seed(4)
+    config = SsmConfig(
+        d_model=64, n_layer=2, vocab_size=128, ssm_cfg={"layer": layer, **ssm_cfg}, rms_norm=True,
+        fused_add_norm=True, residual_in_fp32=True, pad_vocab_size_multiple=8,
+    )  # fmt: skip
+    return MambaLMHeadModel(config, device="cuda", dtype=torch.float32).eval()
+
+
+def test_mamba_ssm_model_equals_the_hugging_face_model_with_the_same_weights():
+    from transformers import MambaConfig, MambaForCausalLM
+
+    ssm_model = _ssm_lm("Mamba1")
+    randomise(ssm_model, seed=4)
+    hf_model = MambaForCausalLM(
+        MambaConfig(
+            hidden_size=64, num_hidden_layers=2, vocab_size=128, state_size=16, expand=2, conv_kernel=4,
+            time_step_rank=4, use_conv_bias=True, layer_norm_epsilon=1e-5, residual_in_fp32=True,
+            tie_word_embeddings=True,
+        )
+    ).cuda().eval()  # fmt: skip
+    missing, unexpected = hf_model.load_state_dict(ssm_model.state_dict(), strict=False)
+    assert not unexpected and all("embedding" in key or "lm_head" in key for key in missing), (missing, unexpected)
+    hf_model.tie_weights()
+    ids = _ids(2, 200, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(ids).logits, ssm_model(ids).logits, atol=1e-3, rtol=1e-3)
+    from_ssm = LayerMambaLRP(ssm_model, ssm_model.backbone.embedding).attribute(ids, target=9)
+    from_hf = LayerMambaLRP(hf_model, hf_model.backbone.embeddings).attribute(ids, target=9)
+    error = _relative(from_ssm, from_hf)
+    print(f"\nmamba-ssm Mamba vs HF Mamba, same weights: max |dR| / max |R| = {error:.2e}")
+    assert error <= 1e-4
+
+
+def test_mamba_ssm_mamba2_conserves_and_matches_its_torch_path():
+    if not ssd_kernels_available():
+        pytest.skip("mamba-ssm's Triton SSD kernels are not available")
+    model = _ssm_lm("Mamba2", d_state=64, headdim=16, chunk_size=64)
+    randomise(model, seed=6)
+    for block in model.backbone.layers:
+        block.mixer.conv1d.bias = None
+    ids = _ids(1, 256, seed=6)
+    kernel, delta = LayerMambaLRP(model, model.backbone.embedding, backend="cuda").attribute(
+        ids, target=4, return_convergence_delta=True
+    )
+    torch_path = LayerMambaLRP(model, model.backbone.embedding, backend="torch").attribute(ids, target=4)
+    error = _relative(kernel, torch_path)
+    logit = float(kernel.double().sum() - delta.double())
+    print(f"\nmamba-ssm Mamba2: kernel vs torch {error:.2e}; delta {float(delta):.2e} (logit {logit:.3f})")
+    assert error <= 1e-4 and abs(float(delta)) <= 1e-4 * max(1.0, abs(logit))

@@ -1,0 +1,73 @@
+"""Memory-lean mode, logits at the explained positions only, backend selection (CPU side)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captum_mamba import LayerMambaLRP, MambaLRP, MissingDependencyError
+from captum_mamba._engine import kept_positions
+from captum_mamba.models import hf_mamba
+
+from conftest import embeddings_of, tiny_classifier, tiny_lm, token_ids
+
+
+@pytest.mark.parametrize("family", ["mamba", "mamba2", "falcon_mamba"])
+def test_memory_lean_mode_gives_the_same_relevances(family, monkeypatch):
+    model = tiny_lm(seed=21, family=family, use_conv_bias=True)
+    embeds = embeddings_of(model, token_ids(batch=2, length=10))
+    plain, plain_delta = MambaLRP(model).attribute(embeds, target=4, return_convergence_delta=True)
+    calls = []
+    real_checkpoint = hf_mamba.checkpoint
+    monkeypatch.setattr(hf_mamba, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
+    lean, lean_delta = MambaLRP(model, memory_lean=True).attribute(embeds, target=4, return_convergence_delta=True)
+    assert len(calls) == model.config.num_hidden_layers  # every block was checkpointed
+    torch.testing.assert_close(lean, plain, atol=1e-12, rtol=0)
+    torch.testing.assert_close(lean_delta, plain_delta, atol=1e-12, rtol=0)
+
+
+def test_only_the_explained_positions_get_logits(monkeypatch):
+    model = tiny_lm(seed=22)
+    ids = token_ids(batch=3, length=9)
+    seen = []
+    original = model.lm_head.forward
+    monkeypatch.setattr(model.lm_head, "forward", lambda h: seen.append(h.shape) or original(h))
+    explainer = LayerMambaLRP(model, model.backbone.embeddings)
+    relevance = explainer.attribute(ids, target=[1, 2, 3], explained_position=[8, 3, 8])
+    assert seen == [torch.Size([3, 2, 16])]  # two distinct positions, not all nine
+    for row, (position, target) in enumerate([(8, 1), (3, 2), (8, 3)]):
+        alone = explainer.attribute(ids[row : row + 1], target=target, explained_position=position)
+        torch.testing.assert_close(relevance[row : row + 1], alone, atol=1e-12, rtol=0)
+
+
+def test_kept_positions():
+    keep, index = kept_positions(-1, 2, 7, torch.device("cpu"))
+    assert keep.tolist() == [6] and index == 0
+    keep, index = kept_positions([5, -1, 5], 3, 7, torch.device("cpu"))
+    assert keep.tolist() == [5, 6] and index.tolist() == [0, 1, 0]
+    with pytest.raises(IndexError, match="out of range"):
+        kept_positions(9, 1, 7, torch.device("cpu"))
+
+
+def test_classifier_is_unaffected_by_position_logic():
+    model = tiny_classifier(seed=23)
+    ids = token_ids()
+    relevance, delta = LayerMambaLRP(model, model.backbone.embeddings).attribute(
+        ids, target=1, return_convergence_delta=True
+    )
+    assert relevance.shape == (2, 11, 16) and delta.abs().max() < 1e-10
+
+
+def test_cuda_backend_without_the_gpu_extra_names_the_package():
+    try:
+        import mamba_ssm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("mamba-ssm is installed here")
+    model = tiny_lm(seed=24)
+    embeds = embeddings_of(model, token_ids())
+    with pytest.raises(MissingDependencyError, match="causal-conv1d|mamba-ssm"):
+        MambaLRP(model, backend="cuda").attribute(embeds, target=0)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        MambaLRP(model, backend="tpu")
