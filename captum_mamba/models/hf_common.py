@@ -115,7 +115,9 @@ def causal_conv(mixer: nn.Module, x: Tensor, cache_params: Any) -> Tensor:
         load_causal_conv1d_fn()  # raises the MissingDependencyError naming the package
     if conv_input.is_cuda and backend != "torch" and "forward" not in conv.__dict__ and conv_kernels_available():
         # The fused kernel, without its activation: the SiLU rule is applied outside.
-        causal = load_causal_conv1d_fn()(conv_input.contiguous(), conv.weight.squeeze(1), conv.bias, activation=None)
+        if conv_input.stride(1) != 1 or conv_input.stride(0) % 8 or conv_input.stride(2) % 8:
+            conv_input = conv_input.contiguous()  # else the kernel reads the channel-last view directly
+        causal = load_causal_conv1d_fn()(conv_input, conv.weight.squeeze(1), conv.bias, activation=None)
     else:
         causal = conv(conv_input)[..., : conv_input.shape[-1]]  # drop the right padding: causal
     return causal[..., -length:].transpose(1, 2)

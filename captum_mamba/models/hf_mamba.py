@@ -85,7 +85,9 @@ class MambaMixerRule(MixerRule):
         u = mask_padding(self._silu(causal_conv(mixer, x, cache_params)), attention_mask)
         dt, B, C = self.selection(mixer, u)
         # The model's own precision for its SSM parameters (float32, also in half-precision models).
-        delta = F.softplus(dt @ mixer.dt_proj.weight.T + mixer.dt_proj.bias.float())
+        # computed channel-major, the layout the CUDA scan takes without a copy
+        delta = F.softplus(mixer.dt_proj.weight @ dt.transpose(1, 2) + mixer.dt_proj.bias.float()[:, None])
+        delta = delta.transpose(1, 2)
         A = -torch.exp(mixer.A_log.float())
         y, last_state = self._scan(u, delta, A, B, C, mixer.D.float())
         if cache_params is not None:

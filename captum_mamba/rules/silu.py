@@ -25,9 +25,22 @@ class SiLUIdentityRule(MambaLRPRule):
             x (Tensor): pre-activation.
 
         Returns:
-            *Tensor* equal to ``silu(x)`` whose gradient is ``sigmoid(x)``.
+            *Tensor* equal to ``silu(x)`` whose gradient is ``sigmoid(x)``, i.e. the gradient of
+            ``x * [sigmoid(x)]const`` (one fused kernel forward and backward).
         """
-        return x * torch.sigmoid(x).detach()
+        return _SiLUWithFrozenSigmoid.apply(x)
+
+
+class _SiLUWithFrozenSigmoid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return torch.nn.functional.silu(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * torch.sigmoid(x)
 
     def module_forward(self, module: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
         return self.apply(x)

@@ -108,11 +108,11 @@ class SelectiveSSMRule(MambaLRPRule):
             *Tensor* ``y`` ``(batch, length, channels)`` and optionally the last state.
         """
         if self._use_cuda(u):
-            y, last = _cuda_scan(u, delta, A, B, C)
+            y, last = _cuda_scan(u, delta, A, B, C, D)  # the D skip runs inside the kernel
         else:
             y, last = linear_selective_scan(u, delta, A, B, C, self.chunk, return_last_state=True)
-        if D is not None:
-            y = y + u * D
+            if D is not None:
+                y = y + u * D
         return (y, last) if return_last_state else y
 
 
@@ -175,7 +175,7 @@ def scan_heads(
     return torch.cat(outputs, dim=2), torch.cat(states, dim=1)
 
 
-def _cuda_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+def _cuda_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """mamba-ssm's kernel in its (batch, channels, length) layout, in at least float32; only ``u`` has gradient."""
     scan = load_selective_scan_fn()
     dtype = torch.promote_types(u.dtype, torch.float32)
@@ -185,6 +185,7 @@ def _cuda_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tup
         A.detach().float().contiguous(),
         B.detach().to(dtype).transpose(1, 2).contiguous(),
         C.detach().to(dtype).transpose(1, 2).contiguous(),
+        D=None if D is None else D.detach().float(),
         return_last_state=True,
     )
     return y.transpose(1, 2), last
