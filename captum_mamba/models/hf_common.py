@@ -53,6 +53,22 @@ class MixerRule(MambaLRPRule):
         self.ssm = ssm
         self.gate = gate
 
+    def module_forward(  # type: ignore[override]
+        self,
+        mixer: nn.Module,
+        hidden_states: Tensor,
+        cache_params: Any = None,
+        attention_mask: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """The Hugging Face mixer signature; the computation is the family's :meth:`mix`."""
+        return self.mix(mixer, hidden_states, attention_mask, cache_params)
+
+    def mix(
+        self, mixer: nn.Module, hidden_states: Tensor, attention_mask: Tensor | None = None, cache_params: Any = None
+    ) -> Tensor:
+        raise NotImplementedError
+
     def _silu(self, x: Tensor) -> Tensor:
         return F.silu(x) if self.silu is None else self.silu.apply(x)
 

@@ -52,16 +52,6 @@ class MambaMixerRule(MixerRule):
         dt, B, C = torch.split(mixer.x_proj(u), [rank, state, state], dim=-1)
         return dt, B, C
 
-    def module_forward(  # type: ignore[override]
-        self,
-        mixer: modeling_mamba.MambaMixer,
-        hidden_states: Tensor,
-        cache_params: Any = None,
-        attention_mask: Tensor | None = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        return self.mix(mixer, hidden_states, attention_mask, cache_params)
-
     def mix(
         self, mixer: nn.Module, hidden_states: Tensor, attention_mask: Tensor | None = None, cache_params: Any = None
     ) -> Tensor:

@@ -69,16 +69,6 @@ class Mamba2MixerRule(MixerRule):
             chunk_size=mixer.chunk_size,
         )
 
-    def module_forward(  # type: ignore[override]
-        self,
-        mixer: modeling_mamba2.Mamba2Mixer,
-        hidden_states: Tensor,
-        cache_params: Any = None,
-        attention_mask: Tensor | None = None,
-        **kwargs: Any,
-    ) -> Tensor:
-        return self.mix(mixer, hidden_states, attention_mask, cache_params)
-
     def mix(
         self, mixer: nn.Module, hidden_states: Tensor, attention_mask: Tensor | None = None, cache_params: Any = None
     ) -> Tensor:
