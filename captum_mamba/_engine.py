@@ -47,6 +47,26 @@ def _hf_style_parameters(forward_func: Callable[..., Any]) -> set[str] | None:
     return parameters if {"input_ids", "inputs_embeds"} <= parameters else None
 
 
+def position_index(position: Any, batch: int, length: int, device: torch.device) -> int | Tensor:
+    r"""
+    Check explained positions against the batch and the sequence length, and make them
+    non-negative.
+
+    Returns:
+        *int* (one position for all examples) or *LongTensor* ``(batch,)``.
+    """
+    if isinstance(position, int):
+        if not -length <= position < length:
+            raise IndexError(f"explained position {position} is out of range for sequences of length {length}")
+        return position % length
+    index = torch.as_tensor(position, device=device).long().reshape(-1)
+    if index.numel() != batch:
+        raise ValueError(f"got {index.numel()} explained positions for a batch of {batch}")
+    if ((index < -length) | (index >= length)).any():
+        raise IndexError(f"explained positions {index.tolist()} out of range for sequences of length {length}")
+    return index % length
+
+
 def accepts_logits_to_keep(forward_func: Callable[..., Any]) -> bool:
     """Whether ``forward_func`` is a Hugging Face model that can compute logits at chosen positions only."""
     parameters = _hf_style_parameters(forward_func)
@@ -62,16 +82,10 @@ def kept_positions(position: Any, batch: int, length: int, device: torch.device)
         *tuple* ``(keep, index)``: sorted unique positions for ``logits_to_keep`` and the position
         argument rewritten to index the kept logits.
     """
-    if isinstance(position, int):
-        if not -length <= position < length:
-            raise IndexError(f"explained position {position} is out of range for sequences of length {length}")
-        return torch.tensor([position % length], device=device), 0
-    index = torch.as_tensor(position, device=device).long().reshape(-1)
-    if index.numel() != batch:
-        raise ValueError(f"got {index.numel()} explained positions for a batch of {batch}")
-    if ((index < -length) | (index >= length)).any():
-        raise IndexError(f"explained positions {index.tolist()} out of range for sequences of length {length}")
-    keep, inverse = torch.unique(index % length, sorted=True, return_inverse=True)
+    index = position_index(position, batch, length, device)
+    if isinstance(index, int):
+        return torch.tensor([index], device=device), 0
+    keep, inverse = torch.unique(index, sorted=True, return_inverse=True)
     return keep, inverse
 
 
@@ -134,16 +148,10 @@ def select_position(output: Tensor, position: Position) -> Tensor:
     if output.dim() != 3 or position is None:
         return output
     batch, length = output.shape[:2]
-    if isinstance(position, int):
-        if not -length <= position < length:
-            raise IndexError(f"explained position {position} is out of range for sequences of length {length}")
-        return output[:, position]
-    index = torch.as_tensor(position, device=output.device).long().reshape(-1)
-    if index.numel() != batch:
-        raise ValueError(f"got {index.numel()} explained positions for a batch of {batch}")
-    if ((index < -length) | (index >= length)).any():
-        raise IndexError(f"explained positions {index.tolist()} out of range for sequences of length {length}")
-    return output[torch.arange(batch, device=output.device), index % length]
+    index = position_index(position, batch, length, output.device)
+    if isinstance(index, int):
+        return output[:, index]
+    return output[torch.arange(batch, device=output.device), index]
 
 
 def select_target(output: Tensor, target: TargetType) -> Tensor:

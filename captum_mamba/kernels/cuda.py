@@ -6,6 +6,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from torch import Tensor
+
 from captum_mamba.errors import MissingDependencyError
 
 
@@ -63,6 +65,23 @@ def _importable(loader: Callable[[], Any]) -> bool:
     except MissingDependencyError:
         return False
     return True
+
+
+def use_kernel(tensor: Tensor, loader: Callable[[], Any], backend: str) -> bool:
+    r"""
+    Whether ``loader``'s kernel runs on ``tensor`` under ``backend`` (see
+    :class:`~captum_mamba.options.ExplanationOptions`).
+
+    Raises:
+        MissingDependencyError: ``backend="cuda"`` without the kernel's package.
+        ValueError: ``backend="cuda"`` on a CPU tensor.
+    """
+    if backend == "cuda":
+        loader()
+        if not tensor.is_cuda:
+            raise ValueError("the CUDA backend needs CUDA tensors; use backend='torch' on CPU")
+        return True
+    return backend == "auto" and tensor.is_cuda and _importable(loader)
 
 
 def kernels_available() -> bool:

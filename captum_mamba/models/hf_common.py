@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from captum_mamba.kernels.cuda import conv_kernels_available, load_causal_conv1d_fn
+from captum_mamba.kernels.cuda import load_causal_conv1d_fn, use_kernel
 from captum_mamba.options import current_options
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.gate import GateHalfRule
@@ -75,11 +74,9 @@ class MixerRule(MambaLRPRule):
     def _gate(self, y: Tensor, gate: Tensor) -> Tensor:
         return y * gate if self.gate is None else self.gate.apply(y, gate)
 
-    def _scan_function(self) -> Callable[..., Any]:
-        return plain_selective_ssm if self.ssm is None else self.ssm.apply
-
     def _scan(self, *args: Tensor) -> tuple[Tensor, Tensor]:
-        return self._scan_function()(*args, return_last_state=True)
+        scan = plain_selective_ssm if self.ssm is None else self.ssm.apply
+        return scan(*args, return_last_state=True)  # type: ignore[return-value]
 
     def _scan_heads(self, *args: Tensor, chunk_size: int = 256) -> tuple[Tensor, Tensor]:
         if self.ssm is None:
@@ -126,10 +123,7 @@ def causal_conv(mixer: nn.Module, x: Tensor, cache_params: Any) -> Tensor:
             conv_input, mixer.layer_idx, conv_kernel_size=mixer.conv_kernel_size
         )
     conv = mixer.conv1d
-    backend = current_options().backend
-    if backend == "cuda" and not conv_kernels_available():
-        load_causal_conv1d_fn()  # raises the MissingDependencyError naming the package
-    if conv_input.is_cuda and backend != "torch" and "forward" not in conv.__dict__ and conv_kernels_available():
+    if "forward" not in conv.__dict__ and use_kernel(conv_input, load_causal_conv1d_fn, current_options().backend):
         # The fused kernel, without its activation: the SiLU rule is applied outside.
         if conv_input.stride(1) != 1 or conv_input.stride(0) % 8 or conv_input.stride(2) % 8:
             conv_input = conv_input.contiguous()  # else the kernel reads the channel-last view directly

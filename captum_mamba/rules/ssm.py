@@ -7,12 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from captum_mamba.kernels.cuda import (
-    kernels_available,
-    load_chunk_scan_combined,
-    load_selective_scan_fn,
-    ssd_kernels_available,
-)
+from captum_mamba.kernels.cuda import load_chunk_scan_combined, load_selective_scan_fn, use_kernel
 from captum_mamba.kernels.selective_scan import differentiable_selective_scan, linear_selective_scan
 from captum_mamba.options import BACKENDS, current_options
 from captum_mamba.rules.base import MambaLRPRule
@@ -43,16 +38,9 @@ class SelectiveSSMRule(MambaLRPRule):
         if backend == "cuda":
             load_selective_scan_fn()
 
-    def _use_cuda(self, u: Tensor, available: Callable[[], bool] = kernels_available) -> bool:
+    def _use_cuda(self, u: Tensor, loader: Callable[[], Callable[..., Tensor]] = load_selective_scan_fn) -> bool:
         backend = self.backend if self.backend != "auto" else current_options().backend
-        if backend == "cuda":
-            if not u.is_cuda:
-                raise ValueError("the CUDA scan backend needs CUDA tensors; use backend='torch' on CPU")
-            if not available():
-                load_selective_scan_fn()  # raises the MissingDependencyError naming the package
-                load_chunk_scan_combined()
-            return True
-        return backend == "auto" and u.is_cuda and available()
+        return use_kernel(u, loader, backend)
 
     def apply_heads(
         self,
@@ -80,7 +68,7 @@ class SelectiveSSMRule(MambaLRPRule):
             *tuple* ``(y, last_state)``: ``(batch, length, heads, head_dim)`` and
             ``(batch, heads, head_dim, state)``.
         """
-        if self._use_cuda(x, ssd_kernels_available):
+        if self._use_cuda(x, load_chunk_scan_combined):
             return _cuda_ssd_scan(x, delta, A, B, C, D, chunk_size)
         return scan_heads(self.apply, x, delta, A, B, C, D)
 
@@ -175,7 +163,9 @@ def scan_heads(
     return torch.cat(outputs, dim=2), torch.cat(states, dim=1)
 
 
-def _cuda_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _cuda_scan(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """mamba-ssm's kernel in its (batch, channels, length) layout, in at least float32; only ``u`` has gradient."""
     scan = load_selective_scan_fn()
     dtype = torch.promote_types(u.dtype, torch.float32)
