@@ -1,0 +1,286 @@
+"""Attribution methods by name, all behind one Captum-style interface, so evaluations treat them alike.
+
+Every method explains a logit of a Hugging Face-style model (``model(inputs_embeds=...,
+attention_mask=...).logits``) with respect to its input embeddings and returns one score per
+token. A classifier's logits ``(batch, classes)`` are explained directly; a causal LM's
+``(batch, length, vocab)`` at each row's last real token.
+
+Methods register with :func:`register_method`; the built-in ones are MambaLRP, its rule
+ablations and naive LRP, and the usual Captum baselines. :func:`token_attributions` runs any of
+them::
+
+    >>> scores = token_attributions("mamba_lrp", model, input_ids, target, attention_mask)
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from captum.attr import (
+    Attribution,
+    InputXGradient,
+    IntegratedGradients,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from torch import Tensor, nn
+
+from captum_mamba.mamba_lrp import MambaLRP
+from captum_mamba.registry import DEFAULT_REGISTRY, RuleSpec
+from captum_mamba.rules.norm import GatedRMSNormRule, LayerNormRule, RMSNormRule
+from captum_mamba.targets import last_token_positions
+
+Reduction = Literal["sum", "mean", "l2"]
+RULE_COMPONENTS: tuple[str, ...] = ("silu", "ssm", "gate", "norm")
+"""The MambaLRP rule components that an ablation can switch off."""
+
+
+class ExplainedLogits(nn.Module):
+    r"""
+    ``f(embeds, attention_mask) -> logits (batch, classes)``: the forward function that every
+    method explains. Causal-LM logits are read at each row's last real token (from the mask).
+
+    Args:
+        model (nn.Module): a Hugging Face-style model taking ``inputs_embeds`` and
+                    ``attention_mask`` and returning an object with ``logits``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        logits = self.model(inputs_embeds=embeds, attention_mask=attention_mask).logits
+        if logits.dim() == 2:
+            return logits
+        if attention_mask is None:
+            return logits[:, -1]
+        positions = last_token_positions(attention_mask).to(logits.device)
+        return logits[torch.arange(logits.shape[0], device=logits.device), positions]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    r"""
+    An attribution method known to the evaluation tools.
+
+    Args:
+        name (str): registry key, e.g. ``"mamba_lrp"``.
+        label (str): display name, e.g. ``"MambaLRP"``.
+        build (Callable): ``build(forward, model) -> captum.attr.Attribution`` where ``forward``
+                    is the :class:`ExplainedLogits` of ``model``.
+        attribute_kwargs (dict): extra keyword arguments of ``attribute()`` (``n_steps``, ...).
+        reduction (str): how per-embedding-dimension attributions become token scores:
+                    ``"sum"`` (signed; relevance-like methods), ``"mean"`` (signed; methods that
+                    give every dimension the token's whole score, like occlusion) or ``"l2"``
+                    (unsigned norm; gradient-only methods).
+        description (str): one line for tables and the comparison view.
+        family (str): ``"lrp"``, ``"gradient"``, ``"perturbation"``, ``"attention"``,
+                    ``"ablation"`` or ``"control"``.
+    """
+
+    name: str
+    label: str
+    build: Callable[[nn.Module, nn.Module], Attribution]
+    attribute_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    reduction: Reduction = "sum"
+    description: str = ""
+    family: str = "gradient"
+
+
+METHODS: dict[str, MethodSpec] = {}
+"""The registered methods by name (see :func:`register_method`)."""
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add (or replace) a method in :data:`METHODS`; returns ``spec``."""
+    METHODS[spec.name] = spec
+    return spec
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method called ``name``; a ``KeyError`` listing the known names otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown attribution method {name!r}; known methods: {', '.join(sorted(METHODS))}") from None
+
+
+def ablated_rules(model: nn.Module, disabled: set[str] | frozenset[str]) -> dict[type[nn.Module], RuleSpec]:
+    r"""
+    MambaLRP rules for ``model`` with some rule components replaced by the plain computation.
+
+    Args:
+        model (nn.Module): the model (its module types select the registry entries changed).
+        disabled (set[str]): components of :data:`RULE_COMPONENTS` to switch off.
+
+    Returns:
+        *dict* ``{module_type: rule}`` to pass as ``MambaLRP(..., rules=...)``.
+    """
+    unknown = set(disabled) - set(RULE_COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown rule components {sorted(unknown)}; choose from {RULE_COMPONENTS}")
+    overrides: dict[type[nn.Module], RuleSpec] = {}
+    for module_type in {type(module) for module in model.modules()}:
+        rule = DEFAULT_REGISTRY.lookup(module_type)
+        if rule is None:
+            continue
+        if isinstance(rule, (RMSNormRule, LayerNormRule)):
+            if "norm" in disabled:
+                overrides[module_type] = None
+            continue
+        switched = [c for c in disabled if getattr(rule, c, None) is not None]
+        if isinstance(rule, GatedRMSNormRule) or any(hasattr(rule, c) for c in ("silu", "ssm", "gate")):
+            if switched:
+                changed = copy.copy(rule)
+                for component in switched:
+                    setattr(changed, component, None)
+                overrides[module_type] = changed
+    return overrides
+
+
+def _mamba_lrp(disabled: frozenset[str] = frozenset()) -> Callable[[nn.Module, nn.Module], Attribution]:
+    def build(forward: nn.Module, model: nn.Module) -> Attribution:
+        return MambaLRP(forward, model=model, rules=ablated_rules(model, disabled) if disabled else None)
+
+    return build
+
+
+def _embedding_scale(embeds: Tensor, attention_mask: Tensor | None) -> float:
+    if attention_mask is None:
+        return float(embeds.std())
+    return float(embeds[attention_mask.bool()].std()) if attention_mask.any() else 1.0
+
+
+def token_attributions(
+    method: str | MethodSpec,
+    model: nn.Module,
+    input_ids: Tensor,
+    target: Tensor | int,
+    attention_mask: Tensor | None = None,
+    **attribute_kwargs: Any,
+) -> Tensor:
+    r"""
+    Token scores of ``method`` for ``target`` on a batch of token ids.
+
+    Args:
+        method (str or MethodSpec): a registered name (see :data:`METHODS`) or a spec.
+        model (nn.Module): a Hugging Face-style model with ``get_input_embeddings()``.
+        input_ids (Tensor): ``(batch, length)`` token ids (right padding).
+        target (Tensor or int): the class (or next token) explained, one per example or one for all.
+        attention_mask (Tensor, optional): ``(batch, length)``, 1 for real tokens.
+        **attribute_kwargs: override the method's ``attribute()`` keyword arguments.
+
+    Returns:
+        *Tensor* ``(batch, length)`` of token scores (``float32`` or the model's dtype); padding
+        positions are 0.
+    """
+    spec = get_method(method) if isinstance(method, str) else method
+    forward = ExplainedLogits(model)
+    embeds = model.get_input_embeddings()(input_ids).detach()
+    kwargs = dict(spec.attribute_kwargs)
+    kwargs.update(attribute_kwargs)
+    if spec.name.startswith("smoothgrad") and "stdevs" not in attribute_kwargs:
+        kwargs["stdevs"] = kwargs.get("stdevs", 0.1) * _embedding_scale(embeds, attention_mask)
+    if isinstance(target, int):
+        target = torch.full((input_ids.shape[0],), target, dtype=torch.long, device=input_ids.device)
+    explainer = spec.build(forward, model)
+    additional = None if attention_mask is None else (attention_mask,)
+    attributions = explainer.attribute(embeds, target=target, additional_forward_args=additional, **kwargs)
+    reduce = {"sum": lambda a: a.sum(-1), "mean": lambda a: a.mean(-1), "l2": lambda a: a.norm(dim=-1)}
+    scores = reduce[spec.reduction](attributions)
+    if attention_mask is not None:
+        scores = scores * attention_mask.to(scores.dtype)
+    return scores.detach()
+
+
+def _builtin_methods() -> None:
+    register_method(
+        MethodSpec(
+            "mamba_lrp",
+            "MambaLRP",
+            _mamba_lrp(),
+            description="all MambaLRP rules (SiLU, SSM, gate, norm), Gradient x Input",
+            family="lrp",
+        )
+    )
+    for component in RULE_COMPONENTS:
+        register_method(
+            MethodSpec(
+                f"mamba_lrp_no_{component}",
+                f"MambaLRP w/o {component.upper() if component in ('ssm',) else component} rule",
+                _mamba_lrp(frozenset({component})),
+                description=f"MambaLRP with the {component} rule switched off (ablation)",
+                family="ablation",
+            )
+        )
+    register_method(
+        MethodSpec(
+            "naive_lrp",
+            "naive LRP",
+            _mamba_lrp(frozenset({"silu", "ssm", "gate"})),
+            description="LRP with only the norm rule (Gradient x Input through the rest)",
+            family="lrp",
+        )
+    )
+    register_method(
+        MethodSpec(
+            "input_x_gradient",
+            "Gradient x Input",
+            lambda forward, model: InputXGradient(forward),
+            description="Gradient x Input on the unmodified model",
+        )
+    )
+    register_method(
+        MethodSpec(
+            "integrated_gradients",
+            "Integrated Gradients",
+            lambda forward, model: IntegratedGradients(forward),
+            attribute_kwargs={"n_steps": 32, "internal_batch_size": 64},
+            description="Integrated Gradients from the zero embedding, 32 steps",
+        )
+    )
+    register_method(
+        MethodSpec(
+            "smoothgrad",
+            "SmoothGrad",
+            lambda forward, model: NoiseTunnel(InputXGradient(forward)),
+            attribute_kwargs={"nt_type": "smoothgrad", "nt_samples": 16, "nt_samples_batch_size": 16, "stdevs": 0.1},
+            description="NoiseTunnel(InputXGradient), 16 samples, noise 0.1 x the embeddings' std",
+        )
+    )
+    register_method(
+        MethodSpec(
+            "saliency",
+            "Saliency",
+            lambda forward, model: Saliency(forward),
+            attribute_kwargs={"abs": False},
+            reduction="l2",
+            description="L2 norm of the gradient per token (unsigned)",
+        )
+    )
+    register_method(
+        MethodSpec(
+            "occlusion",
+            "Occlusion",
+            lambda forward, model: _TokenOcclusion(forward),
+            reduction="mean",
+            description="logit drop when one token's embedding is set to zero",
+            family="perturbation",
+        )
+    )
+
+
+class _TokenOcclusion(Occlusion):
+    """Captum's Occlusion with one-token windows over ``(batch, length, hidden)`` embeddings."""
+
+    def attribute(self, inputs: Tensor, **kwargs: Any) -> Tensor:  # type: ignore[override]
+        return super().attribute(inputs, sliding_window_shapes=(1, inputs.shape[-1]), baselines=0.0, **kwargs)
+
+
+_builtin_methods()
