@@ -77,7 +77,26 @@ def explainers(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor, int]
     }
 
 
-def measure(run: Callable[[torch.Tensor, int], torch.Tensor], model: torch.nn.Module, length: int) -> dict[str, Any]:
+def measure(
+    run: Callable[[torch.Tensor, int], torch.Tensor], model: torch.nn.Module, length: int, repeats: int = 1
+) -> dict[str, Any]:
+    """Median wall time and the largest peak memory over ``repeats`` runs (after the caller's warm-up)."""
+    results = [_measure_once(run, model, length) for _ in range(repeats)]
+    if any(r["status"] != "ok" for r in results):
+        return {"status": "oom"}
+    seconds = sorted(r["seconds"] for r in results)
+    return {
+        "status": "ok",
+        "seconds": seconds[len(seconds) // 2],
+        "seconds_all": seconds,
+        "peak_gib": max(r["peak_gib"] for r in results),
+        "finite": all(r["finite"] for r in results),
+    }
+
+
+def _measure_once(
+    run: Callable[[torch.Tensor, int], torch.Tensor], model: torch.nn.Module, length: int
+) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(length)
     ids = torch.randint(0, COMMON["vocab_size"], (1, length), generator=generator).cuda()
     with torch.no_grad():
@@ -101,7 +120,9 @@ def measure(run: Callable[[torch.Tensor, int], torch.Tensor], model: torch.nn.Mo
     return {"status": "ok", "seconds": seconds, "peak_gib": peak / 2**30, "finite": finite}
 
 
-def run_size(size: str, lengths: list[int], methods: list[str], budget: float, log: Callable[[dict], None]) -> None:
+def run_size(
+    size: str, lengths: list[int], methods: list[str], budget: float, log: Callable[[dict], None], repeats: int = 1
+) -> None:
     model = build_model(size)
     runs = explainers(model)
     for method in methods:
@@ -111,13 +132,43 @@ def run_size(size: str, lengths: list[int], methods: list[str], budget: float, l
             if previous is not None and previous[1] * (length / previous[0]) ** GROWTH[method] > budget:
                 log({"size": size, "method": method, "length": length, "status": "skipped (time budget)"})
                 continue
-            result = measure(runs[method], model, length)
+            result = measure(runs[method], model, length, repeats if previous is None or previous[1] < 2 else 1)
             log({"size": size, "method": method, "length": length, **result})
             if result["status"] != "ok":
                 break
             previous = (length, result["seconds"])
     del model, runs
     torch.cuda.empty_cache()
+
+
+def paired_ratios(size: str, lengths: list[int], methods: tuple[str, str], repeats: int) -> list[dict[str, Any]]:
+    """Time two methods alternately (A, B, A, B, ...) at each length, so drift hits both alike."""
+    model = build_model(size)
+    runs = explainers(model)
+    for method in methods:
+        measure(runs[method], model, 512)
+    rows = []
+    for length in lengths:
+        times: dict[str, list[float]] = {m: [] for m in methods}
+        for _ in range(repeats):
+            for method in methods:
+                times[method].append(_measure_once(runs[method], model, length)["seconds"])
+        medians = {m: sorted(t)[len(t) // 2] for m, t in times.items()}
+        rows.append(
+            {
+                "size": size,
+                "length": length,
+                "methods": list(methods),
+                "median_seconds": medians,
+                "min_seconds": {m: min(t) for m, t in times.items()},
+                "ratio_of_medians": medians[methods[0]] / medians[methods[1]],
+                "repeats": repeats,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    del model, runs
+    torch.cuda.empty_cache()
+    return rows
 
 
 def precision_report(length: int) -> dict[str, Any]:
@@ -194,6 +245,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(GROWTH), choices=list(GROWTH))
     parser.add_argument("--budget", type=float, default=40.0, help="skip runs predicted to take longer (s)")
     parser.add_argument("--precision-length", type=int, default=2048)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per point (median); runs over 2 s once")
+    parser.add_argument(
+        "--ratio-repeats", type=int, default=0, help="then time mamba_lrp vs input_x_gradient alternately (130m)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
@@ -219,11 +274,17 @@ def main() -> None:
         report["precision"] = precision_report(args.precision_length)
         print(json.dumps(report["precision"]), flush=True)
     for size in args.sizes:
-        run_size(size, args.lengths, args.methods, args.budget, log)
+        run_size(size, args.lengths, args.methods, args.budget, log, args.repeats)
         if size == "130m" and "mamba_lrp_lean" in args.methods and args.long_lengths:
             run_size(size, args.long_lengths, ["mamba_lrp_lean"], 10 * args.budget, log)
         if args.plot:  # after each size, so that a run cut short still leaves a plot
             plot(results, args.plot)
+    if args.ratio_repeats:
+        report["paired_ratios"] = paired_ratios(
+            "130m", [n for n in args.lengths if n >= 2048], ("mamba_lrp", "input_x_gradient"), args.ratio_repeats
+        )
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
     print(table(results))
 
 

@@ -66,6 +66,37 @@ def test_kernel_path_equals_torch_path(family):
     assert error <= TOLERANCE[family]
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_mixer_equals_the_rule_by_rule_kernel_path(bias, monkeypatch):
+    from transformers.models.mamba.modeling_mamba import MambaMixer
+
+    from captum_mamba.kernels import fused_mixer
+    from captum_mamba.models.hf_mamba import MambaMixerRule
+
+    calls = []
+    original = fused_mixer._FusedMambaLRPMixer.apply
+    monkeypatch.setattr(
+        fused_mixer._FusedMambaLRPMixer, "apply", lambda *a: calls.append(1) or original(*a), raising=True
+    )
+    model = _model("mamba", seed=3, use_conv_bias=bias, use_bias=bias)
+    ids = _ids(3, 257, seed=3)
+    layer = model.backbone.embeddings
+    fused, fused_delta = LayerMambaLRP(model, layer, backend="cuda").attribute(
+        ids, target=[1, 5, 9], return_convergence_delta=True
+    )
+    assert len(calls) == model.config.num_hidden_layers  # the fused node ran in every block
+    unfused_rules = {MambaMixer: MambaMixerRule(fused=False)}
+    unfused, unfused_delta = LayerMambaLRP(model, layer, rules=unfused_rules, backend="cuda").attribute(
+        ids, target=[1, 5, 9], return_convergence_delta=True
+    )
+    assert len(calls) == model.config.num_hidden_layers
+    torch_path = LayerMambaLRP(model, layer, backend="torch").attribute(ids, target=[1, 5, 9])
+    error, error_torch = _relative(fused, unfused), _relative(fused, torch_path)
+    print(f"\nfused mixer (bias={bias}): vs rule-by-rule kernels {error:.2e}, vs PyTorch {error_torch:.2e}")
+    assert error <= 1e-5 and error_torch <= 1e-4
+    assert torch.allclose(fused_delta, unfused_delta, atol=1e-4 * float(fused.abs().sum(-1).max()))
+
+
 def test_conservation_at_8192_tokens_on_the_kernels():
     model = _model("mamba", seed=1, hidden_size=128, num_hidden_layers=4)
     ids = _ids(1, 8192, seed=1)

@@ -11,6 +11,8 @@ from torch.utils.checkpoint import checkpoint
 from transformers.activations import SiLUActivation
 from transformers.models.mamba import modeling_mamba
 
+from captum_mamba.kernels.cuda import load_causal_conv1d_fn, use_kernel
+from captum_mamba.kernels.fused_mixer import fusable, fused_mixer
 from captum_mamba.models.hf_common import (
     CausalLMHeadRule,
     MixerRule,
@@ -23,9 +25,11 @@ from captum_mamba.models.hf_common import (
 from captum_mamba.options import current_options
 from captum_mamba.registry import DEFAULT_REGISTRY
 from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.linear import GradientRule
 from captum_mamba.rules.norm import RMSNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
+from captum_mamba.rules.ssm import SelectiveSSMRule
 
 
 class MambaMixerRule(MixerRule):
@@ -40,7 +44,20 @@ class MambaMixerRule(MixerRule):
         silu (SiLUIdentityRule, optional): rule for both SiLUs. Default: ``SiLUIdentityRule()``
         ssm (SelectiveSSMRule, optional): rule for the selective scan. Default: ``SelectiveSSMRule()``
         gate (GateHalfRule, optional): rule for ``y * silu(z)``. Default: ``GateHalfRule()``
+        fused (bool, optional): on the CUDA kernels, with all three rules and float32 inputs,
+                    run the mixer as one autograd node (:mod:`captum_mamba.kernels.fused_mixer`;
+                    same relevances, fewer kernel launches). Default: True
     """
+
+    def __init__(
+        self,
+        silu: SiLUIdentityRule | None = SiLUIdentityRule(),
+        ssm: SelectiveSSMRule | None = SelectiveSSMRule(),
+        gate: GateHalfRule | None = GateHalfRule(),
+        fused: bool = True,
+    ) -> None:
+        super().__init__(silu, ssm, gate)
+        self.fused = fused
 
     def sizes(self, mixer: nn.Module) -> tuple[int, int]:
         """The mixer's ``dt`` rank and state size (Hugging Face names)."""
@@ -68,6 +85,8 @@ class MambaMixerRule(MixerRule):
         Returns:
             *Tensor* ``(batch, length, hidden)``.
         """
+        if self._fuses(mixer, hidden_states, attention_mask, cache_params):
+            return fused_mixer(mixer, hidden_states, *self.sizes(mixer))
         dtype = hidden_states.dtype
         check_cache(cache_params, mixer.layer_idx)
         check_padding(attention_mask, mixer.in_proj)
@@ -83,6 +102,22 @@ class MambaMixerRule(MixerRule):
         if cache_params is not None:
             cache_params.update_recurrent_state(last_state.to(dtype), mixer.layer_idx)
         return mixer.out_proj(self._gate(y, self._silu(z)).to(dtype))
+
+    def _fuses(self, mixer: nn.Module, hidden_states: Tensor, attention_mask: Tensor | None, cache_params: Any) -> bool:
+        """Whether :func:`fused_mixer` computes exactly this rule: the default components, no mask or cache."""
+        return (
+            self.fused
+            and attention_mask is None
+            and cache_params is None
+            and type(self).selection is MambaMixerRule.selection
+            and type(self.silu) is SiLUIdentityRule
+            and type(self.gate) is GateHalfRule
+            and type(self.ssm) is SelectiveSSMRule
+            and getattr(mixer.x_proj, "bias", None) is None
+            and self.ssm._use_cuda(hidden_states)
+            and use_kernel(hidden_states, load_causal_conv1d_fn, current_options().backend)
+            and fusable(mixer, hidden_states)
+        )
 
 
 class MambaBlockRule(MambaLRPRule):

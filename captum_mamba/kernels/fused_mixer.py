@@ -1,0 +1,188 @@
+"""One autograd node for a whole Mamba-1 mixer under the MambaLRP rules, on the CUDA kernels.
+
+The rule-by-rule CUDA path (``MambaMixerRule.mix``) launches one autograd node per rule; at a
+few thousand tokens its time is bound by those launches. This function runs the same
+computation as one node whose backward is written out for the rules, so it launches fewer
+kernels than even the plain gradient through Hugging Face's fused ``mamba_inner_fn``: nothing
+flows back through ``x_proj`` / ``dt_proj`` (``delta``, ``B``, ``C`` are held constant) and no
+parameter gradient is formed.
+
+Forward (activations in ``(batch, channels, length)`` with the length contiguous)::
+
+    x, z = in_proj(h);  c = conv(x);  u = silu(c);  dt, B, C = x_proj(u)
+    y = scan(u; delta = softplus(dt_proj(dt)), A, B, C, D);  out = out_proj(y * silu(z))
+
+Backward of the rules, for ``g = d out``, with ``p = y * silu(z)`` and ``gp = out_proj^T g``:
+
+* gate rule (Eq. 9) ``0.5 p + 0.5 [p]const``: ``dy = 0.5 gp silu(z)``, ``d silu(z) = 0.5 gp y``;
+* SiLU rule (Eq. 4) on both SiLUs: ``dz = d silu(z) * sigmoid(z)``, ``dc = du * sigmoid(c)``;
+* SSM rule (Eqs. 6-7): ``du`` through the scan with ``delta``, ``B``, ``C`` constant (the
+  kernel's gradients for those are discarded), including the ``D`` skip;
+* ``dh = in_proj^T [dx; dz]`` with ``dx`` from the convolution's backward.
+
+The selective-scan kernel's backward, given ``z`` and ``0.5 gp``, returns ``du`` for
+``dy = 0.5 gp silu(z)``, which is the gate rule's; its ``dz`` uses SiLU's true derivative and is
+replaced by the SiLU rule's.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from captum_mamba.errors import MissingDependencyError
+
+_MIXER_PARTS = ("in_proj", "conv1d", "x_proj", "dt_proj", "out_proj")
+
+
+@cache
+def load_raw_kernels() -> tuple[Any, Any, Any]:
+    r"""
+    The kernels' forward and backward entry points (not their autograd wrappers).
+
+    Returns:
+        *tuple* ``(selective_scan_cuda, causal_conv1d_fwd, causal_conv1d_bwd)``.
+
+    Raises:
+        MissingDependencyError: if ``mamba-ssm`` or ``causal-conv1d`` is not installed.
+    """
+    try:
+        import selective_scan_cuda
+    except (ImportError, OSError) as error:
+        raise MissingDependencyError("mamba-ssm", "The fused CUDA mixer", "gpu") from error
+    try:
+        from causal_conv1d.cpp_functions import causal_conv1d_bwd_function, causal_conv1d_fwd_function
+    except (ImportError, OSError) as error:
+        raise MissingDependencyError("causal-conv1d", "The fused CUDA mixer", "gpu") from error
+    return selective_scan_cuda, causal_conv1d_fwd_function, causal_conv1d_bwd_function
+
+
+def raw_kernels_available() -> bool:
+    """Whether :func:`load_raw_kernels` succeeds."""
+    try:
+        load_raw_kernels()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+def fusable(mixer: nn.Module, hidden_states: Tensor) -> bool:
+    r"""
+    Whether the fused node computes exactly what the rule-by-rule path would: float32 CUDA
+    inputs, no per-module rule or hook on the mixer's layers (they would be bypassed), frozen
+    parameters, and the kernels importable.
+    """
+    if not (hidden_states.is_cuda and hidden_states.dtype == torch.float32):
+        return False
+    for name in _MIXER_PARTS:
+        part = getattr(mixer, name, None)
+        if part is None or "forward" in part.__dict__ or part._forward_hooks or part._forward_pre_hooks:
+            return False
+        if any(p.requires_grad for p in part.parameters()):
+            return False
+    if getattr(mixer.x_proj, "bias", None) is not None:
+        return False
+    if mixer.A_log.requires_grad or mixer.D.requires_grad or mixer.A_log.dtype != torch.float32:
+        return False
+    return raw_kernels_available()
+
+
+def fused_mixer(mixer: nn.Module, hidden_states: Tensor, rank: int, state: int) -> Tensor:
+    r"""
+    A Mamba-1 mixer's output with the SiLU, SSM and gate rules, as one autograd node.
+
+    Args:
+        mixer (nn.Module): the mixer (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``,
+                    ``A_log``, ``D``, ``out_proj``), parameters frozen.
+        hidden_states (Tensor): ``(batch, length, hidden)``, float32, on CUDA.
+        rank (int): rank of ``dt`` (``x_proj``'s first outputs).
+        state (int): SSM state size.
+
+    Returns:
+        *Tensor* ``(batch, length, hidden)``.
+    """
+    return _FusedMambaLRPMixer.apply(
+        hidden_states,
+        mixer.in_proj.weight,
+        mixer.in_proj.bias,
+        mixer.conv1d.weight.squeeze(1),
+        mixer.conv1d.bias,
+        mixer.x_proj.weight,
+        mixer.dt_proj.weight,
+        mixer.dt_proj.bias,
+        -torch.exp(mixer.A_log.float()),
+        mixer.D.float(),
+        mixer.out_proj.weight,
+        mixer.out_proj.bias,
+        rank,
+        state,
+    )
+
+
+def _channels_by_length(weight: Tensor, rows: Tensor, batch: int) -> Tensor:
+    """``weight @ rows`` ``(out, batch * length)`` viewed as ``(batch, out, length)``, length contiguous."""
+    product = weight @ rows
+    return product.view(product.shape[0], batch, -1).permute(1, 0, 2)
+
+
+class _FusedMambaLRPMixer(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        hidden: Tensor,
+        in_weight: Tensor,
+        in_bias: Tensor | None,
+        conv_weight: Tensor,
+        conv_bias: Tensor | None,
+        x_proj_weight: Tensor,
+        dt_weight: Tensor,
+        dt_bias: Tensor,
+        A: Tensor,
+        D: Tensor,
+        out_weight: Tensor,
+        out_bias: Tensor | None,
+        rank: int,
+        state: int,
+    ) -> Tensor:
+        scan_cuda, conv_fwd, _ = load_raw_kernels()
+        batch, length, _ = hidden.shape
+        xz = _channels_by_length(in_weight, hidden.reshape(-1, hidden.shape[-1]).t(), batch)
+        if in_bias is not None:
+            xz = xz + in_bias[None, :, None]
+        x, z = xz.chunk(2, dim=1)
+        conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
+        u = torch.nn.functional.silu(conv)
+        u_rows = u.permute(1, 0, 2).reshape(u.shape[1], -1)  # (channels, batch * length)
+        selected = x_proj_weight @ u_rows
+        delta = _channels_by_length(dt_weight, selected[:rank], batch)
+        # (batch, groups = 1, state, length), the kernel's layout for input-dependent B and C
+        B = selected[rank : rank + state].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
+        C = selected[rank + state :].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
+        y, scan_states, gated = scan_cuda.fwd(u, delta, A, B, C, D, z, dt_bias.float(), True)
+        out = torch.nn.functional.linear(gated.transpose(1, 2), out_weight, out_bias)
+        ctx.save_for_backward(xz, conv, u, delta, A, B, C, D, dt_bias, scan_states, y, in_weight, conv_weight)
+        ctx.out_weight = out_weight
+        ctx.has_conv_bias = conv_bias is not None
+        ctx.conv_bias = conv_bias
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        scan_cuda, _, conv_bwd = load_raw_kernels()
+        xz, conv, u, delta, A, B, C, D, dt_bias, scan_states, y, in_weight, conv_weight = ctx.saved_tensors
+        batch = grad.shape[0]
+        grad_gated = _channels_by_length(ctx.out_weight.t(), grad.reshape(-1, grad.shape[-1]).t(), batch)
+        x, z = xz.chunk(2, dim=1)
+        grad_xz = torch.empty_like(xz)
+        grad_x, grad_z = grad_xz.chunk(2, dim=1)
+        half = grad_gated.mul_(0.5)
+        grad_u, *_ = scan_cuda.bwd(u, delta, A, B, C, D, z, dt_bias.float(), half, scan_states, y, grad_z, True, False)
+        torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule's dz replaces the kernel's
+        grad_conv = grad_u.mul_(torch.sigmoid(conv))
+        conv_bwd(x, conv_weight, ctx.conv_bias, grad_conv, None, None, None, grad_x, False, False)
+        rows = grad_xz.permute(1, 0, 2).reshape(grad_xz.shape[1], -1)  # (2 channels, batch * length)
+        grad_hidden = (rows.t() @ in_weight).view(batch, -1, in_weight.shape[1])
+        return (grad_hidden,) + (None,) * 13
