@@ -4,6 +4,7 @@ from captum_mamba import models  # noqa: F401  (registers the model families' ru
 from captum_mamba.context import RulePlan, mamba_lrp_rules, plan_rules
 from captum_mamba.errors import MissingDependencyError, ModelNotFoundError, UnsupportedModuleError
 from captum_mamba.layer_mamba_lrp import LayerMambaLRP
+from captum_mamba.llm import MambaLLMAttribution
 from captum_mamba.mamba_lrp import MambaLRP
 from captum_mamba.models import (
     FalconMambaForSequenceClassification,
@@ -23,6 +24,7 @@ __all__ = [
     "last_token_positions",
     "LayerMambaLRP",
     "MambaForSequenceClassification",
+    "MambaLLMAttribution",
     "MambaLRP",
     "MissingDependencyError",
     "ModelNotFoundError",
