@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -79,6 +79,34 @@ def heatmap_figure(explanations: Sequence[TokenExplanation], width: int = 70) ->
             row += 1
         row += 0.6
     return figure
+
+
+def compare_methods_figure(
+    tokens: Sequence[str], relevances: Mapping[str, Sequence[float]], title: str = "", width: int = 70
+) -> Figure:
+    r"""
+    One sequence explained by several methods, one block per method (each on its own
+    zero-centred scale, since methods' relevances differ in units).
+
+    Args:
+        tokens (Sequence[str]): the tokens.
+        relevances (Mapping[str, Sequence[float]]): ``{method name: one relevance per token}``.
+        title (str, optional): a heading above the first method. Default: ""
+        width (int, optional): characters per line before wrapping. Default: 70
+
+    Returns:
+        *Figure*: the matplotlib figure (save it with ``figure.savefig("x.png")`` or ``.svg``).
+    """
+    for method, values in relevances.items():
+        if len(values) != len(tokens):
+            raise ValueError(f"{method}: {len(values)} relevances for {len(tokens)} tokens")
+    rows = [
+        TokenExplanation(
+            tokens, [float(v) for v in values], title=(f"{title}  |  " if title and i == 0 else "") + method
+        )
+        for i, (method, values) in enumerate(relevances.items())
+    ]
+    return heatmap_figure(rows, width)
 
 
 def save_heatmap(explanations: Sequence[TokenExplanation], path: str | Path, width: int = 70) -> Path:

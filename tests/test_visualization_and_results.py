@@ -1,0 +1,120 @@
+"""Visualizers (Captum's visualize_text, matplotlib, terminal, HTML) and the JSON result object."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+
+from captum_mamba import MambaLRP
+from captum_mamba.results import ExplanationResult
+from captum_mamba.visualization import (
+    TokenExplanation,
+    compare_methods_figure,
+    heatmap_html,
+    render_terminal,
+    visualization_record,
+    visualize_text,
+)
+
+from conftest import embeddings_of, tiny_classifier
+
+TOKENS = ["a", "gorgeous", ",", "witty", "film", "."]
+
+
+@pytest.fixture
+def explained():
+    model = tiny_classifier(seed=91)
+    ids = torch.arange(3, 3 + len(TOKENS))[None]
+    embeds = embeddings_of(model, ids)
+    relevance, delta = MambaLRP(model).attribute(embeds, target=1, return_convergence_delta=True)
+    probability = float(model(input_ids=ids).logits.softmax(-1)[0, 1])
+    return model, embeds, relevance[0], float(delta[0]), probability
+
+
+def test_captum_visualize_text_renders_every_token(explained):
+    _, _, relevance, delta, probability = explained
+    record = visualization_record(
+        TOKENS, relevance, probability, "positive", true_label="positive", convergence_delta=delta
+    )
+    assert record.attr_score == pytest.approx(float(relevance.sum()))
+    assert record.convergence_score == delta and record.word_attributions.shape == (len(TOKENS),)
+    page = visualize_text([record]).data
+    for token in ("gorgeous", "witty", "film"):
+        assert token in page
+    assert page.count("<mark") >= len(TOKENS)
+    with pytest.raises(ValueError, match="one relevance per token"):
+        visualization_record(TOKENS[:-1], relevance, probability, "positive")
+
+
+def test_side_by_side_heatmap_and_wrapping(explained, tmp_path):
+    model, embeds, relevance, _, _ = explained
+    ig = IntegratedGradients(lambda e: model(inputs_embeds=e).logits).attribute(embeds, target=1, n_steps=8)[0]
+    figure = compare_methods_figure(
+        TOKENS * 20, {"MambaLRP": relevance.sum(-1).tolist() * 20, "IG": ig.sum(-1).tolist() * 20}, title="sample"
+    )
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert texts.count("gorgeous") == 40 and any("MambaLRP" in t for t in texts) and any("IG" in t for t in texts)
+    rows = {round(t.get_position()[1], 3) for t in figure.axes[0].texts if t.get_text() == "gorgeous"}
+    assert len(rows) > 2  # 120 tokens per method do not fit one line: wrapped
+    for suffix in ("png", "svg"):
+        figure.savefig(tmp_path / f"compare.{suffix}")
+        assert (tmp_path / f"compare.{suffix}").stat().st_size > 1000
+    with pytest.raises(ValueError, match="relevances for"):
+        compare_methods_figure(TOKENS, {"MambaLRP": [1.0]})
+
+
+def test_terminal_rendering_colours_by_sign():
+    explanation = TokenExplanation(["good", "bad", "so-so"], [2.0, -1.0, 0.0], title="t")
+    coloured = render_terminal(explanation)
+    assert "\x1b[48;2;255;0;0m" in coloured  # the largest positive: full red
+    assert "\x1b[48;2;127;127;255m" in coloured or "\x1b[48;2;128;128;255m" in coloured  # half-strength blue
+    assert "\x1b[48;2;255;255;255m" in coloured  # zero: white
+    plain = render_terminal(explanation, color=False, width=12)
+    assert "\x1b" not in plain and "good[+2.00]" in plain and plain.splitlines() == ["t", "good[+2.00]", "bad[-1.00]", "so-so[+0.00]"]
+
+
+def test_html_export_without_jupyter():
+    page = heatmap_html([TokenExplanation(["<b>", "x"], [1.0, -1.0], title="escape & show")], "h")
+    assert page.startswith("<!DOCTYPE html>") and "&lt;b&gt;" in page and "<script" not in page
+    assert len(re.findall(r'class="tok"', page)) == 2
+
+
+def test_result_json_round_trip(explained, tmp_path):
+    _, _, relevance, delta, _ = explained
+    result = ExplanationResult(
+        tokens=TOKENS,
+        relevances={"MambaLRP": relevance},
+        target="positive",
+        prediction="positive",
+        explained_output=float(relevance.sum()) - delta,
+        convergence_delta={"MambaLRP": delta},
+        model_name="tiny",
+        rules="MambaMixer: MambaMixerRule()",
+        metadata={"seed": 91},
+    )
+    result.add_method("IG", [0.5] * len(TOKENS))
+    loaded = ExplanationResult.load(result.save(tmp_path / "r.json"))
+    assert loaded == result
+    assert math.isclose(
+        sum(loaded.relevances["MambaLRP"]) - loaded.convergence_delta["MambaLRP"], result.explained_output
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "not a JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"tokens": ["a"], "target": 1}', "lacks relevances"),
+        ('{"tokens": ["a"], "relevances": {"m": [1, 2]}, "target": 1}', "2 relevances for 1 tokens"),
+        ('{"tokens": ["a"], "relevances": {}, "target": 1, "colour": 3}', "unknown fields"),
+        ('{"format_version": 9, "tokens": [], "relevances": {}, "target": 1}', "version 9"),
+    ],
+)
+def test_bad_result_documents(text, message):
+    with pytest.raises(ValueError, match=message):
+        ExplanationResult.from_json(text)
