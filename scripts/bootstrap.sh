@@ -9,3 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# the kernel the tutorial notebooks run on (tests/test_tutorials.py): this environment's Python
+.venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
