@@ -1,6 +1,7 @@
 """captum_mamba: MambaLRP, Layer-wise Relevance Propagation for Mamba models, for Captum."""
 
 from captum_mamba import models  # noqa: F401  (registers the model families' rules)
+from captum_mamba.canonizers import canonize
 from captum_mamba.context import RulePlan, mamba_lrp_rules, plan_rules
 from captum_mamba.errors import MissingDependencyError, ModelNotFoundError, UnsupportedModuleError
 from captum_mamba.layer_mamba_lrp import LayerMambaLRP
@@ -31,6 +32,7 @@ __all__ = [
     "RulePlan",
     "RuleRegistry",
     "UnsupportedModuleError",
+    "canonize",
     "mamba_lrp_rules",
     "plan_rules",
     "register_rule",

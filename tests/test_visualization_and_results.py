@@ -74,7 +74,11 @@ def test_terminal_rendering_colours_by_sign():
     assert "\x1b[48;2;127;127;255m" in coloured or "\x1b[48;2;128;128;255m" in coloured  # half-strength blue
     assert "\x1b[48;2;255;255;255m" in coloured  # zero: white
     plain = render_terminal(explanation, color=False, width=12)
-    assert "\x1b" not in plain and "good[+2.00]" in plain and plain.splitlines() == ["t", "good[+2.00]", "bad[-1.00]", "so-so[+0.00]"]
+    assert (
+        "\x1b" not in plain
+        and "good[+2.00]" in plain
+        and plain.splitlines() == ["t", "good[+2.00]", "bad[-1.00]", "so-so[+0.00]"]
+    )
 
 
 def test_html_export_without_jupyter():
