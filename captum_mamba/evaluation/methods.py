@@ -266,6 +266,24 @@ def _builtin_methods() -> None:
     )
     register_method(
         MethodSpec(
+            "attention_rollout",
+            "AttnRoll",
+            lambda forward, model: _rollout("AttentionRollout", forward),
+            description="attention rollout over Mamba's hidden attention (quadratic memory)",
+            family="attention",
+        )
+    )
+    register_method(
+        MethodSpec(
+            "gradient_attention_rollout",
+            "G x AttnRoll",
+            lambda forward, model: _rollout("GradientAttentionRollout", forward),
+            description="gradient-weighted rollout over Mamba's hidden attention (quadratic memory)",
+            family="attention",
+        )
+    )
+    register_method(
+        MethodSpec(
             "occlusion",
             "Occlusion",
             lambda forward, model: _TokenOcclusion(forward),
@@ -274,6 +292,12 @@ def _builtin_methods() -> None:
             family="perturbation",
         )
     )
+
+
+def _rollout(name: str, forward: nn.Module) -> Attribution:
+    from captum_mamba.evaluation import hidden_attention
+
+    return getattr(hidden_attention, name)(forward)
 
 
 class _TokenOcclusion(Occlusion):
