@@ -95,7 +95,7 @@ class FlippingResult:
         return FlippingResult(fractions=results[0].fractions, **curves)
 
 
-def replacement_vector(embedding: nn.Embedding, replacement: Replacement) -> Tensor:
+def replacement_vector(embedding: nn.Embedding, replacement: Replacement | str) -> Tensor:
     r"""
     The embedding that stands for a removed token.
 
@@ -118,6 +118,8 @@ def replacement_vector(embedding: nn.Embedding, replacement: Replacement) -> Ten
         return torch.zeros_like(weight[0])
     if replacement == "mean":
         return weight.mean(0)
+    if isinstance(replacement, str) and replacement.isdigit():
+        replacement = int(replacement)
     if isinstance(replacement, int) and not isinstance(replacement, bool):
         if not 0 <= replacement < weight.shape[0]:
             raise ValueError(f"replacement token id {replacement} is outside the vocabulary (size {weight.shape[0]})")

@@ -300,6 +300,18 @@ def _rollout(name: str, forward: nn.Module) -> Attribution:
     return getattr(hidden_attention, name)(forward)
 
 
+class _RandomScores(Attribution):
+    """Uniform random token scores (seeded): the control every method should beat."""
+
+    def __init__(self, forward_func: nn.Module, seed: int = 0) -> None:
+        super().__init__(forward_func)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def attribute(self, inputs: Tensor, **kwargs: Any) -> Tensor:  # type: ignore[override]
+        scores = torch.rand(inputs.shape[:2], generator=self.generator, dtype=torch.float64)
+        return scores.to(inputs)[..., None]
+
+
 class _TokenOcclusion(Occlusion):
     """Captum's Occlusion with one-token windows over ``(batch, length, hidden)`` embeddings."""
 
@@ -308,3 +320,12 @@ class _TokenOcclusion(Occlusion):
 
 
 _builtin_methods()
+register_method(
+    MethodSpec(
+        "random",
+        "random",
+        lambda forward, model: _RandomScores(forward),
+        description="uniform random token scores (control)",
+        family="control",
+    )
+)

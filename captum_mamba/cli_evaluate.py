@@ -1,0 +1,115 @@
+"""``captum-mamba evaluate``: faithfulness, conservation and bias on the default model's held-out set."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _held_out(limit: int | None) -> tuple[list[str], list[torch.Tensor], object, object]:
+    from captum_mamba.default import load_default_classifier
+    from captum_mamba.default.data import split_rotten_tomatoes
+
+    _, test = split_rotten_tomatoes(seed=0, test_fraction=0.1)
+    texts = [text for text, _ in test][: limit or None]
+    model, tokenizer = load_default_classifier()
+    ids = [torch.tensor(e.ids[:128] or [1]) for e in tokenizer.encode_batch(texts)]
+    return texts, ids, model, tokenizer
+
+
+def _faithfulness(args: argparse.Namespace) -> int:
+    from captum_mamba.evaluation.report import (
+        evaluate_faithfulness,
+        faithfulness_table,
+        markdown_table,
+        plot_faithfulness,
+        write_json,
+    )
+
+    _, ids, model, _ = _held_out(args.limit)
+    results, seconds = evaluate_faithfulness(
+        model, ids, args.methods, steps=args.steps, replacement=args.replacement, progress=True
+    )
+    command = (
+        "captum-mamba " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if args.command_line is None
+        else args.command_line
+    )
+    report = faithfulness_table(results, seconds, command, "Rotten Tomatoes held-out split (seed 0)")
+    out = Path(args.out)
+    write_json(report, out / "faithfulness_default.json")
+    (out / "faithfulness_default.md").write_text(markdown_table(report), encoding="utf-8")
+    plot_faithfulness(report, out / "faithfulness_default.png")
+    print(markdown_table(report))
+    print(f"wrote {out}/faithfulness_default.json, .md and .png")
+    return 0
+
+
+def _conservation(args: argparse.Namespace) -> int:
+    from captum_mamba.evaluation.report import conservation_points, plot_conservation, write_json
+
+    _, ids, model, _ = _held_out(args.limit)
+    points = conservation_points(model.double(), ids)
+    out = Path(args.out)
+    write_json(points, out / "conservation_default.json")
+    plot_conservation(
+        points, out / "conservation_default.png", f"default model, held-out set (n = {len(ids)}), float64"
+    )
+    for method, pairs in points.items():
+        print(f"{method}: mean |sum R - logit| = {sum(abs(s - x) for x, s in pairs) / len(pairs):.4f}")
+    print(f"wrote {out}/conservation_default.png and .json")
+    return 0
+
+
+def _bias(args: argparse.Namespace) -> int:
+    from captum_mamba.default import LABELS
+    from captum_mamba.evaluation.report import top_tokens_by_class, word_list_share, write_json
+
+    _, ids, model, tokenizer = _held_out(args.limit)
+    counts = top_tokens_by_class(model, ids, tokenizer.id_to_token, method=args.method, k=args.k)
+    shares = word_list_share(counts, args.words)
+    document = {
+        "method": args.method,
+        "k": args.k,
+        "words": args.words,
+        "share_of_top_k": {LABELS[c]: s for c, s in shares.items()},
+        "top_tokens": {LABELS[c]: counter.most_common(25) for c, counter in counts.items()},
+    }
+    write_json(document, Path(args.out) / "bias_default.json")
+    for label, counter in sorted(counts.items()):
+        print(f"{LABELS[label]}: share of the word list {shares[label]:.4f}; top: {counter.most_common(12)}")
+    return 0
+
+
+GENDERED = ["he", "she", "him", "her", "his", "hers", "man", "woman", "men", "women", "boy", "girl", "actor", "actress"]
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Register ``evaluate`` and its sub-commands."""
+    from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS
+
+    evaluate = commands.add_parser("evaluate", help="evaluate explanations on the default model's held-out set")
+    kinds = evaluate.add_subparsers(dest="evaluation", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--limit", type=int, default=None, help="first N held-out sentences (default: all 853)")
+    common.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
+
+    faith = kinds.add_parser("faithfulness", parents=[common], help="token flipping: ΔA^F, ΔA^I per method, bar plot")
+    faith.add_argument("--methods", nargs="+", default=list(DEFAULT_EVALUATION_METHODS))
+    faith.add_argument("--steps", type=int, default=10, help="flipping steps (default 10)")
+    faith.add_argument("--replacement", default="zero", help="zero, mean or a token id (default zero)")
+    faith.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+    faith.set_defaults(handler=_faithfulness)
+
+    conservation = kinds.add_parser("conservation", parents=[common], help="sum of relevances vs logit, scatter PNG")
+    conservation.set_defaults(handler=_conservation)
+
+    bias = kinds.add_parser("bias", parents=[common], help="top-k relevant tokens per class, share of a word list")
+    bias.add_argument("--words", nargs="+", default=GENDERED, help="word list (default: gendered words)")
+    bias.add_argument("--method", default="mamba_lrp")
+    bias.add_argument("-k", type=int, default=3)
+    bias.set_defaults(handler=_bias)

@@ -1,0 +1,141 @@
+"""Needle-in-a-haystack analysis: does an explanation find the one token the model relies on?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from captum_mamba.evaluation.methods import METHODS, token_attributions  # noqa: E402
+from captum_mamba.evaluation.synthetic.tasks import needle_batch  # noqa: E402
+from captum_mamba.evaluation.synthetic.train import ASSETS  # noqa: E402
+from captum_mamba.models import MambaForSequenceClassification  # noqa: E402
+
+NEEDLE_METHODS: tuple[str, ...] = (
+    "mamba_lrp",
+    "naive_lrp",
+    "input_x_gradient",
+    "integrated_gradients",
+    "smoothgrad",
+    "saliency",
+    "occlusion",
+    "attention_rollout",
+    "gradient_attention_rollout",
+    "random",
+    "mamba_lrp_no_silu",
+    "mamba_lrp_no_ssm",
+    "mamba_lrp_no_gate",
+    "mamba_lrp_no_norm",
+)
+
+
+def load_needle_model(dtype: torch.dtype = torch.float32) -> MambaForSequenceClassification:
+    """The shipped needle-detection model (``assets/needle``, see its ``MODEL_CARD.md``)."""
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return MambaForSequenceClassification.from_pretrained(ASSETS, dtype=dtype).eval()
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+
+
+def hits(scores: Tensor, needle: Tensor, k: int = 1, include_readout: bool = False) -> Tensor:
+    r"""
+    Whether the needle position is among the ``k`` highest scores of each row.
+
+    Args:
+        scores (Tensor): ``(batch, length)`` token scores; the last position is the read-out.
+        needle (Tensor): ``(batch,)`` needle positions.
+        k (int): how many top positions count.
+        include_readout (bool): let the read-out position compete too.
+
+    Returns:
+        *Tensor* of bools ``(batch,)``.
+    """
+    if not include_readout:
+        scores = scores[:, :-1]
+    top = scores.topk(k, dim=1).indices
+    return (top == needle[:, None]).any(1)
+
+
+def needle_top1(
+    model: nn.Module, methods: Sequence[str] = NEEDLE_METHODS, n: int = 200, length: int = 64, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    r"""
+    Share of needle-containing sequences whose most relevant token is the needle, per method,
+    with the read-out position excluded and included. The explained output is the logit of the
+    class "present".
+
+    Returns:
+        *dict* ``{method: {"top1": ..., "top1_with_readout": ...}}``.
+    """
+    batch = needle_batch(n, length, torch.Generator().manual_seed(seed), present=True)
+    report = {}
+    for method in methods:
+        scores = token_attributions(method, model, batch.input_ids, 1).double()
+        report[method] = {
+            "top1": float(hits(scores, batch.needle_position).double().mean()),
+            "top1_with_readout": float(hits(scores, batch.needle_position, include_readout=True).double().mean()),
+        }
+    with torch.no_grad():
+        accuracy = float((model(input_ids=batch.input_ids).logits.argmax(-1) == 1).double().mean())
+    report["_model"] = {"accuracy_on_these": accuracy, "n": n, "length": length}
+    return report
+
+
+def xra_grid(
+    model: nn.Module,
+    method: str,
+    lengths: Sequence[int] = (32, 64, 128, 256),
+    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    n: int = 32,
+    k: int = 1,
+    seed: int = 0,
+) -> Tensor:
+    r"""
+    Explanation-based retrieval accuracy: the share of sequences whose ``k`` most relevant
+    tokens (read-out excluded) contain the needle, for each depth x length cell.
+
+    Returns:
+        *Tensor* ``(len(depths), len(lengths))`` in ``[0, 1]``.
+    """
+    grid = torch.zeros(len(depths), len(lengths))
+    for j, length in enumerate(lengths):
+        for i, depth in enumerate(depths):
+            batch = needle_batch(
+                n, length, torch.Generator().manual_seed(seed + 1000 * j + i), depth=depth, present=True
+            )
+            scores = token_attributions(method, model, batch.input_ids, 1).double()
+            grid[i, j] = hits(scores, batch.needle_position, k).double().mean()
+    return grid
+
+
+def plot_xra(grids: dict[str, Tensor], lengths: Sequence[int], depths: Sequence[float], path: Path, k: int = 1) -> Path:
+    """XRA heatmaps, one panel per method."""
+    figure, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4), squeeze=False)
+    for axis, (method, grid) in zip(axes[0], grids.items()):
+        image = axis.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        axis.set_xticks(range(len(lengths)), [str(n) for n in lengths])
+        axis.set_yticks(range(len(depths)), [f"{d:.2f}" for d in depths])
+        axis.set_xlabel("sequence length")
+        axis.set_ylabel("needle depth")
+        axis.set_title(f"{METHODS[method].label}\nmean XRA@{k} {float(grid.mean()):.2f}", fontsize=9)
+        for (i, j), value in (
+            (ij, float(grid[ij])) for ij in ((i, j) for i in range(grid.shape[0]) for j in range(grid.shape[1]))
+        ):
+            axis.text(
+                j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.6 else "black"
+            )
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(figure)
+    return path
