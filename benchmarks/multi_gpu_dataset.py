@@ -1,0 +1,100 @@
+"""Dataset-scale explanation on 1 vs 2 GPUs (torchrun, NCCL): throughput and equality of relevances.
+
+Runs ``captum-mamba explain-dataset`` on random token sequences with a randomly initialised
+130m-sized Mamba (d_model 768, 24 layers, vocab 50280; seed 0, identical on every rank) once with
+one process and once with two (one GPU each), at each length, then checks that the two runs give
+the same relevances (float32, 1e-5 relative) and writes a JSON report with the device names,
+explanations per second and the scaling factor.
+
+    python benchmarks/multi_gpu_dataset.py --out results/             # on a 2-GPU machine
+    python benchmarks/multi_gpu_dataset.py --smoke --out /tmp/smoke   # CPU, gloo, tiny model
+
+NCCL settings are left as the machine has them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def launch(processes: int, config: str, length: int, count: int, out: Path, warmup: int) -> dict:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "captum_mamba.cli", "explain-dataset", "--random-config", config, "--length", str(length),
+        "--count", str(count), "--batch-size", "1", "--warmup", str(warmup), "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"torchrun with {processes} processes failed:\n{result.stderr[-4000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    summary["wall_seconds_with_startup"] = time.perf_counter() - start
+    return summary
+
+
+def max_relative_difference(a: Path, b: Path) -> float:
+    first = [json.loads(line) for line in (a / "results.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (b / "results.jsonl").read_text().splitlines()]
+    if [r["id"] for r in first] != [r["id"] for r in second]:
+        raise AssertionError("the runs explained different examples")
+    worst = 0.0
+    for x, y in zip(first, second):
+        r1, r2 = x["relevances"]["mamba_lrp"], y["relevances"]["mamba_lrp"]
+        scale = max(abs(v) for v in r1) or 1.0
+        worst = max(worst, max(abs(p - q) for p, q in zip(r1, r2)) / scale)
+    return worst
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--smoke", action="store_true", help="CPU, gloo, tiny model, short sequences")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None)
+    args = parser.parse_args()
+    config = "tiny" if args.smoke else "mamba-130m"
+    plan = {32: 6, 64: 4} if args.smoke else {2048: 64, 8192: 16}
+    if args.lengths:
+        plan = {n: plan.get(n, 8) for n in args.lengths}
+    report = {"config": config, "smoke": args.smoke, "runs": []}
+    try:
+        import torch
+
+        report["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or ["cpu"]
+        report["torch"] = torch.__version__
+    except ImportError:
+        pass
+    for length, count in plan.items():
+        summaries = {
+            n: launch(n, config, length, count, args.out / f"L{length}-x{n}", warmup=0 if args.smoke else 2)
+            for n in (1, 2)
+        }
+        one, two = summaries[1], summaries[2]
+        row = {
+            "length": length,
+            "examples": count,
+            "one_process": one,
+            "two_processes": two,
+            "explanations_per_second": {"1": one["explanations_per_second"], "2": two["explanations_per_second"]},
+            "scaling": two["explanations_per_second"] / one["explanations_per_second"],
+            "max_relative_difference_2_vs_1": max_relative_difference(
+                args.out / f"L{length}-x1", args.out / f"L{length}-x2"
+            ),
+        }
+        report["runs"].append(row)
+        print(json.dumps({k: v for k, v in row.items() if k not in ("one_process", "two_processes")}), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "multi_gpu.json").write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out / 'multi_gpu.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""Explaining a whole dataset, sharded over processes and GPUs with ``torch.distributed`` (``torchrun``).
+
+Each process (rank) takes the examples ``i`` with ``i % world_size == rank``, explains them and
+appends one JSON line per example to its shard file ``shard-RRRRR.jsonl`` in the output folder.
+A run skips every example already present in any shard file there, so a killed run resumes
+where it stopped (with any number of processes). After a barrier, rank 0 merges the shards into
+``results.jsonl`` (ordered by example id) and writes ``summary.json`` (world size, devices,
+examples explained in this run, wall time, throughput).
+
+Launch: ``torchrun --nproc_per_node 2 -m captum_mamba.cli explain-dataset --input data.jsonl --out run/``
+(``gloo`` on CPU, ``nccl`` on GPUs, one GPU per process by ``LOCAL_RANK``). Without ``torchrun``
+it runs as a single process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from captum_mamba.evaluation.methods import METHODS, token_attributions
+
+RANDOM_CONFIGS: dict[str, dict[str, int]] = {
+    "mamba-130m": {"hidden_size": 768, "num_hidden_layers": 24, "vocab_size": 50280, "state_size": 16},
+    "mamba-1.4b": {"hidden_size": 2048, "num_hidden_layers": 48, "vocab_size": 50280, "state_size": 16},
+    "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 64, "state_size": 8},
+}
+"""Randomly initialised causal-LM configurations (seed 0) for throughput runs on random token ids."""
+
+
+@dataclass
+class Example:
+    r"""One input: its id, its token ids and, if known, its text and label."""
+
+    id: int
+    input_ids: list[int]
+    text: str | None = None
+    label: int | None = None
+
+
+@dataclass
+class Workload:
+    r"""What to explain with what: the model, how its tokens read, and the examples."""
+
+    model: nn.Module
+    examples: list[Example]
+    id_to_token: Any = None
+    is_classifier: bool = True
+    description: dict[str, Any] = field(default_factory=dict)
+
+
+def read_examples(
+    path: Path, tokenizer: Any, text_column: str = "text", label_column: str | None = "label"
+) -> list[Example]:
+    r"""
+    Read a JSONL or CSV file of texts (one example per line / row) and tokenize it.
+
+    Args:
+        path (Path): ``.jsonl`` / ``.json`` (one JSON object per line) or ``.csv`` (with a header).
+        tokenizer: a ``tokenizers.Tokenizer`` (``encode(text).ids``).
+        text_column (str): field with the text. Default: "text"
+        label_column (str, optional): field with an integer label, if present. Default: "label"
+
+    Returns:
+        *list[Example]* with ids ``0 .. n-1`` in file order.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no input file at {path}")
+    if path.suffix in (".jsonl", ".json"):
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            rows = [json.loads(line) for line in lines]
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not JSON lines: {error}") from error
+    elif path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        raise ValueError(f"input must be .jsonl or .csv, got {path.name}")
+    if not rows:
+        raise ValueError(f"{path} contains no examples")
+    if text_column not in rows[0]:
+        raise ValueError(f"{path} has no column {text_column!r}; columns: {', '.join(rows[0])}")
+    examples = []
+    for index, row in enumerate(rows):
+        text = str(row[text_column]).strip()
+        if not text:
+            raise ValueError(f"example {index} of {path} has an empty {text_column!r}")
+        ids = tokenizer.encode(text).ids[:128] or [1]
+        label = row.get(label_column) if label_column else None
+        examples.append(Example(index, ids, text, None if label in (None, "") else int(label)))
+    return examples
+
+
+def default_workload(path: Path, text_column: str = "text", label_column: str | None = "label") -> Workload:
+    """The shipped sentiment classifier on the texts of ``path``."""
+    from captum_mamba.default import load_default_classifier
+
+    model, tokenizer = load_default_classifier()
+    return Workload(
+        model,
+        read_examples(path, tokenizer, text_column, label_column),
+        tokenizer.id_to_token,
+        True,
+        {"model": "default sentiment classifier"},
+    )
+
+
+def random_workload(config_name: str, length: int, count: int) -> Workload:
+    r"""
+    A randomly initialised ``MambaForCausalLM`` (seed 0, identical on every rank) and ``count``
+    sequences of ``length`` random token ids (seeded by the example id).
+    """
+    from transformers import MambaConfig, MambaForCausalLM
+
+    if config_name not in RANDOM_CONFIGS:
+        raise ValueError(f"unknown random config {config_name!r}; choose from {', '.join(RANDOM_CONFIGS)}")
+    settings = RANDOM_CONFIGS[config_name]
+    torch.manual_seed(0)
+    model = MambaForCausalLM(MambaConfig(**settings, expand=2, conv_kernel=4, use_cache=False)).eval()
+    examples = [
+        Example(
+            i, torch.randint(0, settings["vocab_size"], (length,), generator=torch.Generator().manual_seed(i)).tolist()
+        )
+        for i in range(count)
+    ]
+    return Workload(model, examples, None, False, {"model": f"random {config_name}", "length": length})
+
+
+def done_ids(out: Path) -> set[int]:
+    """Ids of the examples already in the shard files of ``out``."""
+    ids: set[int] = set()
+    for shard in sorted(out.glob("shard-*.jsonl")):
+        for line in shard.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    ids.add(int(json.loads(line)["id"]))
+                except (json.JSONDecodeError, KeyError):
+                    continue  # a line cut short by a killed run: explained again
+    return ids
+
+
+def _batches(examples: Sequence[Example], batch_size: int) -> Iterator[list[Example]]:
+    ordered = sorted(examples, key=lambda e: (len(e.input_ids), e.id))
+    for start in range(0, len(ordered), batch_size):
+        yield ordered[start : start + batch_size]
+
+
+def _pad(batch: Sequence[Example], device: torch.device) -> tuple[Tensor, Tensor]:
+    length = max(len(e.input_ids) for e in batch)
+    ids = torch.zeros(len(batch), length, dtype=torch.long)
+    mask = torch.zeros(len(batch), length, dtype=torch.long)
+    for row, example in enumerate(batch):
+        ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+        mask[row, : len(example.input_ids)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def explain_batch(
+    workload: Workload, batch: Sequence[Example], methods: Sequence[str], device: torch.device
+) -> list[dict[str, Any]]:
+    """One JSON record per example: target, explained logit, token relevances and delta per method."""
+    model = workload.model
+    ids, mask = _pad(batch, device)
+    records = [{"id": e.id} for e in batch]
+    if workload.is_classifier:
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        target = logits.argmax(-1)
+        explained = logits.gather(1, target[:, None])[:, 0]
+        scores = {m: token_attributions(m, model, ids, target, mask) for m in methods}
+    else:
+        from captum_mamba import LayerMambaLRP
+
+        if list(methods) != ["mamba_lrp"]:
+            raise ValueError("random-config (causal LM) runs explain with mamba_lrp only")
+        target = ids[:, -1]
+        relevance, delta = LayerMambaLRP(model, model.get_input_embeddings()).attribute(
+            ids, target=target, return_convergence_delta=True
+        )
+        scores = {"mamba_lrp": relevance.sum(-1)}
+        explained = scores["mamba_lrp"].sum(-1) - delta
+    for row, (record, example) in enumerate(zip(records, batch)):
+        n = len(example.input_ids)
+        record.update(target=int(target[row]), logit=float(explained[row]), label=example.label)
+        if example.text is not None:
+            record["text"] = example.text
+        if workload.id_to_token is not None:
+            record["tokens"] = [workload.id_to_token(i) for i in example.input_ids]
+        record["relevances"] = {m: s[row, :n].double().cpu().tolist() for m, s in scores.items()}
+        record["convergence_delta"] = {
+            m: sum(record["relevances"][m]) - record["logit"]
+            for m in scores
+            if METHODS[m].family in ("lrp", "ablation")
+        }
+    return records
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def run(
+    workload: Workload,
+    out: Path,
+    methods: Sequence[str] = ("mamba_lrp",),
+    batch_size: int = 32,
+    warmup: int = 0,
+) -> dict[str, Any] | None:
+    r"""
+    Explain the workload's examples on this rank, then (rank 0) merge and summarise.
+
+    Args:
+        workload (Workload): model and examples (identical on every rank).
+        out (Path): output folder (shards, ``results.jsonl``, ``summary.json``).
+        methods (Sequence[str]): method names (see :data:`~captum_mamba.evaluation.METHODS`).
+        batch_size (int): examples per attribution batch (similar lengths together).
+        warmup (int): untimed explanations of the first example before timing (kernels, allocator).
+
+    Returns:
+        *dict*: the summary on rank 0, ``None`` on the other ranks.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known methods: {', '.join(sorted(METHODS))}")
+    rank, world, device = _setup_distributed()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if world > 1:
+        dist.barrier()
+    done = done_ids(out)
+    mine = [e for e in workload.examples if e.id % world == rank and e.id not in done]
+    model = workload.model.to(device)
+    for _ in range(warmup):
+        explain_batch(workload, workload.examples[:1], methods, device)
+    _synchronize(device)
+    start = time.perf_counter()
+    shard_path = out / f"shard-{rank:05d}.jsonl"
+    if shard_path.is_file() and shard_path.stat().st_size and not shard_path.read_bytes().endswith(b"\n"):
+        with shard_path.open("a", encoding="utf-8") as shard:
+            shard.write("\n")  # end a line cut short by a killed run; it is skipped when read
+    with shard_path.open("a", encoding="utf-8") as shard:
+        for batch in _batches(mine, batch_size):
+            for record in explain_batch(workload, batch, methods, device):
+                shard.write(json.dumps(record) + "\n")
+            shard.flush()
+    _synchronize(device)
+    seconds = time.perf_counter() - start
+    counts = torch.tensor([len(mine), seconds], dtype=torch.float64)
+    if world > 1:
+        gathered = [torch.zeros_like(counts) for _ in range(world)]
+        dist.all_gather_object(gathered, counts)
+        dist.barrier()
+    else:
+        gathered = [counts]
+    if rank != 0:
+        return None
+    del model
+    return _merge(out, workload, methods, world, device, gathered)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _merge(
+    out: Path, workload: Workload, methods: Sequence[str], world: int, device: torch.device, gathered: list[Tensor]
+) -> dict[str, Any]:
+    records: dict[int, str] = {}
+    for shard in sorted(out.glob("shard-*.jsonl")):
+        for line in shard.read_text(encoding="utf-8").splitlines():
+            try:
+                records[int(json.loads(line)["id"])] = line
+            except (json.JSONDecodeError, KeyError):
+                continue
+    (out / "results.jsonl").write_text("".join(records[i] + "\n" for i in sorted(records)), encoding="utf-8")
+    explained = int(sum(float(g[0]) for g in gathered))
+    seconds = max(float(g[1]) for g in gathered)
+    summary = {
+        **workload.description,
+        "methods": list(methods),
+        "world_size": world,
+        "backend": dist.get_backend() if dist.is_initialized() else None,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())][:world]
+        if device.type == "cuda"
+        else ["cpu"],
+        "examples_total": len(records),
+        "examples_this_run": explained,
+        "seconds": seconds,
+        "explanations_per_second": explained / seconds if seconds > 0 else None,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
