@@ -59,12 +59,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--smoke", action="store_true", help="CPU, gloo, tiny model, short sequences")
     parser.add_argument("--lengths", type=int, nargs="+", default=None)
+    parser.add_argument("--counts", type=int, nargs="+", default=None, help="examples per length")
+    parser.add_argument(
+        "--threads", type=int, default=4, help="OMP_NUM_THREADS of every process, same for 1 and 2 processes"
+    )
     args = parser.parse_args()
     config = "tiny" if args.smoke else "mamba-130m"
     plan = {32: 6, 64: 4} if args.smoke else {2048: 64, 8192: 16}
     if args.lengths:
         plan = {n: plan.get(n, 8) for n in args.lengths}
-    report = {"config": config, "smoke": args.smoke, "runs": []}
+    if args.counts:
+        plan = dict(zip(plan, args.counts))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # torchrun would set 1 for 2 processes only
+    report = {"config": config, "smoke": args.smoke, "threads_per_process": args.threads, "runs": []}
     try:
         import torch
 

@@ -306,6 +306,8 @@ def _merge(
         "examples_total": len(records),
         "examples_this_run": explained,
         "seconds": seconds,
+        "rank_seconds": [float(g[1]) for g in gathered],
+        "rank_examples": [int(g[0]) for g in gathered],
         "explanations_per_second": explained / seconds if seconds > 0 else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
