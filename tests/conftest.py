@@ -27,6 +27,10 @@ from captum_mamba.models import (
 
 VOCAB = 40
 
+# Tiny float64 models: one thread is faster (a float64 depthwise conv1d on 2 threads can take
+# a thousand times longer on a busy 2-core machine) and keeps results deterministic.
+torch.set_num_threads(1)
+
 
 FAMILIES = {
     "mamba": (MambaConfig, MambaForCausalLM, MambaForSequenceClassification),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from captum.attr._utils.lrp_rules import PropagationRule
-from torch import nn
+from torch import Tensor, nn
 
 
 class MambaLRPRule(PropagationRule):
@@ -42,6 +43,20 @@ class MambaLRPRule(PropagationRule):
 
     def _manipulate_weights(self, module: nn.Module, inputs: Any, outputs: Any) -> None:
         """MambaLRP rules leave weights untouched (Captum's hook for LRP-gamma style rules)."""
+
+    def _create_backward_hook_output(self, outputs: Tensor) -> Any:
+        r"""
+        Captum's output hook divides the arriving relevance by the output, stabilised by
+        ``STABILITY_FACTOR``. A MambaLRP rule's forward is exactly linear in the relevance-carrying
+        inputs, so the division is exact here: ``R / z`` where ``z != 0``; where ``z == 0`` the
+        relevance ``R = z * dR/dz`` is zero as well, and zero is passed on.
+        """
+
+        def backward_hook_output(grad: Tensor) -> Tensor:
+            self.relevance_output[grad.device] = grad.data
+            return grad / torch.where(outputs == 0, torch.ones_like(outputs), outputs)
+
+        return backward_hook_output
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
