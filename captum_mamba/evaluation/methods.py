@@ -30,6 +30,7 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
+from captum_mamba._engine import accepts_logits_to_keep, kept_positions
 from captum_mamba.mamba_lrp import MambaLRP
 from captum_mamba.registry import DEFAULT_REGISTRY, RuleSpec
 from captum_mamba.rules.norm import GatedRMSNormRule, LayerNormRule, RMSNormRule
@@ -55,6 +56,8 @@ class ExplainedLogits(nn.Module):
         self.model = model
 
     def forward(self, embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        if accepts_logits_to_keep(self.model):
+            return self._last_token_logits(embeds, attention_mask)
         logits = self.model(inputs_embeds=embeds, attention_mask=attention_mask).logits
         if logits.dim() == 2:
             return logits
@@ -62,6 +65,17 @@ class ExplainedLogits(nn.Module):
             return logits[:, -1]
         positions = last_token_positions(attention_mask).to(logits.device)
         return logits[torch.arange(logits.shape[0], device=logits.device), positions]
+
+    def _last_token_logits(self, embeds: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Causal-LM logits computed at the read-out positions only (``logits_to_keep``), never ``(length, vocab)``."""
+        batch, length = embeds.shape[:2]
+        if attention_mask is None:
+            positions = torch.full((batch,), length - 1, dtype=torch.long, device=embeds.device)
+        else:
+            positions = last_token_positions(attention_mask).to(embeds.device)
+        keep, index = kept_positions(positions, batch, length, embeds.device)
+        logits = self.model(inputs_embeds=embeds, attention_mask=attention_mask, logits_to_keep=keep).logits
+        return logits[torch.arange(batch, device=logits.device), index]
 
 
 @dataclass(frozen=True)
