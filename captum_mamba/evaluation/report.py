@@ -83,12 +83,7 @@ def evaluate_faithfulness(
     for method in methods:
         parts, order, elapsed = [], [], 0.0
         for batch in batches:
-            length = max(len(input_ids[i]) for i in batch)
-            ids = torch.zeros(len(batch), length, dtype=torch.long)
-            mask = torch.zeros(len(batch), length, dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(input_ids[i])] = input_ids[i]
-                mask[row, : len(input_ids[i])] = 1
+            ids, mask = _padded([input_ids[i] for i in batch])
             with torch.no_grad():
                 target = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
             start = time.perf_counter()
@@ -197,6 +192,13 @@ def plot_faithfulness(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def _padded(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``(input_ids, attention_mask)`` of 1-d token-id tensors."""
+    ids = torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(s) for s in sequences], batch_first=True)
+    return ids, mask
+
+
 def conservation_points(
     model: nn.Module, input_ids: list[torch.Tensor], batch_size: int = 64
 ) -> dict[str, list[list[float]]]:
@@ -204,8 +206,7 @@ def conservation_points(
     points: dict[str, list[list[float]]] = {"mamba_lrp": [], "input_x_gradient": []}
     forward = ExplainedLogits(model)
     for batch in _batches([len(ids) for ids in input_ids], batch_size):
-        ids = torch.nn.utils.rnn.pad_sequence([input_ids[i] for i in batch], batch_first=True)
-        mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(input_ids[i]) for i in batch], batch_first=True)
+        ids, mask = _padded([input_ids[i] for i in batch])
         with torch.no_grad():
             logits = forward(model.get_input_embeddings()(ids), mask)
         target = logits.argmax(-1)
@@ -254,8 +255,7 @@ def top_tokens_by_class(
     """
     counts: dict[int, Counter] = {}
     for batch in _batches([len(ids) for ids in input_ids], batch_size):
-        ids = torch.nn.utils.rnn.pad_sequence([input_ids[i] for i in batch], batch_first=True)
-        mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(input_ids[i]) for i in batch], batch_first=True)
+        ids, mask = _padded([input_ids[i] for i in batch])
         with torch.no_grad():
             target = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
         scores = token_attributions(method, model, ids, target, mask).masked_fill(mask == 0, -torch.inf)

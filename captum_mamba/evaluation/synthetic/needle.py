@@ -14,26 +14,12 @@ from torch import Tensor, nn  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from captum_mamba.evaluation.methods import METHODS, token_attributions  # noqa: E402
+from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS  # noqa: E402
 from captum_mamba.evaluation.synthetic.tasks import needle_batch  # noqa: E402
 from captum_mamba.evaluation.synthetic.train import ASSETS  # noqa: E402
 from captum_mamba.models import MambaForSequenceClassification  # noqa: E402
 
-NEEDLE_METHODS: tuple[str, ...] = (
-    "mamba_lrp",
-    "naive_lrp",
-    "input_x_gradient",
-    "integrated_gradients",
-    "smoothgrad",
-    "saliency",
-    "occlusion",
-    "attention_rollout",
-    "gradient_attention_rollout",
-    "random",
-    "mamba_lrp_no_silu",
-    "mamba_lrp_no_ssm",
-    "mamba_lrp_no_gate",
-    "mamba_lrp_no_norm",
-)
+NEEDLE_METHODS: tuple[str, ...] = DEFAULT_EVALUATION_METHODS
 
 
 def load_needle_model(dtype: torch.dtype = torch.float32) -> MambaForSequenceClassification:
