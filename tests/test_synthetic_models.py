@@ -19,9 +19,8 @@ from captum_mamba.evaluation.synthetic.needle import (
     xra_grid,
 )
 from captum_mamba.evaluation.synthetic.tasks import needle_batch
-from captum_mamba.evaluation.synthetic.train import ASSETS, build_model
+from captum_mamba.evaluation.synthetic.train import ASSETS, build_model, train
 from captum_mamba.evaluation.synthetic.train import main as train_main
-from captum_mamba.evaluation.synthetic.train import train
 
 MULTILENGTH = "needle_multilength"
 
@@ -114,4 +113,6 @@ def test_needle_cli_writes_the_report_and_the_heatmap(tmp_path, capsys):
     result = json.loads((out / "needle_xra.json").read_text())
     assert set(result["xra"]) == {"mamba_lrp", "input_x_gradient"} and len(result["model_accuracy"]) == 2
     assert all(0 <= v <= 1 for grid in result["xra"].values() for row in grid for v in row)
-    assert (out / "needle_xra.png").stat().st_size > 1000 and "**model accuracy**" in (out / "needle_xra.md").read_text()
+    assert (out / "needle_xra.png").stat().st_size > 1000 and "**model accuracy**" in (
+        out / "needle_xra.md"
+    ).read_text()
