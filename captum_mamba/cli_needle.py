@@ -11,6 +11,10 @@ import torch
 
 XRA_METHODS: tuple[str, ...] = ("mamba_lrp", "input_x_gradient", "integrated_gradients", "gradient_attention_rollout")
 """Methods of the default XRA run: MambaLRP and three baselines."""
+HF_PATH_HELP = (
+    "differentiate the baselines through Hugging Face's own CPU path (quadratic-time backward) instead of "
+    "the package's linear-time scan; same gradients up to rounding"
+)
 XRA_MODEL = "needle_multilength"
 """The default XRA model: the needle model trained on 32 to 256 tokens."""
 
@@ -22,10 +26,12 @@ def _report(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     model = load_needle_model(torch.float64, name=args.model)
-    report = needle_top1(model, args.methods, n=args.n, length=args.length, seed=args.seed)
+    report = needle_top1(model, args.methods, n=args.n, length=args.length, seed=args.seed, fast=not args.hf_path)
     meta = report.pop("_model")
     meta.update(
-        model=args.model, seed=args.seed, command=_command_line(args, ("model", "methods", "n", "length", "seed"))
+        model=args.model,
+        seed=args.seed,
+        command=_command_line(args, ("model", "methods", "n", "length", "seed", "hf_path")),
     )
     lines = [
         f"Needle detection model `{args.model}`, {meta['n']} needle-containing sequences of {meta['length']} tokens "
@@ -55,11 +61,13 @@ def _xra(args: argparse.Namespace) -> int:
     grids, seconds = {}, {}
     for method in args.methods:
         start = time.perf_counter()
-        grids[method] = xra_grid(model, method, args.lengths, args.depths, n=args.n, k=args.k, seed=args.seed)
+        grids[method] = xra_grid(
+            model, method, args.lengths, args.depths, n=args.n, k=args.k, seed=args.seed, fast=not args.hf_path
+        )
         seconds[method] = round(time.perf_counter() - start, 1)
         print(f"{method}: mean XRA@{args.k} {float(grids[method].mean()):.3f} ({seconds[method]} s)", flush=True)
     accuracy = model_accuracy_grid(model, args.lengths, args.depths, n=args.n, seed=args.seed)
-    command = _command_line(args, ("model", "methods", "lengths", "depths", "n", "k", "seed"))
+    command = _command_line(args, ("model", "methods", "lengths", "depths", "n", "k", "seed", "hf_path"))
     out = Path(args.out)
     title = f"needle model '{args.model}': XRA@{args.k}, {args.n} sequences per cell"
     plot_xra(grids, args.lengths, args.depths, out / "needle_xra.png", k=args.k, accuracy=accuracy, title=title)
@@ -105,9 +113,12 @@ def _command_line(args: argparse.Namespace, options: tuple[str, ...]) -> str:
     parts = ["captum-mamba", "needle", args.analysis]
     for option in options:
         value = getattr(args, option)
-        if value is None:
+        if value is None or value is False:
             continue
-        flag = "-k" if option == "k" else f"--{option}"
+        if value is True:
+            parts.append(f"--{option.replace('_', '-')}")
+            continue
+        flag = "-k" if option == "k" else f"--{option.replace('_', '-')}"
         values = value if isinstance(value, list) else [value]
         parts += [flag, *(shlex.quote(str(v)) for v in values)]
     if getattr(args, "out", None):
@@ -126,6 +137,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--model", default="needle", help="shipped needle model or trained folder (default: needle)")
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--threads", type=int, default=1)
+    report.add_argument("--hf-path", action="store_true", help=HF_PATH_HELP)
     report.add_argument("--n", type=int, default=200)
     report.add_argument("--length", type=int, default=64)
     report.add_argument("--out", default="needle")
@@ -143,6 +155,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     xra.add_argument("--seed", type=int, default=0)
     xra.add_argument("--threads", type=int, default=1)
+    xra.add_argument("--hf-path", action="store_true", help=HF_PATH_HELP)
     xra.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     xra.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     xra.add_argument("--n", type=int, default=32)

@@ -15,7 +15,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from captum_mamba.evaluation.methods import METHODS, token_attributions  # noqa: E402
 from captum_mamba.evaluation.synthetic.tasks import needle_batch  # noqa: E402
-from captum_mamba.evaluation.synthetic.train import ASSETS  # noqa: E402
+from captum_mamba.evaluation.synthetic.train import ASSETS, linear_time_forward  # noqa: E402
 from captum_mamba.models import MambaForSequenceClassification  # noqa: E402
 
 NEEDLE_METHODS: tuple[str, ...] = (
@@ -67,6 +67,22 @@ def load_needle_model(dtype: torch.dtype = torch.float32, name: str = "needle") 
             hf_logging.enable_progress_bar()
 
 
+def method_scores(method: str, model: nn.Module, input_ids: Tensor, target: int = 1, fast: bool = True) -> Tensor:
+    r"""
+    Token scores of ``method`` for ``target``. With ``fast``, methods other than MambaLRP and its
+    variants (which bring their own linear-time rules) differentiate the model through
+    :func:`~captum_mamba.evaluation.synthetic.train.linear_time_forward`: the same gradients as
+    Hugging Face's CPU path up to rounding, without its quadratic-time backward.
+
+    Returns:
+        *Tensor* ``(batch, length)`` in float64.
+    """
+    if fast and METHODS[method].family not in ("lrp", "ablation"):
+        with linear_time_forward(model):
+            return token_attributions(method, model, input_ids, target).double()
+    return token_attributions(method, model, input_ids, target).double()
+
+
 def hits(scores: Tensor, needle: Tensor, k: int = 1, include_readout: bool = False) -> Tensor:
     r"""
     Whether the needle position is among the ``k`` highest scores of each row.
@@ -87,7 +103,12 @@ def hits(scores: Tensor, needle: Tensor, k: int = 1, include_readout: bool = Fal
 
 
 def needle_top1(
-    model: nn.Module, methods: Sequence[str] | None = None, n: int = 200, length: int = 64, seed: int = 0
+    model: nn.Module,
+    methods: Sequence[str] | None = None,
+    n: int = 200,
+    length: int = 64,
+    seed: int = 0,
+    fast: bool = True,
 ) -> dict[str, dict[str, float]]:
     r"""
     Share of needle-containing sequences whose most relevant token is the needle, per method,
@@ -99,6 +120,7 @@ def needle_top1(
         methods (Sequence[str], optional): method names; default: every method registered in
                     ``METHODS`` when called (so methods added later are included).
         n (int): needle-containing sequences. length (int): their length. seed (int): sample seed.
+        fast (bool): differentiate baselines through the linear-time scan (see :func:`method_scores`).
 
     Returns:
         *dict* ``{method: {"top1": ..., "top1_with_readout": ...}}``.
@@ -106,7 +128,7 @@ def needle_top1(
     batch = needle_batch(n, length, torch.Generator().manual_seed(seed), present=True)
     report = {}
     for method in list(METHODS) if methods is None else methods:
-        scores = token_attributions(method, model, batch.input_ids, 1).double()
+        scores = method_scores(method, model, batch.input_ids, fast=fast)
         report[method] = {
             "top1": float(hits(scores, batch.needle_position).double().mean()),
             "top1_with_readout": float(hits(scores, batch.needle_position, include_readout=True).double().mean()),
@@ -125,10 +147,12 @@ def xra_grid(
     n: int = 32,
     k: int = 1,
     seed: int = 0,
+    fast: bool = True,
 ) -> Tensor:
     r"""
     Explanation-based retrieval accuracy: the share of sequences whose ``k`` most relevant
-    tokens (read-out excluded) contain the needle, for each depth x length cell.
+    tokens (read-out excluded) contain the needle, for each depth x length cell. ``fast``: see
+    :func:`method_scores`.
 
     Returns:
         *Tensor* ``(len(depths), len(lengths))`` in ``[0, 1]``.
@@ -137,7 +161,7 @@ def xra_grid(
     for j, length in enumerate(lengths):
         for i, depth in enumerate(depths):
             batch = _cell_batch(n, length, depth, seed + 1000 * j + i)
-            scores = token_attributions(method, model, batch.input_ids, 1).double()
+            scores = method_scores(method, model, batch.input_ids, fast=fast)
             grid[i, j] = hits(scores, batch.needle_position, k).double().mean()
     return grid
 

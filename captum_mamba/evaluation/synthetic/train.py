@@ -7,6 +7,7 @@ import json
 import random
 import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -41,6 +42,22 @@ def build_model(hidden: int = 32, layers: int = 2, state: int = 8) -> MambaForSe
     config.id2label = {0: "absent", 1: "present"}
     config.label2id = {"absent": 0, "present": 1}
     return MambaForSequenceClassification(config)
+
+
+def linear_time_forward(model: torch.nn.Module) -> AbstractContextManager:
+    r"""
+    Run a Hugging Face Mamba model through the package's linear-time differentiable scan, with
+    every MambaLRP rule switched off: the same function and gradients as the model's own forward
+    (up to rounding), but a backward that is linear in the sequence length instead of quadratic
+    (Hugging Face's CPU reference path).
+
+    Args:
+        model (nn.Module): a model with Hugging Face ``MambaMixer`` layers.
+
+    Returns:
+        A context manager (``with linear_time_forward(model): ...``).
+    """
+    return mamba_lrp_rules(model, {MambaMixer: MambaMixerRule(silu=None, ssm=None, gate=None), MambaRMSNorm: None})
 
 
 @torch.no_grad()
@@ -78,8 +95,7 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     losses = []
-    plain = {MambaMixer: MambaMixerRule(silu=None, ssm=None, gate=None), MambaRMSNorm: None}
-    with mamba_lrp_rules(model, plain):
+    with linear_time_forward(model):
         for step in range(steps):
             _step(model, optimiser, schedule, generator, batch_size, random.randint(min_length, max_length), losses)
             if log_every and (step + 1) % log_every == 0:
