@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-XRA_METHODS: tuple[str, ...] = ("mamba_lrp", "input_x_gradient", "integrated_gradients", "gradient_attention_rollout")
-"""Methods of the default XRA run: MambaLRP and three baselines."""
+XRA_METHODS: tuple[str, ...] = ("mamba_lrp", "naive_lrp", "input_x_gradient", "saliency")
+"""Methods of the default XRA run: MambaLRP and three cheap baselines (any of METHODS with --methods)."""
 HF_PATH_HELP = (
     "differentiate the baselines through Hugging Face's own CPU path (quadratic-time backward) instead of "
     "the package's linear-time scan; same gradients up to rounding"
@@ -138,7 +138,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--seed", type=int, default=0)
     report.add_argument("--threads", type=int, default=1)
     report.add_argument("--hf-path", action="store_true", help=HF_PATH_HELP)
-    report.add_argument("--n", type=int, default=200)
+    report.add_argument("--n", type=int, default=100)
     report.add_argument("--length", type=int, default=64)
     report.add_argument("--out", default="needle")
     report.set_defaults(handler=_report)
