@@ -32,7 +32,13 @@ def _faithfulness(args: argparse.Namespace) -> int:
 
     _, ids, model, _ = _held_out(args.limit)
     results, seconds = evaluate_faithfulness(
-        model, ids, args.methods, steps=args.steps, replacement=args.replacement, progress=True
+        model,
+        ids,
+        args.methods,
+        steps=args.steps,
+        replacement=args.replacement,
+        insertion_replacement=args.insertion_replacement,
+        progress=True,
     )
     command = (
         "captum-mamba " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -102,6 +108,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     faith.add_argument("--methods", nargs="+", default=list(DEFAULT_EVALUATION_METHODS))
     faith.add_argument("--steps", type=int, default=10, help="flipping steps (default 10)")
     faith.add_argument("--replacement", default="zero", help="zero, mean or a token id (default zero)")
+    faith.add_argument(
+        "--insertion-replacement",
+        default=None,
+        help="baseline of the insertion curves: zero, mean or a token id (default: --replacement, then ΔA^I = ΔA^F)",
+    )
     faith.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
     faith.set_defaults(handler=_faithfulness)
 

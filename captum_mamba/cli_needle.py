@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import time
 from pathlib import Path
 
 import torch
+
+XRA_METHODS: tuple[str, ...] = ("mamba_lrp", "naive_lrp", "input_x_gradient", "saliency")
+"""Methods of the default XRA run: MambaLRP and three cheap baselines (any of METHODS with --methods)."""
+HF_PATH_HELP = (
+    "differentiate the baselines through Hugging Face's own CPU path (quadratic-time backward) instead of "
+    "the package's linear-time scan; same gradients up to rounding"
+)
+XRA_MODEL = "needle_multilength"
+"""The default XRA model: the needle model trained on 32 to 256 tokens."""
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -13,12 +24,19 @@ def _report(args: argparse.Namespace) -> int:
     from captum_mamba.evaluation.report import write_json
     from captum_mamba.evaluation.synthetic.needle import load_needle_model, needle_top1
 
-    model = load_needle_model(torch.float64)
-    report = needle_top1(model, args.methods, n=args.n, length=args.length)
+    torch.set_num_threads(args.threads)
+    model = load_needle_model(torch.float64, name=args.model)
+    report = needle_top1(model, args.methods, n=args.n, length=args.length, seed=args.seed, fast=not args.hf_path)
     meta = report.pop("_model")
+    meta.update(
+        model=args.model,
+        seed=args.seed,
+        command=_command_line(args, ("model", "methods", "n", "length", "seed", "hf_path")),
+    )
     lines = [
-        f"Needle detection model, {meta['n']} needle-containing sequences of {meta['length']} tokens "
-        f"(model accuracy on them {meta['accuracy_on_these']:.3f}). Command: `captum-mamba needle report --n {args.n}`",
+        f"Needle detection model `{args.model}`, {meta['n']} needle-containing sequences of {meta['length']} tokens "
+        f"(seed {args.seed}; model accuracy on them {meta['accuracy_on_these']:.3f}), explaining the logit of "
+        f"'present'. Command: `{meta['command']}`",
         "",
         "| method | top-1 = needle (read-out excluded) | top-1 = needle (read-out included) |",
         "|---|---:|---:|",
@@ -34,38 +52,93 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _xra(args: argparse.Namespace) -> int:
+    from captum_mamba.evaluation.methods import METHODS
     from captum_mamba.evaluation.report import write_json
-    from captum_mamba.evaluation.synthetic.needle import load_needle_model, plot_xra, xra_grid
+    from captum_mamba.evaluation.synthetic.needle import load_needle_model, model_accuracy_grid, plot_xra, xra_grid
 
-    model = load_needle_model(torch.float64)
-    grids = {m: xra_grid(model, m, args.lengths, args.depths, n=args.n, k=args.k) for m in args.methods}
+    torch.set_num_threads(args.threads)
+    model = load_needle_model(torch.float64, name=args.model)
+    grids, seconds = {}, {}
+    for method in args.methods:
+        start = time.perf_counter()
+        grids[method] = xra_grid(
+            model, method, args.lengths, args.depths, n=args.n, k=args.k, seed=args.seed, fast=not args.hf_path
+        )
+        seconds[method] = round(time.perf_counter() - start, 1)
+        print(f"{method}: mean XRA@{args.k} {float(grids[method].mean()):.3f} ({seconds[method]} s)", flush=True)
+    accuracy = model_accuracy_grid(model, args.lengths, args.depths, n=args.n, seed=args.seed)
+    command = _command_line(args, ("model", "methods", "lengths", "depths", "n", "k", "seed", "hf_path"))
     out = Path(args.out)
-    plot_xra(grids, args.lengths, args.depths, out / "needle_xra.png", k=args.k)
+    title = f"needle model '{args.model}': XRA@{args.k}, {args.n} sequences per cell"
+    plot_xra(grids, args.lengths, args.depths, out / "needle_xra.png", k=args.k, accuracy=accuracy, title=title)
     write_json(
         {
+            "model": args.model,
             "lengths": args.lengths,
             "depths": args.depths,
             "n": args.n,
             "k": args.k,
+            "seed": args.seed,
             "xra": {m: g.tolist() for m, g in grids.items()},
+            "model_accuracy": accuracy.tolist(),
+            "seconds": seconds,
+            "command": command,
         },
         out / "needle_xra.json",
     )
-    for method, grid in grids.items():
-        print(f"{method}: mean XRA@{args.k} {float(grid.mean()):.3f}")
-    print(f"wrote {out}/needle_xra.png and .json")
+    panels = [(f"{METHODS[m].label}: XRA@{args.k}", g) for m, g in grids.items()] + [("model accuracy", accuracy)]
+    lines = [
+        f"Needle model `{args.model}`, {args.n} needle-containing sequences per cell (seed {args.seed}); rows: needle "
+        f"depth (0 = first token, 1 = just before the read-out), columns: sequence length. Command: `{command}`",
+        "",
+    ]
+    for label, grid in panels:
+        lines += [f"**{label}** (mean {float(grid.mean()):.3f})", ""]
+        lines += [
+            "| depth | " + " | ".join(str(n) for n in args.lengths) + " |",
+            "|---" * (len(args.lengths) + 1) + "|",
+        ]
+        lines += [
+            f"| {depth:g} | " + " | ".join(f"{float(v):.2f}" for v in row) + " |"
+            for depth, row in zip(args.depths, grid)
+        ]
+        lines.append("")
+    (out / "needle_xra.md").write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {out}/needle_xra.png, .json and .md")
     return 0
+
+
+def _command_line(args: argparse.Namespace, options: tuple[str, ...]) -> str:
+    """The command that reproduces this run, every option spelled out."""
+    parts = ["captum-mamba", "needle", args.analysis]
+    for option in options:
+        value = getattr(args, option)
+        if value is None or value is False:
+            continue
+        if value is True:
+            parts.append(f"--{option.replace('_', '-')}")
+            continue
+        flag = "-k" if option == "k" else f"--{option.replace('_', '-')}"
+        values = value if isinstance(value, list) else [value]
+        parts += [flag, *(shlex.quote(str(v)) for v in values)]
+    if getattr(args, "out", None):
+        parts += ["--out", shlex.quote(str(args.out))]
+    return " ".join(parts)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Register ``needle`` and its sub-commands."""
-    from captum_mamba.evaluation.synthetic.needle import NEEDLE_METHODS
-
     needle = commands.add_parser("needle", help="needle-in-a-haystack analysis on the shipped needle model")
     kinds = needle.add_subparsers(dest="analysis", required=True)
     report = kinds.add_parser("report", help="top-1 needle hits per method (table)")
-    report.add_argument("--methods", nargs="+", default=list(NEEDLE_METHODS))
-    report.add_argument("--n", type=int, default=200)
+    report.add_argument(
+        "--methods", nargs="+", default=None, help="method names (default: every method registered in METHODS)"
+    )
+    report.add_argument("--model", default="needle", help="shipped needle model or trained folder (default: needle)")
+    report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--threads", type=int, default=1)
+    report.add_argument("--hf-path", action="store_true", help=HF_PATH_HELP)
+    report.add_argument("--n", type=int, default=100)
     report.add_argument("--length", type=int, default=64)
     report.add_argument("--out", default="needle")
     report.set_defaults(handler=_report)
@@ -73,9 +146,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     xra.add_argument(
         "--methods",
         nargs="+",
-        default=["mamba_lrp", "input_x_gradient", "integrated_gradients", "gradient_attention_rollout"],
+        default=list(XRA_METHODS),
     )
-    xra.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256])
+    xra.add_argument(
+        "--model",
+        default=XRA_MODEL,
+        help=f"shipped needle model or trained folder (default: {XRA_MODEL}, trained on 32-256 tokens)",
+    )
+    xra.add_argument("--seed", type=int, default=0)
+    xra.add_argument("--threads", type=int, default=1)
+    xra.add_argument("--hf-path", action="store_true", help=HF_PATH_HELP)
+    xra.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     xra.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     xra.add_argument("--n", type=int, default=32)
     xra.add_argument("-k", type=int, default=1)

@@ -107,3 +107,26 @@ def test_probability_score_and_json_summary():
     both = FlippingResult.concatenate([result, result])
     assert both.morf.shape == (4, 5) and both.summary()["delta_af"] == pytest.approx(summary["delta_af"])
     assert '"delta_af"' in result.to_json()
+
+
+def test_insertion_mirrors_deletion_with_one_baseline_and_not_with_its_own():
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+    embeds = torch.randn(2, 7, 4, generator=generator, dtype=torch.float64)
+    forward = lambda e, mask=None: torch.tanh(e.sum(1)).pow(2) @ weight.T  # noqa: E731  (tokens interact)
+    scores = torch.randn(2, 7, generator=generator, dtype=torch.float64)
+    target = torch.tensor([1, 0])
+    same = flipping_curves(forward, embeds, scores, target, steps=None)
+    # inserting the k most relevant tokens is the input with the n - k least relevant deleted
+    torch.testing.assert_close(same.morf_insertion, same.lerf.flip(1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(same.delta_ai, same.delta_af, atol=1e-6, rtol=0)
+
+    baseline = torch.full((4,), 0.7, dtype=torch.float64)
+    own = flipping_curves(forward, embeds, scores, target, steps=None, insertion_replacement=baseline)
+    torch.testing.assert_close(own.morf, same.morf)  # deletion untouched
+    start = forward(baseline.expand(2, 7, 4), None).gather(1, target[:, None])[:, 0]
+    torch.testing.assert_close(own.morf_insertion[:, 0].double(), start, atol=1e-6, rtol=0)
+    torch.testing.assert_close(own.morf_insertion[:, -1], same.morf[:, 0])  # everything inserted: the input
+    assert (own.delta_ai - own.delta_af).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="shape"):
+        flipping_curves(forward, embeds, scores, target, insertion_replacement=torch.zeros(3))

@@ -9,6 +9,10 @@ The main metric of the MambaLRP paper is
 
 the areas being those under the two deletion curves. *Insertion* starts from the fully replaced
 input and puts tokens back in the same orders: ΔA^I = A_MoRF - A_LeRF of the insertion curves.
+With one replacement for both, inserting the k most relevant tokens is the same input as
+deleting the n - k least relevant ones, so ΔA^I equals ΔA^F exactly; give insertion a baseline
+of its own (``insertion_replacement``, e.g. the mean embedding while deletion uses zeros) to make
+ΔA^I a second, independent measurement.
 
 Conventions here: the curve is the explained *logit* (``score="logit"``, default; or the
 class probability with ``score="probability"``) against the fraction of real tokens changed,
@@ -154,6 +158,7 @@ def flipping_curves(
     score: Score = "logit",
     batch_size: int = 256,
     progress: bool = False,
+    insertion_replacement: Tensor | None = None,
 ) -> FlippingResult:
     r"""
     MoRF / LeRF deletion and insertion curves for precomputed token scores (from any method).
@@ -171,6 +176,8 @@ def flipping_curves(
         score (str, optional): ``"logit"`` or ``"probability"`` of the target. Default: "logit"
         batch_size (int, optional): perturbed inputs per forward call. Default: 256
         progress (bool, optional): show a tqdm progress bar if tqdm is installed. Default: False
+        insertion_replacement (Tensor, optional): ``(hidden,)`` embedding of a not yet inserted
+                    token on the insertion curves. Default: ``replacement`` (then ΔA^I = ΔA^F)
 
     Returns:
         *FlippingResult*.
@@ -198,16 +205,19 @@ def flipping_curves(
     counts = torch.round(torch.tensor(fractions, device=embeds.device)[None, :] * real[:, None]).long()
     target = torch.as_tensor(target, device=embeds.device).long().expand(batch)
     filler = torch.zeros_like(embeds[0, 0]) if replacement is None else replacement.to(embeds)
+    insertion_filler = filler if insertion_replacement is None else insertion_replacement.to(embeds)
+    if filler.shape != embeds.shape[-1:] or insertion_filler.shape != embeds.shape[-1:]:
+        raise ValueError(f"replacement vectors must have shape ({embeds.shape[-1]},)")
     morf_order, lerf_order = _orders(scores.to(embeds.device).double(), mask)
 
     jobs = []
     for order in (morf_order, lerf_order):
         changed = _changed_masks(order, counts, length)
-        jobs.append(changed)  # deletion: the first k positions replaced
-        jobs.append(~changed & mask[:, None, :])  # insertion: all but the first k replaced
+        jobs.append((changed, filler))  # deletion: the first k positions replaced
+        jobs.append((~changed & mask[:, None, :], insertion_filler))  # insertion: all but the first k replaced
     curves = [
-        _evaluate(forward, embeds, attention_mask, changed, filler, target, score, batch_size, progress)
-        for changed in jobs
+        _evaluate(forward, embeds, attention_mask, changed, fill, target, score, batch_size, progress)
+        for changed, fill in jobs
     ]
     return FlippingResult(fractions, morf=curves[0], morf_insertion=curves[1], lerf=curves[2], lerf_insertion=curves[3])
 
@@ -258,6 +268,7 @@ def evaluate_method(
     steps: int | None = 10,
     score: Score = "logit",
     batch_size: int = 256,
+    insertion_replacement: Replacement | None = None,
 ) -> tuple[FlippingResult, Tensor]:
     r"""
     Explain with a registered method (see :data:`~captum_mamba.evaluation.METHODS`) and flip.
@@ -271,7 +282,17 @@ def evaluate_method(
     embedding = model.get_input_embeddings()
     embeds = embedding(input_ids).detach()
     filler = replacement_vector(embedding, replacement)
+    insertion_filler = None if insertion_replacement is None else replacement_vector(embedding, insertion_replacement)
     result = flipping_curves(
-        ExplainedLogits(model), embeds, scores, target, attention_mask, filler, steps, score, batch_size
+        ExplainedLogits(model),
+        embeds,
+        scores,
+        target,
+        attention_mask,
+        filler,
+        steps,
+        score,
+        batch_size,
+        insertion_replacement=insertion_filler,
     )
     return result, scores

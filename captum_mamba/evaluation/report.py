@@ -51,6 +51,7 @@ def evaluate_faithfulness(
     score: str = "logit",
     batch_size: int = 64,
     progress: bool = False,
+    insertion_replacement: Any = None,
 ) -> tuple[dict[str, FlippingResult], dict[str, float]]:
     r"""
     ΔA^F / ΔA^I of several methods on a list of tokenized inputs, explaining the predicted class.
@@ -61,6 +62,8 @@ def evaluate_faithfulness(
         methods (Sequence[str]): names in :data:`~captum_mamba.evaluation.METHODS`.
         steps (int): flipping steps (fractions ``0, 1/steps, ..., 1``).
         replacement: see :func:`~captum_mamba.evaluation.flipping.replacement_vector`.
+        insertion_replacement: the insertion curves' baseline, same forms; None: ``replacement``
+                    (then ΔA^I = ΔA^F exactly, see :mod:`~captum_mamba.evaluation.flipping`).
         score (str): ``"logit"`` or ``"probability"``.
         batch_size (int): inputs per attribution batch (similar lengths together).
         progress (bool): print one line per method.
@@ -77,6 +80,7 @@ def evaluate_faithfulness(
     forward = ExplainedLogits(model)
     embedding = model.get_input_embeddings()
     filler = replacement_vector(embedding, replacement)
+    insertion_filler = None if insertion_replacement is None else replacement_vector(embedding, insertion_replacement)
     batches = _batches([len(ids) for ids in input_ids], batch_size)
     results: dict[str, FlippingResult] = {}
     seconds: dict[str, float] = {}
@@ -90,7 +94,11 @@ def evaluate_faithfulness(
             scores = token_attributions(method, model, ids, target, mask)
             elapsed += time.perf_counter() - start
             embeds = embedding(ids).detach()
-            parts.append(flipping_curves(forward, embeds, scores, target, mask, filler, steps, score))
+            parts.append(
+                flipping_curves(
+                    forward, embeds, scores, target, mask, filler, steps, score, insertion_replacement=insertion_filler
+                )
+            )
             order.extend(batch)
         merged = FlippingResult.concatenate(parts)
         inverse = torch.empty(len(order), dtype=torch.long)

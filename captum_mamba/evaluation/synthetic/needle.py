@@ -16,21 +16,57 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from captum_mamba.evaluation.methods import METHODS, token_attributions  # noqa: E402
 from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS  # noqa: E402
 from captum_mamba.evaluation.synthetic.tasks import needle_batch  # noqa: E402
-from captum_mamba.evaluation.synthetic.train import ASSETS  # noqa: E402
+from captum_mamba.evaluation.synthetic.train import ASSETS, linear_time_forward  # noqa: E402
 from captum_mamba.models import MambaForSequenceClassification  # noqa: E402
 
 NEEDLE_METHODS: tuple[str, ...] = DEFAULT_EVALUATION_METHODS
 
 
-def load_needle_model(dtype: torch.dtype = torch.float32) -> MambaForSequenceClassification:
-    """The shipped needle-detection model (``assets/needle``, see its ``MODEL_CARD.md``)."""
+def shipped_needle_models() -> list[str]:
+    """Names of the shipped needle models (sub-folders of ``assets/``)."""
+    return sorted(path.parent.name for path in ASSETS.parent.glob("*/model.safetensors"))
+
+
+def load_needle_model(dtype: torch.dtype = torch.float32, name: str = "needle") -> MambaForSequenceClassification:
+    r"""
+    A shipped needle-detection model, offline, in eval mode (see ``assets/<name>/MODEL_CARD.md``).
+
+    Args:
+        dtype (torch.dtype, optional): parameter type; ``torch.float64`` conserves exactly.
+                    Default: ``torch.float32``
+        name (str, optional): ``"needle"`` (trained on 32-64 tokens) or ``"needle_multilength"``
+                    (trained on 32-256 tokens), or a folder written by the training script.
+                    Default: ``"needle"``
+
+    Returns:
+        *MambaForSequenceClassification* (class 1 = needle present, read-out at the last token).
+    """
+    folder = Path(name) if Path(name).is_dir() else ASSETS.parent / name
+    if not (folder / "model.safetensors").is_file():
+        raise ValueError(f"no needle model {name!r}; shipped: {', '.join(shipped_needle_models()) or 'none'}")
     progress = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return MambaForSequenceClassification.from_pretrained(ASSETS, dtype=dtype).eval()
+        return MambaForSequenceClassification.from_pretrained(folder, dtype=dtype).eval()
     finally:
         if progress:
             hf_logging.enable_progress_bar()
+
+
+def method_scores(method: str, model: nn.Module, input_ids: Tensor, target: int = 1, fast: bool = True) -> Tensor:
+    r"""
+    Token scores of ``method`` for ``target``. With ``fast``, methods other than MambaLRP and its
+    variants (which bring their own linear-time rules) differentiate the model through
+    :func:`~captum_mamba.evaluation.synthetic.train.linear_time_forward`: the same gradients as
+    Hugging Face's CPU path up to rounding, without its quadratic-time backward.
+
+    Returns:
+        *Tensor* ``(batch, length)`` in float64.
+    """
+    if fast and METHODS[method].family not in ("lrp", "ablation"):
+        with linear_time_forward(model):
+            return token_attributions(method, model, input_ids, target).double()
+    return token_attributions(method, model, input_ids, target).double()
 
 
 def hits(scores: Tensor, needle: Tensor, k: int = 1, include_readout: bool = False) -> Tensor:
@@ -53,20 +89,32 @@ def hits(scores: Tensor, needle: Tensor, k: int = 1, include_readout: bool = Fal
 
 
 def needle_top1(
-    model: nn.Module, methods: Sequence[str] = NEEDLE_METHODS, n: int = 200, length: int = 64, seed: int = 0
+    model: nn.Module,
+    methods: Sequence[str] | None = None,
+    n: int = 200,
+    length: int = 64,
+    seed: int = 0,
+    fast: bool = True,
 ) -> dict[str, dict[str, float]]:
     r"""
     Share of needle-containing sequences whose most relevant token is the needle, per method,
     with the read-out position excluded and included. The explained output is the logit of the
     class "present".
 
+    Args:
+        model (nn.Module): a needle-detection model (see :func:`load_needle_model`).
+        methods (Sequence[str], optional): method names; default: every method registered in
+                    ``METHODS`` when called (so methods added later are included).
+        n (int): needle-containing sequences. length (int): their length. seed (int): sample seed.
+        fast (bool): differentiate baselines through the linear-time scan (see :func:`method_scores`).
+
     Returns:
         *dict* ``{method: {"top1": ..., "top1_with_readout": ...}}``.
     """
     batch = needle_batch(n, length, torch.Generator().manual_seed(seed), present=True)
     report = {}
-    for method in methods:
-        scores = token_attributions(method, model, batch.input_ids, 1).double()
+    for method in list(METHODS) if methods is None else methods:
+        scores = method_scores(method, model, batch.input_ids, fast=fast)
         report[method] = {
             "top1": float(hits(scores, batch.needle_position).double().mean()),
             "top1_with_readout": float(hits(scores, batch.needle_position, include_readout=True).double().mean()),
@@ -85,10 +133,12 @@ def xra_grid(
     n: int = 32,
     k: int = 1,
     seed: int = 0,
+    fast: bool = True,
 ) -> Tensor:
     r"""
     Explanation-based retrieval accuracy: the share of sequences whose ``k`` most relevant
-    tokens (read-out excluded) contain the needle, for each depth x length cell.
+    tokens (read-out excluded) contain the needle, for each depth x length cell. ``fast``: see
+    :func:`method_scores`.
 
     Returns:
         *Tensor* ``(len(depths), len(lengths))`` in ``[0, 1]``.
@@ -96,31 +146,77 @@ def xra_grid(
     grid = torch.zeros(len(depths), len(lengths))
     for j, length in enumerate(lengths):
         for i, depth in enumerate(depths):
-            batch = needle_batch(
-                n, length, torch.Generator().manual_seed(seed + 1000 * j + i), depth=depth, present=True
-            )
-            scores = token_attributions(method, model, batch.input_ids, 1).double()
+            batch = _cell_batch(n, length, depth, seed + 1000 * j + i)
+            scores = method_scores(method, model, batch.input_ids, fast=fast)
             grid[i, j] = hits(scores, batch.needle_position, k).double().mean()
     return grid
 
 
-def plot_xra(grids: dict[str, Tensor], lengths: Sequence[int], depths: Sequence[float], path: Path, k: int = 1) -> Path:
-    """XRA heatmaps, one panel per method."""
-    figure, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.4), squeeze=False)
-    for axis, (method, grid) in zip(axes[0], grids.items()):
+def _cell_batch(n: int, length: int, depth: float, seed: int):
+    return needle_batch(n, length, torch.Generator().manual_seed(seed), depth=depth, present=True)
+
+
+@torch.no_grad()
+def model_accuracy_grid(
+    model: nn.Module,
+    lengths: Sequence[int] = (32, 64, 128, 256),
+    depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    n: int = 32,
+    seed: int = 0,
+) -> Tensor:
+    r"""
+    The model's accuracy ("present") on the very sequences of each cell of :func:`xra_grid`
+    (same ``n`` and ``seed``): an explanation can only retrieve the needle the model found.
+
+    Returns:
+        *Tensor* ``(len(depths), len(lengths))`` in ``[0, 1]``.
+    """
+    grid = torch.zeros(len(depths), len(lengths))
+    for j, length in enumerate(lengths):
+        for i, depth in enumerate(depths):
+            batch = _cell_batch(n, length, depth, seed + 1000 * j + i)
+            grid[i, j] = (model(input_ids=batch.input_ids).logits.argmax(-1) == 1).double().mean()
+    return grid
+
+
+def plot_xra(
+    grids: dict[str, Tensor],
+    lengths: Sequence[int],
+    depths: Sequence[float],
+    path: Path,
+    k: int = 1,
+    accuracy: Tensor | None = None,
+    title: str = "",
+) -> Path:
+    r"""
+    XRA heatmaps, one panel per method, and the model's accuracy per cell as the last panel if
+    ``accuracy`` is given.
+
+    Returns:
+        *Path* of the written PNG.
+    """
+    panels = {METHODS[method].label: grid for method, grid in grids.items()}
+    if accuracy is not None:
+        panels["model accuracy"] = accuracy
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for axis, (label, grid) in zip(axes[0], panels.items()):
         image = axis.imshow(grid.numpy(), vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
         axis.set_xticks(range(len(lengths)), [str(n) for n in lengths])
         axis.set_yticks(range(len(depths)), [f"{d:.2f}" for d in depths])
         axis.set_xlabel("sequence length")
-        axis.set_ylabel("needle depth")
-        axis.set_title(f"{METHODS[method].label}\nmean XRA@{k} {float(grid.mean()):.2f}", fontsize=9)
+        measure = "accuracy" if label == "model accuracy" else f"XRA@{k}"
+        axis.set_title(f"{label}\nmean {measure} {float(grid.mean()):.2f}", fontsize=9)
         for (i, j), value in (
             (ij, float(grid[ij])) for ij in ((i, j) for i in range(grid.shape[0]) for j in range(grid.shape[1]))
         ):
             axis.text(
                 j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.6 else "black"
             )
+    axes[0][0].set_ylabel("needle depth")
+    figure.subplots_adjust(wspace=0.3)
     figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    if title:
+        figure.suptitle(title, fontsize=10, y=1.02)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(figure)

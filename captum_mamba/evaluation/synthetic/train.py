@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -42,6 +44,22 @@ def build_model(hidden: int = 32, layers: int = 2, state: int = 8) -> MambaForSe
     return MambaForSequenceClassification(config)
 
 
+def linear_time_forward(model: torch.nn.Module) -> AbstractContextManager:
+    r"""
+    Run a Hugging Face Mamba model through the package's linear-time differentiable scan, with
+    every MambaLRP rule switched off: the same function and gradients as the model's own forward
+    (up to rounding), but a backward that is linear in the sequence length instead of quadratic
+    (Hugging Face's CPU reference path).
+
+    Args:
+        model (nn.Module): a model with Hugging Face ``MambaMixer`` layers.
+
+    Returns:
+        A context manager (``with linear_time_forward(model): ...``).
+    """
+    return mamba_lrp_rules(model, {MambaMixer: MambaMixerRule(silu=None, ssm=None, gate=None), MambaRMSNorm: None})
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, length: int, n: int = 512, seed: int = 1234) -> float:
     """Accuracy on ``n`` fresh sequences of ``length`` tokens."""
@@ -57,9 +75,11 @@ def train(
     lr: float = 5e-3,
     seed: int = 0,
     log_every: int = 50,
+    init: Path | None = None,
 ) -> tuple[MambaForSequenceClassification, list[float]]:
     r"""
-    Train on sequences of random lengths in ``[min_length, max_length]`` (one length per batch).
+    Train on sequences of random lengths in ``[min_length, max_length]`` (one length per batch),
+    from scratch or, with ``init`` (a saved model folder), continuing from a trained model.
     The forward runs through the package's linear-time differentiable scan (the mixer rule with
     every MambaLRP component off, i.e. the plain model), whose backward is faster than the
     Hugging Face reference path's on CPU.
@@ -69,14 +89,13 @@ def train(
     """
     random.seed(seed)
     torch.manual_seed(seed)
-    model = build_model()
+    model = build_model() if init is None else MambaForSequenceClassification.from_pretrained(init)
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
     losses = []
-    plain = {MambaMixer: MambaMixerRule(silu=None, ssm=None, gate=None), MambaRMSNorm: None}
-    with mamba_lrp_rules(model, plain):
+    with linear_time_forward(model):
         for step in range(steps):
             _step(model, optimiser, schedule, generator, batch_size, random.randint(min_length, max_length), losses)
             if log_every and (step + 1) % log_every == 0:
@@ -103,26 +122,118 @@ def _step(
     losses.append(float(loss.detach()))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m captum_mamba.evaluation.synthetic.train", description=__doc__)
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--out", type=Path, default=ASSETS)
-    args = parser.parse_args()
+    parser.add_argument("--min-length", type=int, default=32, help="shortest training sequence (default: 32)")
+    parser.add_argument("--max-length", type=int, default=64, help="longest training sequence (default: 64)")
+    parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default: 5e-3)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eval-lengths", default="32,64,128,256", help="lengths of the accuracy check (default: 32,64,128,256)"
+    )
+    parser.add_argument("--init", type=Path, help="continue from this saved model folder instead of from scratch")
+    parser.add_argument("--card", action="store_true", help="also write MODEL_CARD.md (model card from the metrics)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    r"""
+    Train, measure and save a needle model (``config.json``, ``model.safetensors``, ``metrics.json``).
+
+    Args:
+        argv (list[str], optional): command-line arguments; ``None`` reads ``sys.argv``.
+
+    Returns:
+        *dict*, the metrics written to ``OUT/metrics.json``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if not 2 <= args.min_length <= args.max_length:
+        raise SystemExit(f"need 2 <= --min-length <= --max-length, got {args.min_length} and {args.max_length}")
     torch.set_num_threads(1)
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
-    model, losses = train(steps=args.steps)
+    model, losses = train(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        min_length=args.min_length,
+        max_length=args.max_length,
+        lr=args.lr,
+        seed=args.seed,
+        init=args.init,
+    )
     seconds = time.perf_counter() - start
-    metrics = {length: accuracy(model, length) for length in (32, 64, 128, 256)}
+    metrics = {
+        length: accuracy(model, length) for length in (int(part) for part in args.eval_lengths.split(",") if part)
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out)
-    (args.out / "metrics.json").write_text(
-        json.dumps(
-            {"accuracy_by_length": metrics, "train_seconds": seconds, "steps": args.steps, "final_loss": losses[-1]},
-            indent=1,
-        )
-    )
+    (args.out / "model.safetensors").chmod(0o644)
+    record = {
+        "accuracy_by_length": metrics,
+        "train_seconds": seconds,
+        "steps": args.steps,
+        "final_loss": losses[-1],
+        "seed": args.seed,
+        "train_lengths": [args.min_length, args.max_length],
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "init": None if args.init is None else str(args.init),
+        "command": " ".join(["python -m captum_mamba.evaluation.synthetic.train", *argv]),
+    }
+    (args.out / "metrics.json").write_text(json.dumps(record, indent=1))
+    if args.card:
+        write_model_card(args.out, record, sum(p.numel() for p in model.parameters()))
     print(f"accuracy by length {metrics}; {seconds:.0f} s")
+    return record
+
+
+def write_model_card(out: Path, metrics: dict, parameters: int) -> Path:
+    """Write ``MODEL_CARD.md`` for a needle model trained by :func:`main` from its ``metrics``."""
+    low, high = metrics["train_lengths"]
+    rows = "\n".join(f"| {length} | 512 | {value:.3f} |" for length, value in metrics["accuracy_by_length"].items())
+    init_note = (
+        f"\n- Initialised from the trained model in `{metrics['init']}` (a curriculum: short sequences first)."
+        if metrics.get("init")
+        else ""
+    )
+    text = f"""# Needle-detection model `{out.name}` (synthetic, shipped with captum_mamba)
+
+A tiny Mamba classifier that answers "does the needle token appear in the sequence?", trained on
+sequences of {low} to {high} tokens. Its true evidence is known (the single needle token), so it
+separates faithful explanations from unfaithful ones; load it with
+`captum_mamba.evaluation.synthetic.needle.load_needle_model(name="{out.name}")`.
+
+- Task (`captum_mamba.evaluation.synthetic.tasks.needle_batch`): vocabulary 16; filler tokens
+  2-15 drawn uniformly; the needle (id 1) at one uniformly drawn position in half of the
+  sequences; the read-out token (id 0) last. Label 1 iff the needle is present.
+- Model (`captum_mamba.evaluation.synthetic.train.build_model`): `MambaForSequenceClassification`
+  with a Hugging Face `MambaModel` backbone: hidden 32, 2 layers, state 8, expand 2, conv kernel
+  4, no conv / projection / classifier biases (MambaLRP's relevances sum exactly to the logit),
+  last-token pooling (the read-out), 2 classes (absent, present). {parameters:,} parameters.
+- Training: seed {metrics["seed"]}, 1 CPU thread, float32; {metrics["steps"]} steps of AdamW (lr {metrics["lr"]},
+  one-cycle schedule, weight decay 0.01, batch {metrics["batch_size"]}, gradient clipping 1.0) on freshly generated
+  batches, one length per batch drawn uniformly from {low}-{high}; {metrics["train_seconds"]:.0f} s on the
+  development machine (2 cores shared with other jobs; the time varies with the load).{init_note}
+
+## Accuracy (512 fresh sequences per length, half with the needle, seed 1234)
+
+| length | sequences | accuracy |
+|---|---|---|
+{rows}
+
+## Reproduce
+
+```
+{metrics["command"]}
+```
+"""
+    path = out / "MODEL_CARD.md"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 if __name__ == "__main__":
