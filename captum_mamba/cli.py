@@ -142,11 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--float64", action="store_true", help="compute in float64 (exact conservation)")
     explain.set_defaults(handler=_explain_command)
-    from captum_mamba import cli_dataset, cli_evaluate, cli_needle
+    from captum_mamba import cli_compare, cli_dataset, cli_evaluate, cli_needle
 
     cli_evaluate.add_parser(commands)
     cli_needle.add_parser(commands)
     cli_dataset.add_parser(commands)
+    cli_compare.add_parser(commands)
     return parser
 
 

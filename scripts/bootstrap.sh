@@ -11,3 +11,6 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # the kernel the tutorial notebooks run on (tests/test_tutorials.py): this environment's Python
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+# browser tests: Debian's chromium + chromium-driver, and captum 0.8 (Insights) beside .venv
+bash scripts/browser_deps.sh
+bash scripts/insights_env.sh

@@ -13,10 +13,11 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from captum_mamba.evaluation.linear_time import linear_time_forward  # noqa: E402
 from captum_mamba.evaluation.methods import METHODS, token_attributions  # noqa: E402
 from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS  # noqa: E402
 from captum_mamba.evaluation.synthetic.tasks import needle_batch  # noqa: E402
-from captum_mamba.evaluation.synthetic.train import ASSETS, linear_time_forward  # noqa: E402
+from captum_mamba.evaluation.synthetic.train import ASSETS  # noqa: E402
 from captum_mamba.models import MambaForSequenceClassification  # noqa: E402
 
 NEEDLE_METHODS: tuple[str, ...] = DEFAULT_EVALUATION_METHODS
@@ -57,7 +58,7 @@ def method_scores(method: str, model: nn.Module, input_ids: Tensor, target: int 
     r"""
     Token scores of ``method`` for ``target``. With ``fast``, methods other than MambaLRP and its
     variants (which bring their own linear-time rules) differentiate the model through
-    :func:`~captum_mamba.evaluation.synthetic.train.linear_time_forward`: the same gradients as
+    :func:`~captum_mamba.evaluation.linear_time.linear_time_forward`: the same gradients as
     Hugging Face's CPU path up to rounding, without its quadratic-time backward.
 
     Returns:

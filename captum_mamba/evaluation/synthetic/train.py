@@ -7,18 +7,15 @@ import json
 import random
 import sys
 import time
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
 from transformers import MambaConfig
-from transformers.models.mamba.modeling_mamba import MambaMixer, MambaRMSNorm
 from transformers.utils import logging as hf_logging
 
-from captum_mamba.context import mamba_lrp_rules
+from captum_mamba.evaluation.linear_time import linear_time_forward
 from captum_mamba.evaluation.synthetic.tasks import VOCAB_SIZE, needle_batch
 from captum_mamba.models import MambaForSequenceClassification
-from captum_mamba.models.hf_mamba import MambaMixerRule
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "needle"
 
@@ -42,22 +39,6 @@ def build_model(hidden: int = 32, layers: int = 2, state: int = 8) -> MambaForSe
     config.id2label = {0: "absent", 1: "present"}
     config.label2id = {"absent": 0, "present": 1}
     return MambaForSequenceClassification(config)
-
-
-def linear_time_forward(model: torch.nn.Module) -> AbstractContextManager:
-    r"""
-    Run a Hugging Face Mamba model through the package's linear-time differentiable scan, with
-    every MambaLRP rule switched off: the same function and gradients as the model's own forward
-    (up to rounding), but a backward that is linear in the sequence length instead of quadratic
-    (Hugging Face's CPU reference path).
-
-    Args:
-        model (nn.Module): a model with Hugging Face ``MambaMixer`` layers.
-
-    Returns:
-        A context manager (``with linear_time_forward(model): ...``).
-    """
-    return mamba_lrp_rules(model, {MambaMixer: MambaMixerRule(silu=None, ssm=None, gate=None), MambaRMSNorm: None})
 
 
 @torch.no_grad()

@@ -1,0 +1,84 @@
+"""``captum-mamba compare``: attribution methods side by side, as a local web app or an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_PORT = 8765
+
+
+def _examples(args: argparse.Namespace) -> tuple[list[str], list[str | None]]:
+    from captum_mamba.default import LABELS, SAMPLE_LABELS, SAMPLE_SENTENCES
+
+    if args.texts:
+        return list(args.texts), [None] * len(args.texts)
+    if args.held_out:
+        from captum_mamba.default.data import split_rotten_tomatoes
+
+        _, test = split_rotten_tomatoes(seed=0, test_fraction=0.1)
+        chosen = test[: args.held_out]
+        return [text for text, _ in chosen], [LABELS[label] for _, label in chosen]
+    return list(SAMPLE_SENTENCES), [None if label is None else LABELS[label] for label in SAMPLE_LABELS]
+
+
+def _methods(names: list[str] | None) -> list[str]:
+    from captum_mamba.compare import DEFAULT_COMPARE_METHODS, check_methods
+    from captum_mamba.evaluation.methods import METHODS
+
+    if names is None:
+        return list(DEFAULT_COMPARE_METHODS)
+    return list(METHODS) if names == ["all"] else check_methods(names)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from captum_mamba.compare import ComparisonInputError, ComparisonServer, TextModel, compare_text, create_app
+    from captum_mamba.compare.page import write_report
+
+    try:
+        methods = _methods(args.methods)
+        texts, labels = _examples(args)
+        text_model = TextModel.default(max_tokens=args.max_tokens)
+        examples = []
+        for text, label in zip(texts, labels):
+            examples.append(compare_text(text_model, text, methods, label=label))
+            print(f"explained {len(examples)}/{len(texts)}: {examples[-1]['prediction']['name']}", flush=True)
+    except ComparisonInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.html:
+        path = write_report(args.html, examples, methods, text_model.name, text_model.max_tokens)
+        print(f"wrote {path}")
+        return 0
+    server = ComparisonServer(create_app(text_model, examples, methods), port=args.port)
+    print(f"comparison view at {server.url} (Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Register ``compare``."""
+    compare = commands.add_parser(
+        "compare",
+        help="compare attribution methods side by side on the default model (web app on 127.0.0.1 or HTML report)",
+    )
+    compare.add_argument("texts", nargs="*", help="texts to explain (default: the built-in sample sentences)")
+    compare.add_argument(
+        "--held-out", type=int, default=0, metavar="N", help="explain the first N held-out sentences, with labels"
+    )
+    compare.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method names of captum_mamba.evaluation.METHODS, or 'all' (default: MambaLRP, Integrated Gradients, "
+        "SmoothGrad, Gradient x Input, Saliency, naive LRP)",
+    )
+    compare.add_argument("--html", metavar="PATH", help="write a self-contained HTML report instead of serving")
+    compare.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    compare.add_argument("--max-tokens", type=int, default=2048, help="longest text accepted, in tokens (default 2048)")
+    compare.set_defaults(handler=_compare)

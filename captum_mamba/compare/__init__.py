@@ -1,0 +1,31 @@
+"""Side-by-side comparison of attribution methods: a local web app or a self-contained HTML report.
+
+Every method of :data:`captum_mamba.evaluation.METHODS` gets a row per text: the token heatmap,
+the conservation delta (sum of scores minus the explained logit), the runtime and the text's
+ΔA^F, with the perturbation curves of all methods in one plot.
+
+Example::
+
+    >>> from captum_mamba.compare import TextModel, compare_text, write_report
+    >>> text_model = TextModel.default()
+    >>> example = compare_text(text_model, "a gorgeous , witty film .")
+    >>> write_report("compare.html", [example], ["mamba_lrp", "integrated_gradients"], text_model.name, 2048)
+"""
+
+from captum_mamba.compare.page import render_page, write_report
+from captum_mamba.compare.payload import DEFAULT_COMPARE_METHODS, MethodRow, check_methods, compare_text
+from captum_mamba.compare.server import ComparisonServer, create_app
+from captum_mamba.compare.text_model import ComparisonInputError, TextModel
+
+__all__ = [
+    "DEFAULT_COMPARE_METHODS",
+    "ComparisonInputError",
+    "ComparisonServer",
+    "MethodRow",
+    "TextModel",
+    "check_methods",
+    "compare_text",
+    "create_app",
+    "render_page",
+    "write_report",
+]

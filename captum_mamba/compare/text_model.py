@@ -1,0 +1,109 @@
+"""A text classifier as the comparison view sees it: tokenizer, model and class names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class ComparisonInputError(ValueError):
+    """Input the comparison view cannot explain (unknown method, empty or too long text)."""
+
+
+@dataclass
+class TextModel:
+    r"""
+    What the comparison view needs to explain one text.
+
+    Args:
+        model (nn.Module): a Hugging Face-style classifier or causal LM taking
+                    ``inputs_embeds`` / ``attention_mask`` with ``get_input_embeddings()``.
+        tokenize (Callable): ``tokenize(text) -> (token_ids, token_strings)``.
+        class_name (Callable): ``class_name(index) -> str`` of an output index.
+        max_tokens (int): the longest input accepted; longer texts are refused with a message.
+        name (str): shown in the page header.
+    """
+
+    model: nn.Module
+    tokenize: Callable[[str], tuple[list[int], list[str]]]
+    class_name: Callable[[int], str]
+    max_tokens: int = 2048
+    name: str = "model"
+
+    def encode(self, text: str) -> tuple[Tensor, list[str]]:
+        r"""
+        Token ids ``(1, length)`` and token strings of ``text``, validated.
+
+        Raises:
+            ComparisonInputError: empty text, no tokens, or more than ``max_tokens`` tokens.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ComparisonInputError("the text is empty: enter at least one word to explain")
+        ids, tokens = self.tokenize(text)
+        if not ids:
+            raise ComparisonInputError("the text has no tokens the model knows")
+        if len(ids) > self.max_tokens:
+            raise ComparisonInputError(
+                f"the text has {len(ids)} tokens, more than this model's limit of {self.max_tokens} tokens"
+            )
+        return torch.tensor([ids], dtype=torch.long), list(tokens)
+
+    @classmethod
+    def default(cls, max_tokens: int = 2048) -> TextModel:
+        r"""
+        The embedded sentiment classifier (:mod:`captum_mamba.default`), offline.
+
+        Args:
+            max_tokens (int, optional): the longest text accepted, in tokens. Default: 2048
+
+        Returns:
+            *TextModel*.
+        """
+        from captum_mamba.default import LABELS, load_default_classifier
+
+        model, tokenizer = load_default_classifier()
+
+        def tokenize(text: str) -> tuple[list[int], list[str]]:
+            encoding = tokenizer.encode(text.strip().lower())
+            return list(encoding.ids), list(encoding.tokens)
+
+        return cls(
+            model, tokenize, lambda index: LABELS[index], max_tokens, "default sentiment model (Rotten Tomatoes)"
+        )
+
+    @classmethod
+    def from_hf(
+        cls, model: nn.Module, tokenizer: Any, class_names: Sequence[str] | None = None, max_tokens: int = 2048
+    ) -> TextModel:
+        r"""
+        A ``transformers`` model with its tokenizer, e.g. ``MambaForCausalLM.from_pretrained(...)``.
+
+        Args:
+            model (nn.Module): the model (a classifier or a causal LM).
+            tokenizer: a ``transformers`` tokenizer.
+            class_names (Sequence[str], optional): names of the output indices; default: the
+                        model's ``config.id2label`` for classifiers, decoded tokens for LMs.
+            max_tokens (int, optional): the longest text accepted, in tokens. Default: 2048
+
+        Returns:
+            *TextModel*.
+        """
+
+        def tokenize(text: str) -> tuple[list[int], list[str]]:
+            ids = list(tokenizer(text)["input_ids"])
+            return ids, list(tokenizer.convert_ids_to_tokens(ids))
+
+        def class_name(index: int) -> str:
+            if class_names is not None:
+                return class_names[index]
+            id2label = getattr(getattr(model, "config", None), "id2label", None)
+            vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+            if id2label and len(id2label) != vocab:
+                return str(id2label[index])
+            return tokenizer.decode([index])
+
+        return cls(model, tokenize, class_name, max_tokens, type(model).__name__)

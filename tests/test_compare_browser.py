@@ -1,0 +1,126 @@
+"""The comparison view in headless Chromium: live app on 127.0.0.1 and the static report."""
+
+from __future__ import annotations
+
+import pytest
+
+from captum_mamba.compare import ComparisonServer, TextModel, compare_text, create_app, write_report
+from captum_mamba.default import SAMPLE_SENTENCES
+from captum_mamba.default.data import split_rotten_tomatoes
+
+from browser import chromium_driver, console_errors, save_screenshot
+
+METHODS = ["mamba_lrp", "integrated_gradients", "smoothgrad", "input_x_gradient", "saliency", "naive_lrp"]
+LONG_METHODS = ["mamba_lrp", "input_x_gradient", "saliency", "naive_lrp"]
+
+
+@pytest.fixture(scope="module")
+def text_model() -> TextModel:
+    return TextModel.default(max_tokens=2048)
+
+
+@pytest.fixture(scope="module")
+def examples(text_model):
+    explained = [compare_text(text_model, text, METHODS) for text in SAMPLE_SENTENCES[:3]]
+    _, test = split_rotten_tomatoes(seed=0, test_fraction=0.1)
+    long_text = " ".join(text for text, _ in test[:45])  # about 1,100 tokens
+    explained.append(compare_text(text_model, long_text, LONG_METHODS))
+    assert len(explained[-1]["tokens"]) > 1000
+    return explained
+
+
+@pytest.fixture(scope="module")
+def driver():
+    browser = chromium_driver()
+    yield browser
+    browser.quit()
+
+
+def _wait_ready(driver):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.ready === 'true'"))
+
+
+def _row_token_counts(driver) -> dict[str, int]:
+    pairs = driver.execute_script(
+        "return [...document.querySelectorAll('tr.method-row')].map("
+        "r => [r.dataset.method, r.querySelectorAll('.tok').length]);"
+    )
+    return dict(pairs)  # in the page's row order
+
+
+def _select_example(driver, index: int) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.ID, "example-select")).select_by_value(str(index))
+
+
+def test_live_page_rows_examples_bad_input_and_screenshot(driver, text_model, examples):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = ComparisonServer(create_app(text_model, examples, METHODS)).start()
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        driver.get(server.url)
+        _wait_ready(driver)
+        for index, example in enumerate(examples):
+            _select_example(driver, index)
+            counts = _row_token_counts(driver)
+            assert list(counts) == [r["name"] for r in example["methods"]]
+            assert set(counts.values()) == {len(example["tokens"])}, index
+            coloured = driver.execute_script(
+                "return [...document.querySelectorAll('tr.method-row .tok')].filter("
+                "s => s.style.background && s.style.background !== 'rgb(255, 255, 255)').length"
+            )
+            assert coloured > 0
+            assert driver.find_element(By.ID, "predicted-class").text == example["prediction"]["name"]
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#curve-plot polyline")) == 2 * len(example["methods"])
+        _select_example(driver, 0)
+        save_screenshot(driver, "compare_view.png")
+        assert console_errors(driver) == []
+
+        # hiding a method removes its row
+        driver.find_element(By.CSS_SELECTOR, "input.method-toggle[value='saliency']").click()
+        assert "saliency" not in _row_token_counts(driver)
+        driver.find_element(By.CSS_SELECTOR, "input.method-toggle[value='saliency']").click()
+
+        def submit(text: str) -> None:
+            box = driver.find_element(By.ID, "text-input")
+            box.clear()
+            box.send_keys(text)
+            driver.find_element(By.ID, "explain-button").click()
+
+        message = driver.find_element(By.ID, "message")
+        submit("   ")
+        WebDriverWait(driver, 30).until(lambda d: "empty" in message.text)
+        submit("good " * 2100)
+        WebDriverWait(driver, 60).until(lambda d: "limit of 2048 tokens" in message.text)
+
+        # the server kept serving: a new text is explained and becomes the current example
+        submit("a dull , lifeless mess .")
+        WebDriverWait(driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#example-select option")) == 5)
+        assert set(_row_token_counts(driver).values()) == {6}
+        assert not message.is_displayed()
+        # the only console entries: the browser's own notes on the two refused requests
+        errors = console_errors(driver)
+        assert len(errors) == 2 and all("api/explain" in e and "400" in e for e in errors), errors
+    finally:
+        server.stop()
+
+
+def test_static_report_renders_offline(driver, examples, tmp_path):
+    page = write_report(tmp_path / "report.html", examples, METHODS, "default model", 2048)
+    driver.get(page.as_uri())
+    _wait_ready(driver)
+    _select_example(driver, 3)
+    assert set(_row_token_counts(driver).values()) == {len(examples[3]["tokens"])}
+    assert not driver.find_element("id", "explain-section").is_displayed()  # no server behind a file
+    seconds = driver.execute_script(
+        "const t = performance.now(); document.getElementById('example-select').dispatchEvent(new Event('change'));"
+        "return (performance.now() - t) / 1000;"
+    )
+    assert seconds < 2.0, f"re-rendering a {len(examples[3]['tokens'])}-token example took {seconds:.2f} s"
+    assert console_errors(driver) == []
