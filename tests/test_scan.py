@@ -44,3 +44,21 @@ def test_half_precision_inputs_are_scanned_in_float32():
     assert y.dtype == torch.float32
     reference = linear_selective_scan(u, delta, A, B, C)
     assert (y - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+@pytest.mark.parametrize("scale", [0.6, 20.0])
+def test_segmented_chunks_of_a_long_sequence_match_the_step_by_step_recurrence(scale):
+    # 600 steps: chunks of 256, 256 and 88 (segments of 16, 16 and 8, the last one padded to 96);
+    # scale 20 makes many decays underflow to 0, which the segment totals must survive
+    u, delta, A, B, C = _problem(batch=1, length=600, channels=4, state=3, seed=3)
+    delta = delta * scale
+    u1, u2 = u.clone().requires_grad_(), u.clone().requires_grad_()
+    y1, last1 = linear_selective_scan(u1, delta, A, B, C, return_last_state=True)
+    y2, last2 = differentiable_selective_scan(u2, delta, A, B, C, chunk=600, return_last_state=True)
+    torch.testing.assert_close(y1, y2, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(last1, last2, atol=1e-10, rtol=1e-10)
+    upstream = torch.randn_like(y1)
+    (g1,) = torch.autograd.grad(y1, u1, upstream)
+    (g2,) = torch.autograd.grad(y2, u2, upstream)
+    torch.testing.assert_close(g1, g2, atol=1e-10, rtol=1e-10)
+    assert torch.isfinite(g1).all()

@@ -16,7 +16,9 @@ Two implementations are offered:
 * :func:`linear_selective_scan`: the MambaLRP scan. ``delta``, ``A``, ``B`` and ``C`` are
   constants, so ``u -> y`` is linear and its backward is the adjoint (reverse-time) scan.
   Both passes run without an autograd graph in time chunks, so time and memory are
-  linear in the length and no ``(batch, length, channels, state)`` tensor is ever built.
+  linear in the length and no ``(batch, length, channels, state)`` tensor is ever built; inside
+  a chunk of n steps a segmented scan needs only ~3 sqrt(n) sequential steps (see
+  :func:`_segmented_scan`), since per-step dispatch, not arithmetic, bounds a CPU scan.
 * :func:`differentiable_selective_scan`: the same recurrence recorded by autograd, with
   gradients to every input. It is what plain Gradient x Input sees and is used when the
   SSM rule is switched off (ablations, negative controls).
@@ -24,48 +26,115 @@ Two implementations are offered:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-DEFAULT_CHUNK = 128
+DEFAULT_CHUNK = 256
 
 
 def _chunk_bounds(length: int, chunk: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk, length)) for start in range(0, length, chunk)]
 
 
+def _segment_length(steps: int) -> int:
+    """A power of two near sqrt(steps): ~3 sqrt(steps) sequential steps, no padding for even chunks."""
+    return 1 << max(0, (max(steps, 1).bit_length() - 1) // 2)
+
+
+class _Workspace:
+    """Buffers reused by every chunk of one scan: each page is touched once, not once per chunk."""
+
+    def __init__(self, like: Tensor, channels: int, size: int, chunk: int) -> None:
+        padded = -(-chunk // _segment_length(chunk)) * _segment_length(chunk)
+        self.states = like.new_empty(like.shape[0], padded, channels, size)
+        self.decay = torch.empty_like(self.states)
+
+    def padded(self, steps: int) -> tuple[Tensor, Tensor]:
+        """Views ``(batch, padded, channels, state)`` for a chunk of ``steps`` steps, padding zeroed."""
+        segment = _segment_length(steps)
+        padded = -(-steps // segment) * segment
+        states, decay = self.states[:, :padded], self.decay[:, :padded]
+        states[:, steps:].zero_()
+        return states, decay
+
+
+def _segmented_scan(rates: Tensor, A: Tensor, states: Tensor, decay: Tensor, h0: Tensor, reverse: bool) -> Tensor:
+    r"""
+    ``h_t = exp(rates_t A) h_prev + s_t`` over one chunk in ~3 sqrt(n) sequential steps, in place.
+
+    ``states`` ``(batch, n', channels, state)`` holds the sources ``s_t`` on entry and the states
+    ``h_t`` on exit, ``n'`` being ``n`` rounded up to whole segments (the extra sources zero:
+    identity steps at the end, harmless in either direction); ``decay`` is a buffer of the same
+    shape. ``h_prev`` is ``h_{t-1}`` (``h0`` before the first step), or ``h_{t+1}`` (``h0`` after
+    the last step) when ``reverse``. ``rates`` is ``(batch, n, channels)``, ``A``
+    ``(channels, state)``, ``rates_t A <= 0``. Returns the state after the last step processed.
+
+    The steps are cut into K segments of T, all K scanned together: a first pass from zero
+    (T steps, keeping only each segment's final state) gives, with the segment totals
+    ``exp(A sum rates)``, the true state entering every segment (K steps); a second pass from
+    those states (T steps) writes the states. A CPU scan is bound by its per-step dispatch,
+    not its arithmetic, so ~3 sqrt(n) steps over K-times larger tensors beat n small ones.
+    """
+    batch, padded, channels, size = states.shape
+    segment = _segment_length(rates.shape[1])
+    count = padded // segment
+    if padded != rates.shape[1]:
+        rates = torch.cat([rates, rates.new_zeros(batch, padded - rates.shape[1], channels)], 1)
+    local = states.view(batch, count, segment, channels, size)
+    seg_rates = rates.reshape(batch, count, segment, channels)
+    decay = decay.view(batch, count, segment, channels, size)
+    torch.mul(seg_rates.unsqueeze(-1), A, out=decay).exp_()
+    order = list(range(segment - 1, -1, -1) if reverse else range(segment))
+    final = local[:, :, order[0]]
+    for t in order[1:]:  # each segment from zero; only its final state is kept
+        final = torch.addcmul(local[:, :, t], decay[:, :, t], final)
+    totals = torch.exp(seg_rates.sum(2).unsqueeze(-1) * A)  # (batch, count, channels, state)
+    entering = torch.empty_like(totals)
+    h = h0
+    for k in range(count - 1, -1, -1) if reverse else range(count):
+        entering[:, k] = h
+        h = torch.addcmul(final[:, k], totals[:, k], h)
+    previous = entering
+    for t in order:  # each segment again, from its true entering state
+        previous = torch.addcmul(local[:, :, t], decay[:, :, t], previous, out=local[:, :, t])
+    return h
+
+
+def _contract(states: Tensor, vectors: Tensor) -> Tensor:
+    """``out[b, t, d] = sum_n states[b, t, d, n] vectors[b, t, n]`` as one batched matrix product."""
+    batch, steps, channels, size = states.shape
+    flat = states.reshape(batch * steps, channels, size)
+    return torch.bmm(flat, vectors.reshape(batch * steps, size, 1)).view(batch, steps, channels)
+
+
 def _scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
     batch, length, channels = u.shape
-    state = A.shape[-1]
     y = u.new_empty(batch, length, channels)
-    h = u.new_zeros(batch, channels, state)
+    h = u.new_zeros(batch, channels, A.shape[-1])
+    workspace = _Workspace(u, channels, A.shape[-1], min(chunk, length))
     for start, stop in _chunk_bounds(length, chunk):
         d = delta[:, start:stop]
-        decay = torch.exp(d.unsqueeze(-1) * A)  # (b, t, d, n)
-        drive = (d * u[:, start:stop]).unsqueeze(-1) * B[:, start:stop].unsqueeze(2)
-        states = torch.empty_like(drive)
-        for drive_t, decay_t, state_t in zip(drive.unbind(1), decay.unbind(1), states.unbind(1)):
-            h = torch.addcmul(drive_t, decay_t, h, out=state_t)
-        y[:, start:stop] = torch.einsum("btdn,btn->btd", states, C[:, start:stop])
+        states, decay = workspace.padded(stop - start)
+        torch.mul((d * u[:, start:stop]).unsqueeze(-1), B[:, start:stop].unsqueeze(2), out=states[:, : stop - start])
+        h = _segmented_scan(d, A, states, decay, h, reverse=False)
+        y[:, start:stop] = _contract(states[:, : stop - start], C[:, start:stop])
     return y, h
 
 
 def _scan_adjoint(grad_y: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> Tensor:
     """Reverse-time scan: lam_t = exp(delta_{t+1} A) lam_{t+1} + C_t g_t; du_t = delta_t <B_t, lam_t>."""
     batch, length, channels = grad_y.shape
-    state = A.shape[-1]
     grad_u = grad_y.new_empty(batch, length, channels)
-    lam = grad_y.new_zeros(batch, channels, state)
-    next_decay = grad_y.new_zeros(batch, channels, state)
+    lam = grad_y.new_zeros(batch, channels, A.shape[-1])
+    next_delta = torch.cat([delta[:, 1:], delta.new_zeros(batch, 1, channels)], 1)  # lam_L = 0
+    workspace = _Workspace(grad_y, channels, A.shape[-1], min(chunk, length))
     for start, stop in reversed(_chunk_bounds(length, chunk)):
-        decay = torch.exp(delta[:, start:stop].unsqueeze(-1) * A)
-        source = grad_y[:, start:stop].unsqueeze(-1) * C[:, start:stop].unsqueeze(2)
-        adjoints = torch.empty_like(source)
-        steps = zip(source.unbind(1), decay.unbind(1), adjoints.unbind(1))
-        for source_t, decay_t, adjoint_t in reversed(list(steps)):
-            lam = torch.addcmul(source_t, next_decay, lam, out=adjoint_t)
-            next_decay = decay_t
-        grad_u[:, start:stop] = delta[:, start:stop] * torch.einsum("btdn,btn->btd", adjoints, B[:, start:stop])
+        adjoints, decay = workspace.padded(stop - start)
+        torch.mul(grad_y[:, start:stop].unsqueeze(-1), C[:, start:stop].unsqueeze(2), out=adjoints[:, : stop - start])
+        lam = _segmented_scan(next_delta[:, start:stop], A, adjoints, decay, lam, reverse=True)
+        grad_u[:, start:stop] = delta[:, start:stop] * _contract(adjoints[:, : stop - start], B[:, start:stop])
     return grad_u
 
 
@@ -113,7 +182,7 @@ def linear_selective_scan(
         B (Tensor): input matrices, ``(batch, length, state)``.
         C (Tensor): output matrices, ``(batch, length, state)``.
         chunk (int, optional): time steps whose decays are materialised at once.
-                    Default: 128
+                    Default: 256
         return_last_state (bool, optional): also return ``h_L`` (no gradient).
                     Default: False
 

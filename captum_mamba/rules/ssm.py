@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from captum_mamba.kernels.cuda import load_chunk_scan_combined, load_selective_scan_fn, use_kernel
-from captum_mamba.kernels.selective_scan import differentiable_selective_scan, linear_selective_scan
+from captum_mamba.kernels.selective_scan import DEFAULT_CHUNK, differentiable_selective_scan, linear_selective_scan
 from captum_mamba.options import BACKENDS, current_options
 from captum_mamba.rules.base import MambaLRPRule
 
@@ -23,14 +23,14 @@ class SelectiveSSMRule(MambaLRPRule):
     :func:`captum_mamba.kernels.selective_scan.linear_selective_scan`).
 
     Args:
-        chunk (int, optional): time steps per chunk of the PyTorch scan. Default: 128
+        chunk (int, optional): time steps per chunk of the PyTorch scan. Default: 256
         backend (str, optional): ``"torch"`` (the linear-time PyTorch scan), ``"cuda"``
                     (mamba-ssm's ``selective_scan_fn`` with the detached ``delta``, ``B``, ``C``;
                     needs the ``gpu`` extra) or ``"auto"`` (CUDA kernels for CUDA tensors when
                     they import, else PyTorch). Default: "auto"
     """
 
-    def __init__(self, chunk: int = 128, backend: str = "auto") -> None:
+    def __init__(self, chunk: int = DEFAULT_CHUNK, backend: str = "auto") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.chunk = chunk
