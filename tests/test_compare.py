@@ -137,3 +137,31 @@ def test_cli_writes_a_report_and_rejects_bad_input(tmp_path, capsys):
     assert "the text is empty" in capsys.readouterr().err
     assert main(["compare", "good " * 20, "--max-tokens", "10", "--html", str(out)]) == 2
     assert "20 tokens, more than this model's limit of 10" in capsys.readouterr().err
+
+
+def test_linear_time_forward_keeps_the_gradients_and_leaves_other_families_alone(text_model):
+    from contextlib import nullcontext
+
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    from captum_mamba.evaluation.linear_time import linear_time_forward
+
+    model = text_model.model
+    embeds = model.get_input_embeddings()(text_model.encode(TEXT)[0]).detach()
+
+    def gradient() -> torch.Tensor:
+        leaf = embeds.clone().requires_grad_()
+        ExplainedLogits(model)(leaf)[0, 1].backward()
+        return leaf.grad
+
+    reference = gradient()  # Hugging Face's own path
+    with linear_time_forward(model):
+        fast = gradient()
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(fast, torch.zeros_like(fast))
+    mamba2 = Mamba2ForCausalLM(
+        Mamba2Config(
+            vocab_size=16, hidden_size=16, num_hidden_layers=1, num_heads=4, head_dim=8, state_size=4, n_groups=1
+        )
+    )
+    assert isinstance(linear_time_forward(mamba2), nullcontext)

@@ -26,8 +26,6 @@ Two implementations are offered:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
