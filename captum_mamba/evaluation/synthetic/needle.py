@@ -54,7 +54,9 @@ def load_needle_model(dtype: torch.dtype = torch.float32, name: str = "needle") 
             hf_logging.enable_progress_bar()
 
 
-def method_scores(method: str, model: nn.Module, input_ids: Tensor, target: int = 1, fast: bool = True) -> Tensor:
+def method_scores(
+    method: str, model: nn.Module, input_ids: Tensor, target: Tensor | int = 1, fast: bool = True
+) -> Tensor:
     r"""
     Token scores of ``method`` for ``target``. With ``fast``, methods other than MambaLRP and its
     variants (which bring their own linear-time rules) differentiate the model through
