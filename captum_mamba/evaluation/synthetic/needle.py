@@ -11,13 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
 
 from captum_mamba.evaluation.linear_time import linear_time_forward  # noqa: E402
 from captum_mamba.evaluation.methods import METHODS, token_attributions  # noqa: E402
 from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS  # noqa: E402
 from captum_mamba.evaluation.synthetic.tasks import needle_batch  # noqa: E402
-from captum_mamba.evaluation.synthetic.train import ASSETS  # noqa: E402
+from captum_mamba.evaluation.synthetic.train import ASSETS, load_quietly  # noqa: E402
 from captum_mamba.models import MambaForSequenceClassification  # noqa: E402
 
 NEEDLE_METHODS: tuple[str, ...] = DEFAULT_EVALUATION_METHODS
@@ -45,13 +44,7 @@ def load_needle_model(dtype: torch.dtype = torch.float32, name: str = "needle") 
     folder = Path(name) if Path(name).is_dir() else ASSETS.parent / name
     if not (folder / "model.safetensors").is_file():
         raise ValueError(f"no needle model {name!r}; shipped: {', '.join(shipped_needle_models()) or 'none'}")
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return MambaForSequenceClassification.from_pretrained(folder, dtype=dtype).eval()
-    finally:
-        if progress:
-            hf_logging.enable_progress_bar()
+    return load_quietly(MambaForSequenceClassification, folder, dtype)
 
 
 def method_scores(

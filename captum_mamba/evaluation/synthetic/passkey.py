@@ -17,32 +17,20 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from transformers import MambaConfig, MambaForCausalLM
-from transformers.utils import logging as hf_logging
+from transformers import MambaForCausalLM
 
 from captum_mamba.evaluation.linear_time import linear_time_forward
 from captum_mamba.evaluation.methods import METHODS
 from captum_mamba.evaluation.synthetic.needle import method_scores
-from captum_mamba.evaluation.synthetic.tasks import VOCAB_SIZE, passkey_batch
+from captum_mamba.evaluation.synthetic.tasks import passkey_batch
+from captum_mamba.evaluation.synthetic.train import load_quietly, synthetic_config
 
 PASSKEY_ASSETS = Path(__file__).resolve().parent / "assets" / "passkey"
 
 
 def build_passkey_model(hidden: int = 32, layers: int = 2, state: int = 16) -> MambaForCausalLM:
     """A bias-free Mamba causal LM over the synthetic vocabulary (relevance is conserved exactly)."""
-    config = MambaConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=hidden,
-        state_size=state,
-        num_hidden_layers=layers,
-        expand=2,
-        conv_kernel=4,
-        use_conv_bias=False,
-        use_bias=False,
-        use_cache=False,
-        tie_word_embeddings=False,
-    )
-    return MambaForCausalLM(config)
+    return MambaForCausalLM(synthetic_config(hidden, layers, state, tie_word_embeddings=False))
 
 
 def _answer_logits(model: nn.Module, input_ids: Tensor) -> Tensor:
@@ -108,13 +96,7 @@ def load_passkey_model(dtype: torch.dtype = torch.float32, folder: str | Path = 
     """
     if not (Path(folder) / "model.safetensors").is_file():
         raise ValueError(f"no passkey model in {folder}; train one with python -m {__name__} --out {folder}")
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return MambaForCausalLM.from_pretrained(folder, dtype=dtype).eval()
-    finally:
-        if progress:
-            hf_logging.enable_progress_bar()
+    return load_quietly(MambaForCausalLM, Path(folder), dtype)
 
 
 def passkey_top1(

@@ -8,9 +8,10 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import MambaConfig
+from transformers import MambaConfig, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from captum_mamba.evaluation.linear_time import linear_time_forward
@@ -20,9 +21,9 @@ from captum_mamba.models import MambaForSequenceClassification
 ASSETS = Path(__file__).resolve().parent / "assets" / "needle"
 
 
-def build_model(hidden: int = 32, layers: int = 2, state: int = 8) -> MambaForSequenceClassification:
-    """A bias-free Mamba classifier reading the last token (so relevance is conserved exactly)."""
-    config = MambaConfig(
+def synthetic_config(hidden: int, layers: int, state: int, **extra: Any) -> MambaConfig:
+    """A bias-free Mamba configuration over the synthetic vocabulary (relevance is conserved exactly)."""
+    return MambaConfig(
         vocab_size=VOCAB_SIZE,
         hidden_size=hidden,
         state_size=state,
@@ -32,8 +33,24 @@ def build_model(hidden: int = 32, layers: int = 2, state: int = 8) -> MambaForSe
         use_conv_bias=False,
         use_bias=False,
         use_cache=False,
-        num_labels=2,
+        **extra,
     )
+
+
+def load_quietly(model_class: type[PreTrainedModel], folder: Path, dtype: torch.dtype) -> PreTrainedModel:
+    """``model_class.from_pretrained(folder)`` in eval mode, without Hugging Face's progress bar."""
+    progress = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return model_class.from_pretrained(folder, dtype=dtype).eval()
+    finally:
+        if progress:
+            hf_logging.enable_progress_bar()
+
+
+def build_model(hidden: int = 32, layers: int = 2, state: int = 8) -> MambaForSequenceClassification:
+    """A bias-free Mamba classifier reading the last token (so relevance is conserved exactly)."""
+    config = synthetic_config(hidden, layers, state, num_labels=2)
     config.pooling = "last"
     config.classifier_bias = False
     config.id2label = {0: "absent", 1: "present"}
