@@ -8,10 +8,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,18 +16,18 @@ import torch
 from torch import Tensor, nn
 from transformers import MambaForCausalLM
 
-from captum_mamba.evaluation.linear_time import linear_time_forward
 from captum_mamba.evaluation.methods import METHODS
+from captum_mamba.evaluation.synthetic.causal_lm import (
+    load_synthetic_lm,
+    save_synthetic_lm,
+    timed_training,
+    train_synthetic_lm,
+)
 from captum_mamba.evaluation.synthetic.needle import method_scores
 from captum_mamba.evaluation.synthetic.tasks import passkey_batch
-from captum_mamba.evaluation.synthetic.train import load_quietly, synthetic_config
 
 PASSKEY_ASSETS = Path(__file__).resolve().parent / "assets" / "passkey"
-
-
-def build_passkey_model(hidden: int = 32, layers: int = 2, state: int = 16) -> MambaForCausalLM:
-    """A bias-free Mamba causal LM over the synthetic vocabulary (relevance is conserved exactly)."""
-    return MambaForCausalLM(synthetic_config(hidden, layers, state, tie_word_embeddings=False))
+TRAINER = "captum_mamba.evaluation.synthetic.passkey"
 
 
 def _answer_logits(model: nn.Module, input_ids: Tensor) -> Tensor:
@@ -48,31 +45,17 @@ def train_passkey(
 ) -> tuple[MambaForCausalLM, list[float]]:
     r"""
     Train on passkey batches of random lengths in ``[min_length, max_length]``, loss on the
-    answer at the last position only, through the linear-time scan.
+    answer at the last position only (see :func:`~.causal_lm.train_synthetic_lm`).
 
     Returns:
         *tuple* ``(model, losses)``.
     """
-    random.seed(seed)
-    torch.manual_seed(seed)
-    model = build_passkey_model().train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
-    generator = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    with linear_time_forward(model):
-        for step in range(steps):
-            batch = passkey_batch(batch_size, random.randint(min_length, max_length), generator)
-            loss = nn.functional.cross_entropy(_answer_logits(model, batch.input_ids), batch.values)
-            optimiser.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-            if log_every and (step + 1) % log_every == 0:
-                print(f"step {step + 1}: loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
-    return model.eval(), losses
+
+    def batch_loss(model: MambaForCausalLM, length: int, generator: torch.Generator) -> Tensor:
+        batch = passkey_batch(batch_size, length, generator)
+        return nn.functional.cross_entropy(_answer_logits(model, batch.input_ids), batch.values)
+
+    return train_synthetic_lm(batch_loss, steps, min_length, max_length, lr=lr, seed=seed, log_every=log_every)
 
 
 @torch.no_grad()
@@ -94,9 +77,7 @@ def load_passkey_model(dtype: torch.dtype = torch.float32, folder: str | Path = 
     Returns:
         *MambaForCausalLM*.
     """
-    if not (Path(folder) / "model.safetensors").is_file():
-        raise ValueError(f"no passkey model in {folder}; train one with python -m {__name__} --out {folder}")
-    return load_quietly(MambaForCausalLM, Path(folder), dtype)
+    return load_synthetic_lm(folder, "passkey", TRAINER, dtype)
 
 
 def passkey_top1(
@@ -140,31 +121,23 @@ def main(argv: list[str] | None = None) -> dict:
         *dict*: the metrics written to ``OUT/metrics.json``.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__)
+    parser = argparse.ArgumentParser(prog=f"python -m {TRAINER}", description=__doc__)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--out", type=Path, default=PASSKEY_ASSETS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report-n", type=int, default=100, help="sequences of the top-1 report (0: none)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    model, losses = train_passkey(steps=args.steps, seed=args.seed)
-    seconds = time.perf_counter() - start
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
+    model, losses, seconds = timed_training(lambda: train_passkey(steps=args.steps, seed=args.seed))
     metrics = {
         "accuracy_by_length": {length: passkey_accuracy(model, length) for length in (32, 64, 128, 256)},
-        "train_seconds": seconds,
         "steps": args.steps,
         "final_loss": losses[-1],
         "seed": args.seed,
-        "command": " ".join([f"python -m {__name__}", *argv]),
+        "command": " ".join([f"python -m {TRAINER}", *argv]),
     }
     if args.report_n:
         metrics["top1"] = passkey_top1(model.double(), n=args.report_n)
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    print(json.dumps(metrics, indent=1))
-    return metrics
+    return save_synthetic_lm(model.float(), args.out, metrics, seconds)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""Tiny bias-free Mamba causal LMs for the synthetic retrieval tasks: build, train, save, load."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import MambaForCausalLM
+
+from captum_mamba.evaluation.linear_time import linear_time_forward
+from captum_mamba.evaluation.synthetic.train import load_quietly, synthetic_config
+
+BatchLoss = Callable[[MambaForCausalLM, int, torch.Generator], Tensor]
+"""``batch_loss(model, length, generator)``: the training loss on one fresh batch of ``length`` tokens."""
+
+
+def build_synthetic_lm(hidden: int = 32, layers: int = 2, state: int = 16) -> MambaForCausalLM:
+    """A bias-free Mamba causal LM over the synthetic vocabulary (relevance is conserved exactly)."""
+    return MambaForCausalLM(synthetic_config(hidden, layers, state, tie_word_embeddings=False))
+
+
+def train_synthetic_lm(
+    batch_loss: BatchLoss,
+    steps: int,
+    min_length: int,
+    max_length: int,
+    lr: float = 5e-3,
+    seed: int = 0,
+    log_every: int = 100,
+) -> tuple[MambaForCausalLM, list[float]]:
+    r"""
+    Train :func:`build_synthetic_lm` with AdamW (one-cycle schedule, weight decay 0.01, gradient
+    clipping 1.0) on fresh batches, one length per batch drawn from ``[min_length, max_length]``,
+    through the linear-time scan.
+
+    Args:
+        batch_loss (BatchLoss): draws a batch and returns its loss.
+        steps (int): optimiser steps.
+        min_length (int): shortest sequence. max_length (int): longest sequence.
+        lr (float, optional): peak learning rate. Default: ``5e-3``
+        seed (int, optional): seeds the initialisation, the lengths and the batches. Default: ``0``
+        log_every (int, optional): print the mean loss every so many steps (0: never). Default: ``100``
+
+    Returns:
+        *tuple* ``(model, losses)``, the model in eval mode.
+    """
+    random.seed(seed)
+    torch.manual_seed(seed)
+    model = build_synthetic_lm().train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    with linear_time_forward(model):
+        for step in range(steps):
+            loss = batch_loss(model, random.randint(min_length, max_length), generator)
+            optimiser.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+            if log_every and (step + 1) % log_every == 0:
+                print(f"step {step + 1}: loss {sum(losses[-log_every:]) / log_every:.4f}", flush=True)
+    return model.eval(), losses
+
+
+def load_synthetic_lm(folder: str | Path, task: str, trainer: str, dtype: torch.dtype) -> MambaForCausalLM:
+    r"""
+    A saved synthetic LM, offline, in eval mode.
+
+    Args:
+        folder (str or Path): the folder the training wrote.
+        task (str): the task's name, for the error message.
+        trainer (str): the training module, for the error message.
+        dtype (torch.dtype): parameter type.
+
+    Returns:
+        *MambaForCausalLM*.
+    """
+    if not (Path(folder) / "model.safetensors").is_file():
+        raise ValueError(f"no {task} model in {folder}; train one with python -m {trainer} --out {folder}")
+    return load_quietly(MambaForCausalLM, Path(folder), dtype)
+
+
+def save_synthetic_lm(
+    model: MambaForCausalLM, out: Path, metrics: dict[str, Any], train_seconds: float
+) -> dict[str, Any]:
+    """Save ``model`` and ``metrics`` (with the training time) to ``out``; print and return the record."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    (out / "model.safetensors").chmod(0o644)
+    record = {**metrics, "train_seconds": train_seconds}
+    (out / "metrics.json").write_text(json.dumps(record, indent=1))
+    print(json.dumps(record, indent=1))
+    return record
+
+
+def timed_training(
+    train: Callable[[], tuple[MambaForCausalLM, list[float]]],
+) -> tuple[MambaForCausalLM, list[float], float]:
+    """Run ``train`` on one thread (bit-reproducible) and return its model, losses and seconds."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    model, losses = train()
+    return model, losses, time.perf_counter() - start

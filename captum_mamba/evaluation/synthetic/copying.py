@@ -1,0 +1,155 @@
+"""The copying task: a causal LM reproduces data tokens after a delimiter; does relevance find each source?
+
+``python -m captum_mamba.evaluation.synthetic.copying`` trains the shipped model
+(``assets/copying``) and prints the top-1 report; :func:`copying_top1` scores any method of
+:data:`~captum_mamba.evaluation.METHODS` on it: for the ``k``-th output the relevant token is
+the ``k``-th data token, a known truth that moves with the explained position.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import MambaForCausalLM
+
+from captum_mamba.evaluation.methods import METHODS
+from captum_mamba.evaluation.synthetic.causal_lm import (
+    load_synthetic_lm,
+    save_synthetic_lm,
+    timed_training,
+    train_synthetic_lm,
+)
+from captum_mamba.evaluation.synthetic.needle import method_scores
+from captum_mamba.evaluation.synthetic.tasks import copying_batch
+
+COPYING_ASSETS = Path(__file__).resolve().parent / "assets" / "copying"
+TRAINER = "captum_mamba.evaluation.synthetic.copying"
+COPY_LENGTH = 4
+"""Data tokens per sequence the shipped model was trained to copy."""
+
+
+def train_copying(
+    steps: int = 600,
+    batch_size: int = 64,
+    min_length: int = 12,
+    max_length: int = 64,
+    copy_length: int = COPY_LENGTH,
+    lr: float = 5e-3,
+    seed: int = 0,
+    log_every: int = 100,
+) -> tuple[MambaForCausalLM, list[float]]:
+    r"""
+    Train on copying batches of random lengths in ``[min_length, max_length]``, loss on the
+    ``copy_length`` outputs from the delimiter on (see :func:`~.causal_lm.train_synthetic_lm`).
+
+    Returns:
+        *tuple* ``(model, losses)``.
+    """
+
+    def batch_loss(model: MambaForCausalLM, length: int, generator: torch.Generator) -> Tensor:
+        batch = copying_batch(batch_size, length, generator, copy_length)
+        logits = model(input_ids=batch.input_ids, logits_to_keep=copy_length).logits
+        return nn.functional.cross_entropy(logits.flatten(0, 1), batch.labels[:, -copy_length:].flatten())
+
+    return train_synthetic_lm(batch_loss, steps, min_length, max_length, lr=lr, seed=seed, log_every=log_every)
+
+
+@torch.no_grad()
+def copying_accuracy(model: nn.Module, length: int, n: int = 256, seed: int = 1234) -> dict[str, float]:
+    r"""
+    Accuracy on ``n`` fresh sequences of ``length`` tokens with :data:`COPY_LENGTH` data tokens.
+
+    Returns:
+        *dict* ``{"token": share of outputs right, "sequence": share of sequences copied whole}``.
+    """
+    batch = copying_batch(n, length, torch.Generator().manual_seed(seed), COPY_LENGTH)
+    predicted = model(input_ids=batch.input_ids, logits_to_keep=COPY_LENGTH).logits.argmax(-1)
+    right = predicted == batch.labels[:, -COPY_LENGTH:]
+    return {"token": float(right.double().mean()), "sequence": float(right.all(1).double().mean())}
+
+
+def load_copying_model(dtype: torch.dtype = torch.float32, folder: str | Path = COPYING_ASSETS) -> MambaForCausalLM:
+    r"""
+    The shipped copying model (``assets/copying/MODEL_CARD.md``), offline, in eval mode.
+
+    Args:
+        dtype (torch.dtype, optional): parameter type; ``torch.float64`` conserves exactly.
+                    Default: ``torch.float32``
+        folder (str or Path, optional): a folder written by this module's training. Default: the shipped one
+
+    Returns:
+        *MambaForCausalLM*.
+    """
+    return load_synthetic_lm(folder, "copying", TRAINER, dtype)
+
+
+def copying_top1(
+    model: nn.Module, methods: Sequence[str] | None = None, n: int = 50, length: int = 64, seed: int = 0
+) -> dict[str, dict[str, float | list[float]]]:
+    r"""
+    Per method, the share of outputs whose most relevant token (the explained position itself
+    excluded) is the data token they copy. The ``k``-th output is explained on the sequence cut
+    after its position (a causal LM's output there sees nothing later), as the logit of the true
+    token.
+
+    Args:
+        model (nn.Module): a copying model (see :func:`load_copying_model`).
+        methods (Sequence[str], optional): names in ``METHODS``; default: every registered one.
+        n (int): sequences. length (int): their length. seed (int): sample seed.
+
+    Returns:
+        *dict* ``{method: {"top1_source": ..., "top1_source_by_output": [one per output]}}``
+        and ``"_model"`` (token accuracy on these sequences).
+    """
+    batch = copying_batch(n, length, torch.Generator().manual_seed(seed), COPY_LENGTH)
+    start = length - COPY_LENGTH
+    report: dict[str, dict[str, float | list[float]]] = {}
+    for method in list(METHODS) if methods is None else methods:
+        by_output = []
+        for k in range(COPY_LENGTH):
+            prefix = batch.input_ids[:, : start + k + 1]
+            scores = method_scores(method, model, prefix, target=batch.labels[:, start + k])[:, :-1]
+            by_output.append(float((scores.argmax(1) == batch.source_position[:, start + k]).double().mean()))
+        report[method] = {"top1_source": sum(by_output) / COPY_LENGTH, "top1_source_by_output": by_output}
+    with torch.no_grad():
+        predicted = model(input_ids=batch.input_ids, logits_to_keep=COPY_LENGTH).logits.argmax(-1)
+    labels = batch.labels[:, -COPY_LENGTH:]
+    report["_model"] = {"accuracy_on_these": float((predicted == labels).double().mean()), "n": n, "length": length}
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    r"""
+    Train, measure and save the copying model, then print the top-1 report.
+
+    Returns:
+        *dict*: the metrics written to ``OUT/metrics.json``.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog=f"python -m {TRAINER}", description=__doc__)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=COPYING_ASSETS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-n", type=int, default=50, help="sequences of the top-1 report (0: none)")
+    args = parser.parse_args(argv)
+    model, losses, seconds = timed_training(lambda: train_copying(steps=args.steps, seed=args.seed))
+    metrics = {
+        "accuracy_by_length": {length: copying_accuracy(model, length) for length in (16, 32, 64, 128, 256, 512)},
+        "steps": args.steps,
+        "final_loss": losses[-1],
+        "seed": args.seed,
+        "copy_length": COPY_LENGTH,
+        "command": " ".join([f"python -m {TRAINER}", *argv]),
+    }
+    if args.report_n:
+        metrics["top1"] = copying_top1(model.double(), n=args.report_n)
+    return save_synthetic_lm(model.float(), args.out, metrics, seconds)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The shipped copying-task LM: it copies, MambaLRP finds each output's source token, relevance is conserved."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from captum_mamba import MambaLRP
+from captum_mamba.evaluation.synthetic.copying import (
+    COPY_LENGTH,
+    copying_accuracy,
+    copying_top1,
+    load_copying_model,
+    train_copying,
+)
+from captum_mamba.evaluation.synthetic.tasks import copying_batch
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_copying_model(torch.float64)
+
+
+def test_the_shipped_model_copies(model):
+    accuracy = copying_accuracy(model, 64, n=128)
+    assert accuracy["token"] >= 0.99 and accuracy["sequence"] >= 0.95
+
+
+def test_mamba_lrp_finds_every_source_token(model):
+    report = copying_top1(model, ["mamba_lrp", "input_x_gradient"], n=24, length=48)
+    assert report["_model"]["accuracy_on_these"] >= 0.95
+    assert min(report["mamba_lrp"]["top1_source_by_output"]) >= 0.9
+    assert report["mamba_lrp"]["top1_source"] > report["input_x_gradient"]["top1_source"] + 0.3
+
+
+@pytest.mark.parametrize("k", range(COPY_LENGTH))
+def test_explaining_a_cut_sequence_equals_explaining_that_position_of_the_whole(model, k):
+    """copying_top1 cuts the sequence after the explained output; causality makes that exact."""
+    batch = copying_batch(3, 40, torch.Generator().manual_seed(3), COPY_LENGTH)
+    position = 40 - COPY_LENGTH + k
+    token = batch.labels[:, position]
+    embed = model.get_input_embeddings()
+    whole = embed(batch.input_ids).detach()
+    explainer = MambaLRP(model, explained_position=position)
+    relevance, delta = explainer.attribute(whole, target=token, return_convergence_delta=True)
+    cut, cut_delta = MambaLRP(model).attribute(
+        whole[:, : position + 1].clone(), target=token, return_convergence_delta=True
+    )
+    torch.testing.assert_close(relevance[:, : position + 1], cut, atol=1e-10, rtol=0)
+    assert (relevance[:, position + 1 :] == 0).all()
+    with torch.no_grad():
+        logits = model(inputs_embeds=whole).logits[torch.arange(3), position, token]
+    assert (delta.abs() <= 1e-8 * logits.abs().clamp(min=1)).all()  # bias-free: exact conservation
+    torch.testing.assert_close(cut_delta, delta, atol=1e-8, rtol=0)
+
+
+def test_training_runs_and_a_missing_model_is_named(tmp_path):
+    trained, losses = train_copying(steps=3, batch_size=4, min_length=10, max_length=12, log_every=0)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses) and not trained.training
+    with pytest.raises(ValueError, match="no copying model.*train one"):
+        load_copying_model(folder=tmp_path)
