@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
 from captum_mamba import MambaLRP
+from captum_mamba.evaluation.synthetic.causal_lm import train_measure_save
 from captum_mamba.evaluation.synthetic.copying import (
     COPY_LENGTH,
     copying_accuracy,
@@ -61,3 +63,34 @@ def test_training_runs_and_a_missing_model_is_named(tmp_path):
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses) and not trained.training
     with pytest.raises(ValueError, match="no copying model.*train one"):
         load_copying_model(folder=tmp_path)
+
+
+def test_the_training_command_saves_a_loadable_model_and_its_metrics(tmp_path):
+    threads = torch.get_num_threads()
+    seen = {}
+
+    def train(steps, seed):
+        seen["threads"] = torch.get_num_threads()
+        return train_copying(steps=steps, seed=seed, batch_size=4, min_length=10, max_length=12, log_every=0)
+
+    def top1(model, n):
+        seen["top1_dtype"] = next(model.parameters()).dtype
+        return {"n": n}
+
+    record = train_measure_save(
+        ["--steps", "2", "--seed", "5", "--out", str(tmp_path), "--report-n", "3"],
+        "captum_mamba.evaluation.synthetic.copying",
+        None,
+        tmp_path / "unused",
+        default_report_n=50,
+        train=train,
+        measure=lambda model: {"accuracy": copying_accuracy(model, 12, n=4)},
+        top1=top1,
+    )
+    assert seen == {"threads": 1, "top1_dtype": torch.float64} and torch.get_num_threads() == threads
+    assert json.loads((tmp_path / "metrics.json").read_text()) == record
+    assert record["steps"] == 2 and record["seed"] == 5 and record["top1"] == {"n": 3}
+    assert record["command"].startswith("python -m captum_mamba.evaluation.synthetic.copying --steps 2")
+    reloaded = load_copying_model(folder=tmp_path)
+    assert next(reloaded.parameters()).dtype == torch.float32
+    assert copying_accuracy(reloaded, 12, n=4) == record["accuracy"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import time
@@ -89,24 +90,63 @@ def load_synthetic_lm(folder: str | Path, task: str, trainer: str, dtype: torch.
     return load_quietly(MambaForCausalLM, Path(folder), dtype)
 
 
-def save_synthetic_lm(
-    model: MambaForCausalLM, out: Path, metrics: dict[str, Any], train_seconds: float
+def train_measure_save(
+    argv: list[str],
+    trainer: str,
+    description: str | None,
+    default_out: Path,
+    default_report_n: int,
+    train: Callable[[int, int], tuple[MambaForCausalLM, list[float]]],
+    measure: Callable[[MambaForCausalLM], dict[str, Any]],
+    top1: Callable[[MambaForCausalLM, int], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Save ``model`` and ``metrics`` (with the training time) to ``out``; print and return the record."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    (out / "model.safetensors").chmod(0o644)
-    record = {**metrics, "train_seconds": train_seconds}
-    (out / "metrics.json").write_text(json.dumps(record, indent=1))
+    r"""
+    The command line of a synthetic LM's training module: train on one thread (bit-reproducible),
+    measure, report every method's top-1 in float64, save the float32 model and ``metrics.json``.
+
+    Args:
+        argv (list[str]): the arguments (``--steps``, ``--out``, ``--seed``, ``--report-n``).
+        trainer (str): the training module, run as ``python -m trainer``.
+        description (str or None): the module's help text.
+        default_out (Path): where the shipped model lives.
+        default_report_n (int): sequences of the top-1 report by default.
+        train (Callable): ``train(steps, seed) -> (model, losses)``.
+        measure (Callable): ``measure(model) -> metrics`` (accuracy and task settings).
+        top1 (Callable): ``top1(model, n) -> report``.
+
+    Returns:
+        *dict*: the metrics written to ``OUT/metrics.json`` (also printed).
+    """
+    parser = argparse.ArgumentParser(prog=f"python -m {trainer}", description=description)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--report-n", type=int, default=default_report_n, help="sequences of the top-1 report (0: none)"
+    )
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        started = time.perf_counter()
+        model, losses = train(args.steps, args.seed)
+        seconds = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
+    metrics = {
+        **measure(model),
+        "steps": args.steps,
+        "final_loss": losses[-1],
+        "seed": args.seed,
+        "command": " ".join([f"python -m {trainer}", *argv]),
+    }
+    if args.report_n:
+        metrics["top1"] = top1(model.double(), args.report_n)
+    model.float()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.out)
+    (args.out / "model.safetensors").chmod(0o644)
+    record = {**metrics, "train_seconds": seconds}
+    (args.out / "metrics.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
     return record
-
-
-def timed_training(
-    train: Callable[[], tuple[MambaForCausalLM, list[float]]],
-) -> tuple[MambaForCausalLM, list[float], float]:
-    """Run ``train`` on one thread (bit-reproducible) and return its model, losses and seconds."""
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    model, losses = train()
-    return model, losses, time.perf_counter() - start

@@ -8,7 +8,6 @@ the ``k``-th data token, a known truth that moves with the explained position.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +19,7 @@ from transformers import MambaForCausalLM
 from captum_mamba.evaluation.methods import METHODS
 from captum_mamba.evaluation.synthetic.causal_lm import (
     load_synthetic_lm,
-    save_synthetic_lm,
-    timed_training,
+    train_measure_save,
     train_synthetic_lm,
 )
 from captum_mamba.evaluation.synthetic.needle import method_scores
@@ -130,25 +128,19 @@ def main(argv: list[str] | None = None) -> dict:
     Returns:
         *dict*: the metrics written to ``OUT/metrics.json``.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=f"python -m {TRAINER}", description=__doc__)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--out", type=Path, default=COPYING_ASSETS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report-n", type=int, default=50, help="sequences of the top-1 report (0: none)")
-    args = parser.parse_args(argv)
-    model, losses, seconds = timed_training(lambda: train_copying(steps=args.steps, seed=args.seed))
-    metrics = {
-        "accuracy_by_length": {length: copying_accuracy(model, length) for length in (16, 32, 64, 128, 256, 512)},
-        "steps": args.steps,
-        "final_loss": losses[-1],
-        "seed": args.seed,
-        "copy_length": COPY_LENGTH,
-        "command": " ".join([f"python -m {TRAINER}", *argv]),
-    }
-    if args.report_n:
-        metrics["top1"] = copying_top1(model.double(), n=args.report_n)
-    return save_synthetic_lm(model.float(), args.out, metrics, seconds)
+    return train_measure_save(
+        list(sys.argv[1:] if argv is None else argv),
+        TRAINER,
+        __doc__,
+        COPYING_ASSETS,
+        default_report_n=50,
+        train=lambda steps, seed: train_copying(steps=steps, seed=seed),
+        measure=lambda model: {
+            "accuracy_by_length": {length: copying_accuracy(model, length) for length in (16, 32, 64, 128, 256, 512)},
+            "copy_length": COPY_LENGTH,
+        },
+        top1=lambda model, n: copying_top1(model, n=n),
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,8 +18,7 @@ from transformers import MambaForCausalLM
 from captum_mamba.evaluation.methods import METHODS
 from captum_mamba.evaluation.synthetic.causal_lm import (
     load_synthetic_lm,
-    save_synthetic_lm,
-    timed_training,
+    train_measure_save,
     train_synthetic_lm,
 )
 from captum_mamba.evaluation.synthetic.needle import method_scores
@@ -120,24 +118,18 @@ def main(argv: list[str] | None = None) -> dict:
     Returns:
         *dict*: the metrics written to ``OUT/metrics.json``.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=f"python -m {TRAINER}", description=__doc__)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--out", type=Path, default=PASSKEY_ASSETS)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--report-n", type=int, default=100, help="sequences of the top-1 report (0: none)")
-    args = parser.parse_args(argv)
-    model, losses, seconds = timed_training(lambda: train_passkey(steps=args.steps, seed=args.seed))
-    metrics = {
-        "accuracy_by_length": {length: passkey_accuracy(model, length) for length in (32, 64, 128, 256)},
-        "steps": args.steps,
-        "final_loss": losses[-1],
-        "seed": args.seed,
-        "command": " ".join([f"python -m {TRAINER}", *argv]),
-    }
-    if args.report_n:
-        metrics["top1"] = passkey_top1(model.double(), n=args.report_n)
-    return save_synthetic_lm(model.float(), args.out, metrics, seconds)
+    return train_measure_save(
+        list(sys.argv[1:] if argv is None else argv),
+        TRAINER,
+        __doc__,
+        PASSKEY_ASSETS,
+        default_report_n=100,
+        train=lambda steps, seed: train_passkey(steps=steps, seed=seed),
+        measure=lambda model: {
+            "accuracy_by_length": {length: passkey_accuracy(model, length) for length in (32, 64, 128, 256)}
+        },
+        top1=lambda model, n: passkey_top1(model, n=n),
+    )
 
 
 if __name__ == "__main__":
