@@ -1,4 +1,4 @@
-"""Tiny bias-free Mamba causal LMs for the synthetic retrieval tasks: build, train, save, load."""
+"""Tiny bias-free Mamba causal LMs for the synthetic tasks (passkey, copying): build, train, save, load."""
 
 from __future__ import annotations
 

@@ -23,12 +23,23 @@ from captum_mamba.evaluation.synthetic.causal_lm import (
     train_synthetic_lm,
 )
 from captum_mamba.evaluation.synthetic.needle import method_scores
-from captum_mamba.evaluation.synthetic.tasks import copying_batch
+from captum_mamba.evaluation.synthetic.tasks import CopyingBatch, copying_batch
 
 COPYING_ASSETS = Path(__file__).resolve().parent / "assets" / "copying"
 TRAINER = "captum_mamba.evaluation.synthetic.copying"
 COPY_LENGTH = 4
 """Data tokens per sequence the shipped model was trained to copy."""
+
+
+def _output_logits(model: nn.Module, input_ids: Tensor, copy_length: int = COPY_LENGTH) -> Tensor:
+    """The logits of the ``copy_length`` outputs, from the delimiter on: ``(batch, copy_length, vocab)``."""
+    return model(input_ids=input_ids, logits_to_keep=copy_length).logits
+
+
+@torch.no_grad()
+def _copied_right(model: nn.Module, batch: CopyingBatch) -> Tensor:
+    """Whether each output is the data token it copies: ``(batch, COPY_LENGTH)`` booleans."""
+    return _output_logits(model, batch.input_ids).argmax(-1) == batch.labels[:, -COPY_LENGTH:]
 
 
 def train_copying(
@@ -51,13 +62,12 @@ def train_copying(
 
     def batch_loss(model: MambaForCausalLM, length: int, generator: torch.Generator) -> Tensor:
         batch = copying_batch(batch_size, length, generator, copy_length)
-        logits = model(input_ids=batch.input_ids, logits_to_keep=copy_length).logits
+        logits = _output_logits(model, batch.input_ids, copy_length)
         return nn.functional.cross_entropy(logits.flatten(0, 1), batch.labels[:, -copy_length:].flatten())
 
     return train_synthetic_lm(batch_loss, steps, min_length, max_length, lr=lr, seed=seed, log_every=log_every)
 
 
-@torch.no_grad()
 def copying_accuracy(model: nn.Module, length: int, n: int = 256, seed: int = 1234) -> dict[str, float]:
     r"""
     Accuracy on ``n`` fresh sequences of ``length`` tokens with :data:`COPY_LENGTH` data tokens.
@@ -65,9 +75,7 @@ def copying_accuracy(model: nn.Module, length: int, n: int = 256, seed: int = 12
     Returns:
         *dict* ``{"token": share of outputs right, "sequence": share of sequences copied whole}``.
     """
-    batch = copying_batch(n, length, torch.Generator().manual_seed(seed), COPY_LENGTH)
-    predicted = model(input_ids=batch.input_ids, logits_to_keep=COPY_LENGTH).logits.argmax(-1)
-    right = predicted == batch.labels[:, -COPY_LENGTH:]
+    right = _copied_right(model, copying_batch(n, length, torch.Generator().manual_seed(seed), COPY_LENGTH))
     return {"token": float(right.double().mean()), "sequence": float(right.all(1).double().mean())}
 
 
@@ -114,10 +122,8 @@ def copying_top1(
             scores = method_scores(method, model, prefix, target=batch.labels[:, start + k])[:, :-1]
             by_output.append(float((scores.argmax(1) == batch.source_position[:, start + k]).double().mean()))
         report[method] = {"top1_source": sum(by_output) / COPY_LENGTH, "top1_source_by_output": by_output}
-    with torch.no_grad():
-        predicted = model(input_ids=batch.input_ids, logits_to_keep=COPY_LENGTH).logits.argmax(-1)
-    labels = batch.labels[:, -COPY_LENGTH:]
-    report["_model"] = {"accuracy_on_these": float((predicted == labels).double().mean()), "n": n, "length": length}
+    accuracy = float(_copied_right(model, batch).double().mean())
+    report["_model"] = {"accuracy_on_these": accuracy, "n": n, "length": length}
     return report
 
 
