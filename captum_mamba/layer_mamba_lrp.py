@@ -10,10 +10,10 @@ from captum.attr import LayerGradientXActivation
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_mamba._base import _DEFAULT, MambaLRPBase
-from captum_mamba._engine import Position, summed_per_example
-from captum_mamba.context import Fallback
+from captum_mamba.attribution_base import _DEFAULT, MambaLRPBase
+from captum_mamba.model_calls import Position, convergence_delta
 from captum_mamba.registry import RuleRegistry, RuleSpec
+from captum_mamba.rule_context import Fallback
 
 
 def _as_leaf(value: Any) -> Any:
@@ -69,7 +69,7 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
         rules (Mapping, optional): ``{module_type: rule}`` overriding the registry.
         registry (RuleRegistry, optional): the rule registry. Default: the package's.
         explained_position (int, list, Tensor, str or None, optional): position explained in
-                    sequence outputs, as in :class:`MambaLRP`. Default: -1
+                    sequence outputs, as in :class:`MambaLRP`. Default: "auto"
         plain_gradient_fallback (bool or Iterable[type], optional): as in :class:`MambaLRP`.
                     Default: False
         memory_lean (bool, optional): per-block recomputation, as in :class:`MambaLRP`. Default: False
@@ -84,7 +84,7 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
         model: nn.Module | None = None,
         rules: Mapping[type[nn.Module], RuleSpec] | None = None,
         registry: RuleRegistry | None = None,
-        explained_position: Position = -1,
+        explained_position: Position = "auto",
         plain_gradient_fallback: Fallback = False,
         memory_lean: bool = False,
         backend: str = "auto",
@@ -110,8 +110,8 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
             inputs (Tensor or tuple[Tensor, ...]): model inputs (token ids or embeddings).
             target (int, tuple, Tensor, list or TokenTargets, optional): the explained output,
                         as in :class:`MambaLRP`.
-            additional_forward_args (Any, optional): further forward arguments (the
-                        ``attention_mask`` for Hugging Face models).
+            additional_forward_args (Any, optional): further forward arguments (for Hugging
+                        Face models the ``attention_mask``, or a dict of keyword arguments).
             attribute_to_layer_input (bool, optional): relevance of the layer's input instead of
                         its output. Default: False
             return_convergence_delta (bool, optional): also return sum of relevances minus the
@@ -142,7 +142,7 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
         formatted = attributions if tap.is_tuple else attributions[0]
         if not return_convergence_delta:
             return formatted
-        return formatted, summed_per_example(attributions) - explained
+        return formatted, convergence_delta(attributions, explained)
 
     def has_convergence_delta(self) -> bool:
         return True

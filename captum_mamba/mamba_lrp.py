@@ -11,10 +11,10 @@ from captum.attr import InputXGradient
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_mamba._base import _DEFAULT, MambaLRPBase
-from captum_mamba._engine import Position, check_float_inputs, summed_per_example
-from captum_mamba.context import Fallback
+from captum_mamba.attribution_base import _DEFAULT, MambaLRPBase
+from captum_mamba.model_calls import Position, check_float_inputs, convergence_delta
 from captum_mamba.registry import RuleRegistry, RuleSpec
+from captum_mamba.rule_context import Fallback
 
 
 class MambaLRP(MambaLRPBase, InputXGradient):
@@ -42,9 +42,11 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         explained_position (int, list, Tensor, str or None, optional): for sequence outputs
                     ``(batch, length, vocab)``, the position explained: one for all examples, one
                     per example, ``"last_real"`` (each row's last real token, from the attention
-                    mask given as ``additional_forward_args``), or ``None`` to keep the sequence
-                    dimension (then ``target`` is a tuple ``(position, class)`` or a
-                    :class:`~captum_mamba.TokenTargets`). Default: -1 (the last position)
+                    mask given as ``additional_forward_args``), ``"auto"`` (``"last_real"`` when a
+                    Hugging Face model is given its attention mask, else the last position), or
+                    ``None`` to keep the sequence dimension (then ``target`` is a tuple
+                    ``(position, class)`` or a :class:`~captum_mamba.TokenTargets`).
+                    Default: "auto"
         plain_gradient_fallback (bool or Iterable[type], optional): module types without a rule
                     that may run with the plain gradient (with a warning) instead of raising
                     :class:`~captum_mamba.UnsupportedModuleError`; ``True`` for all. Default: False
@@ -63,7 +65,7 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         model: nn.Module | None = None,
         rules: Mapping[type[nn.Module], RuleSpec] | None = None,
         registry: RuleRegistry | None = None,
-        explained_position: Position = -1,
+        explained_position: Position = "auto",
         plain_gradient_fallback: Fallback = False,
         memory_lean: bool = False,
         backend: str = "auto",
@@ -92,7 +94,8 @@ class MambaLRP(MambaLRPBase, InputXGradient):
                         ``(position, token)`` logits. Logits are explained (no softmax is
                         applied). Default: None (scalar outputs)
             additional_forward_args (Any, optional): further arguments of the forward function
-                        (the ``attention_mask`` for Hugging Face models). Default: None
+                        (for Hugging Face models the ``attention_mask``, or a dict of keyword
+                        arguments such as ``{"attention_mask": mask}``). Default: None
             return_convergence_delta (bool, optional): also return, per example, the sum of all
                         relevances minus the explained output. Default: False
             explained_position (int, list or Tensor, optional): overrides the explainer's
@@ -123,7 +126,7 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         formatted = _format_output(is_tuple, attributions)
         if not return_convergence_delta:
             return formatted  # type: ignore[return-value]
-        return formatted, summed_per_example(attributions) - explained  # type: ignore[return-value]
+        return formatted, convergence_delta(attributions, explained)  # type: ignore[return-value]
 
     def has_convergence_delta(self) -> bool:
         return True

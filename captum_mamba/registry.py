@@ -1,9 +1,10 @@
-"""Rules by module type: the defaults of the package and the user's additions.
+"""Rules by module type: torch's layers, the declared model families, and the user's additions.
 
 A registry maps an ``nn.Module`` subclass to a Captum ``PropagationRule`` (an instance, or a
-class instantiated per use). Model families add their entries from ``captum_mamba.models``;
-users add theirs with :func:`register_rule`. Lookup follows the class hierarchy, so a subclass
-of a supported module inherits its rule unless it has its own entry.
+class instantiated per use). The default registry reads the declared model families
+(:mod:`captum_mamba.families`) at lookup time; users add single entries with
+:func:`register_rule`. Lookup follows the class hierarchy, so a subclass of a supported module
+inherits its rule unless it has its own entry.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from captum.attr._utils.lrp_rules import PropagationRule
 from torch import nn
 
+from captum_mamba.families import FAMILIES, FamilyRegistry
+from captum_mamba.heads import TokenPooling
 from captum_mamba.rules.linear import GradientRule
 from captum_mamba.rules.norm import LayerNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
@@ -41,10 +44,16 @@ class RuleRegistry:
         rules (Mapping, optional): initial ``{module_type: rule}`` entries. ``None`` as a rule
                     means LRP-0 (:class:`~captum_mamba.rules.GradientRule`): the module's own
                     forward is used, as for containers whose forward only composes children.
+        families (FamilyRegistry, optional): declared model families whose rules the registry
+                    serves (read at every lookup, so families declared later count); entries
+                    of ``rules`` and :meth:`register` take precedence for the same type.
     """
 
-    def __init__(self, rules: Mapping[type[nn.Module], RuleSpec] | None = None) -> None:
+    def __init__(
+        self, rules: Mapping[type[nn.Module], RuleSpec] | None = None, families: FamilyRegistry | None = None
+    ) -> None:
         self._rules: dict[type[nn.Module], RuleSpec] = {}
+        self.families = families
         for module_type, rule in (rules or {}).items():
             self.register(module_type, rule)
 
@@ -78,21 +87,25 @@ class RuleRegistry:
 
     def lookup(self, module_type: type[nn.Module]) -> PropagationRule | None:
         """The rule for ``module_type`` (nearest registered base class), or ``None`` if unknown."""
+        entries = self.entries()
         for klass in module_type.__mro__:
-            if klass in self._rules:
-                return _instantiate(self._rules[klass])
+            if klass in entries:
+                return _instantiate(entries[klass])
         return None
 
     def __contains__(self, module_type: type[nn.Module]) -> bool:
-        return any(klass in self._rules for klass in module_type.__mro__)
+        entries = self.entries()
+        return any(klass in entries for klass in module_type.__mro__)
 
     def copy(self) -> RuleRegistry:
-        """An independent copy (rules are shared, entries are not)."""
-        return RuleRegistry(dict(self._rules))
+        """An independent copy (rules are shared, entries are not; the families are the same)."""
+        return RuleRegistry(dict(self._rules), self.families)
 
     def entries(self) -> dict[type[nn.Module], RuleSpec]:
-        """The registered ``{module_type: rule}`` entries."""
-        return dict(self._rules)
+        """Every ``{module_type: rule}`` entry: the declared families', then the registered ones."""
+        entries = {} if self.families is None else self.families.rules()
+        entries.update(self._rules)
+        return entries
 
 
 DEFAULT_REGISTRY = RuleRegistry(
@@ -107,7 +120,9 @@ DEFAULT_REGISTRY = RuleRegistry(
         nn.Sequential: GradientRule,
         nn.SiLU: SiLUIdentityRule,
         nn.LayerNorm: LayerNormRule,
-    }
+        TokenPooling: GradientRule,
+    },
+    families=FAMILIES,
 )
 
 

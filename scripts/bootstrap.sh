@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install captum_mamba with its test extra. Idempotent; needs only PyPI.
+# Create .venv and install captum_mamba with its test extra (the newest transformers in the tested
+# range), and .venv-low with the oldest (scripts/low_env.sh). Idempotent; needs only PyPI.
 # torch is pinned first: an open torch range would pull a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +8,7 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
+echo "bootstrap: installing torch 2.13.0 (CPU) and captum_mamba with its test extra into .venv"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # the kernel the tutorial notebooks run on (tests/test_tutorials.py): this environment's Python
@@ -14,3 +16,5 @@ fi
 # browser tests: Debian's chromium + chromium-driver, and captum 0.8 (Insights) beside .venv
 bash scripts/browser_deps.sh
 bash scripts/insights_env.sh
+# the model-facing tests also run on the oldest transformers release in the tested range
+bash scripts/low_env.sh

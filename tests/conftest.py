@@ -7,23 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import (
-    FalconMambaConfig,
-    FalconMambaForCausalLM,
-    Mamba2Config,
-    Mamba2ForCausalLM,
-    MambaConfig,
-    MambaForCausalLM,
-)
 from transformers.models.falcon_mamba import modeling_falcon_mamba
 from transformers.models.mamba import modeling_mamba
 from transformers.models.mamba2 import modeling_mamba2
 
-from captum_mamba.models import (
-    FalconMambaForSequenceClassification,
-    Mamba2ForSequenceClassification,
-    MambaForSequenceClassification,
-)
+from captum_mamba.families import FAMILIES as DECLARED
 
 VOCAB = 40
 
@@ -32,32 +20,43 @@ VOCAB = 40
 torch.set_num_threads(1)
 
 
-FAMILIES = {
-    "mamba": (MambaConfig, MambaForCausalLM, MambaForSequenceClassification),
-    "mamba2": (Mamba2Config, Mamba2ForCausalLM, Mamba2ForSequenceClassification),
-    "falcon_mamba": (FalconMambaConfig, FalconMambaForCausalLM, FalconMambaForSequenceClassification),
+#: Test modules that face the models (families, rules, references, Captum API): CI runs them on
+#: the oldest transformers release of the tested range too (``pytest -m model_facing``).
+MODEL_FACING = {
+    "test_batches",
+    "test_canonize",
+    "test_captum_api",
+    "test_captum_wrappers",
+    "test_compat",
+    "test_conservation",
+    "test_errors",
+    "test_families",
+    "test_family_suite",
+    "test_forward_equivalence",
+    "test_llm_attribution",
+    "test_long_context_options",
+    "test_model_restored",
+    "test_new_user_defects",
+    "test_padding_and_targets",
+    "test_reference",
+    "test_rules",
+    "test_scan",
+    "test_toy_family",
 }
 
 
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in MODEL_FACING:
+            item.add_marker(pytest.mark.model_facing)
+
+
+#: The declared families with test configurations, by name (the shared suite runs on each).
+FAMILIES = {family.name: family for family in DECLARED.families() if family.config is not None}
+
+
 def tiny_config(family: str = "mamba", **overrides):
-    settings = dict(
-        vocab_size=VOCAB,
-        hidden_size=16,
-        state_size=4,
-        num_hidden_layers=2,
-        expand=2,
-        conv_kernel=4,
-        time_step_rank=4,
-        use_conv_bias=False,
-        use_bias=False,
-        residual_in_fp32=False,
-        use_cache=False,
-    )
-    if family == "mamba2":
-        del settings["time_step_rank"]
-        settings.update(state_size=8, num_heads=4, head_dim=8, n_groups=1, chunk_size=8)
-    settings.update(overrides)
-    return FAMILIES[family][0](**settings)
+    return FAMILIES[family].config(vocab_size=VOCAB, **overrides)
 
 
 @torch.no_grad()
@@ -88,7 +87,7 @@ def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 def tiny_lm(seed: int = 0, dtype: torch.dtype = torch.float64, family: str = "mamba", **overrides) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = FAMILIES[family][1](tiny_config(family, **overrides))
+    model = FAMILIES[family].build_lm(vocab_size=VOCAB, **overrides)
     return randomise(model, seed).to(dtype).eval()
 
 
@@ -101,11 +100,7 @@ def tiny_classifier(
     **overrides,
 ) -> torch.nn.Module:
     torch.manual_seed(seed)
-    config = tiny_config(family, **overrides)
-    config.pooling = pooling
-    config.classifier_bias = classifier_bias
-    config.num_labels = 3
-    model = FAMILIES[family][2](config)
+    model = FAMILIES[family].build_classifier(pooling, classifier_bias, num_labels=3, vocab_size=VOCAB, **overrides)
     return randomise(model, seed).to(dtype).eval()
 
 
@@ -115,6 +110,14 @@ def embeddings_of(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 def token_ids(batch: int = 2, length: int = 11, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def cached_states(output, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's conv and recurrent states, read the way the installed transformers release stores them."""
+    cache = getattr(output, "cache", None) or output.cache_params  # renamed in transformers 5.24
+    if hasattr(cache, "get_conv_state"):
+        return cache.get_conv_state(layer), cache.get_recurrent_state(layer)
+    return cache.layers[layer].conv_states[0], cache.layers[layer].recurrent_states[0]  # before 5.2x
 
 
 @pytest.fixture
@@ -184,7 +187,8 @@ def _rms_norm_without_narrowing(self, hidden_states):
 def _gated_rms_norm_without_narrowing(self, hidden_states, gate=None):
     if gate is not None:
         hidden_states = hidden_states * F.silu(gate)
-    grouped = hidden_states.reshape(*hidden_states.shape[:-1], -1, self.group_size)
+    group_size = getattr(self, "group_size", hidden_states.shape[-1])  # ungrouped before transformers 5.2x
+    grouped = hidden_states.reshape(*hidden_states.shape[:-1], -1, group_size)
     grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
     return self.weight * grouped.reshape(hidden_states.shape)
 

@@ -115,7 +115,8 @@ def _mamba2_mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None, m
     gate = z * torch.sigmoid(z).detach()
     product = y * gate
     gated = 0.5 * product + 0.5 * product.detach()
-    grouped = gated.reshape(batch, length, groups, inner // groups)
+    norm_groups = inner // getattr(mixer.norm, "group_size", inner)  # transformers < 5.2x: one group
+    grouped = gated.reshape(batch, length, norm_groups, inner // norm_groups)
     scale = 1.0 / torch.sqrt((grouped * grouped).mean(-1, keepdim=True) + mixer.norm.variance_epsilon)
     normed = (grouped * scale.detach()).reshape(batch, length, inner) * mixer.norm.weight
     return _linear(mixer.out_proj, normed)

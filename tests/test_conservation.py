@@ -8,7 +8,7 @@ from captum.attr import InputXGradient
 from transformers.models.mamba.modeling_mamba import MambaMixer, MambaRMSNorm
 
 from captum_mamba import LayerMambaLRP, MambaLRP
-from captum_mamba.models import MambaMixerRule
+from captum_mamba.rules import MixerRule
 
 from conftest import embeddings_of, tiny_classifier, tiny_lm
 from reference import reference_explanation
@@ -81,9 +81,9 @@ def test_plain_gradient_x_input_misses_the_logit(ids):
 
 
 ABLATIONS = {
-    "silu": {MambaMixer: MambaMixerRule(silu=None)},
-    "ssm": {MambaMixer: MambaMixerRule(ssm=None)},
-    "gate": {MambaMixer: MambaMixerRule(gate=None)},
+    "silu": {MambaMixer: MixerRule(silu=None)},
+    "ssm": {MambaMixer: MixerRule(ssm=None)},
+    "gate": {MambaMixer: MixerRule(gate=None)},
     "norm": {MambaRMSNorm: None},
 }
 

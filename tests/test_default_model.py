@@ -17,7 +17,7 @@ from captum_mamba.default import (
     load_default_classifier,
 )
 from captum_mamba.errors import MissingDependencyError
-from captum_mamba.models import MambaForSequenceClassification
+from captum_mamba.heads import MambaForSequenceClassification
 
 ASSET_FILES = ("config.json", "model.safetensors", "tokenizer.json", "MODEL_CARD.md", "metrics.json")
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from captum_mamba.evaluation import ExplainedLogits, token_attributions
 from captum_mamba.evaluation.hidden_attention import AttentionRollout, GradientAttentionRollout, hidden_attention
 from captum_mamba.kernels.selective_scan import differentiable_selective_scan
-from captum_mamba.models.hf_common import causal_conv
+from captum_mamba.rules.mixer import causal_conv
 
 from conftest import embeddings_of, tiny_classifier, tiny_lm
 
@@ -22,9 +22,9 @@ def test_hidden_attention_reproduces_the_ssm_output(family, ids):
     alpha, u, gate = hidden_attention(mixer, hidden)
     assert torch.equal(alpha.triu(1), torch.zeros_like(alpha))  # causal
     # the reference: the recurrence itself, on the same u, delta, B, C
-    from captum_mamba.registry import DEFAULT_REGISTRY
+    from captum_mamba.families import FAMILIES
 
-    dt, B, C = DEFAULT_REGISTRY.lookup(type(mixer)).selection(mixer, u)
+    dt, B, C = FAMILIES.mixer_layout(type(mixer)).selection(mixer, u)
     delta = F.softplus(dt @ mixer.dt_proj.weight.T + mixer.dt_proj.bias)
     y = differentiable_selective_scan(u, delta, -torch.exp(mixer.A_log), B, C)
     torch.testing.assert_close(torch.einsum("bdtj,bjd->btd", alpha, u), y, atol=1e-10, rtol=1e-8)

@@ -9,8 +9,7 @@ from transformers.models.falcon_mamba.modeling_falcon_mamba import FalconMambaMi
 from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer, Mamba2RMSNorm, MambaRMSNormGated
 
 from captum_mamba import LayerMambaLRP, MambaLRP, mamba_lrp_rules
-from captum_mamba.models import FalconMambaMixerRule, Mamba2MixerRule
-from captum_mamba.rules import GatedRMSNormRule
+from captum_mamba.rules import GatedRMSNormRule, MixerRule
 
 from conftest import embeddings_of, tiny_classifier, tiny_lm
 from reference import reference_explanation
@@ -114,17 +113,17 @@ def test_classifier_bias_shows_in_delta(name, ids):
 
 ABLATIONS = {
     "mamba2": {
-        "silu": {Mamba2Mixer: Mamba2MixerRule(silu=None)},
-        "ssm": {Mamba2Mixer: Mamba2MixerRule(ssm=None)},
+        "silu": {Mamba2Mixer: MixerRule(silu=None)},
+        "ssm": {Mamba2Mixer: MixerRule(ssm=None)},
         "gate": {MambaRMSNormGated: GatedRMSNormRule(gate=None)},
         "gate-silu": {MambaRMSNormGated: GatedRMSNormRule(silu=None)},
         "gated-norm": {MambaRMSNormGated: GatedRMSNormRule(norm=None)},
         "block-norm": {Mamba2RMSNorm: None},
     },
     "falcon_mamba": {
-        "silu": {FalconMambaMixer: FalconMambaMixerRule(silu=None)},
-        "ssm": {FalconMambaMixer: FalconMambaMixerRule(ssm=None)},
-        "gate": {FalconMambaMixer: FalconMambaMixerRule(gate=None)},
+        "silu": {FalconMambaMixer: MixerRule(silu=None)},
+        "ssm": {FalconMambaMixer: MixerRule(ssm=None)},
+        "gate": {FalconMambaMixer: MixerRule(gate=None)},
         "norm": {FalconMambaRMSNorm: None},
     },
 }

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captum_mamba import mamba_lrp_rules
+from captum_mamba import ExplainedLogits, mamba_lrp_rules
 
-from conftest import embeddings_of, tiny_classifier, tiny_lm
+from conftest import cached_states, embeddings_of, tiny_classifier, tiny_lm
 
 
 @pytest.mark.parametrize("conv_bias", [False, True])
@@ -34,12 +34,16 @@ def test_float64_classifier_logits_equal(ids, float64_faithful_hf):
 
 def test_float64_lm_logits_equal_to_float32_precision_of_unpatched_hf(ids):
     model = tiny_lm(seed=23, residual_in_fp32=True)
+    embeds = model.get_input_embeddings()(ids)
     with torch.no_grad():
         original = model(input_ids=ids).logits
         with mamba_lrp_rules(model):
-            ruled = model(input_ids=ids).logits
-    assert ruled.dtype == torch.float64  # the rules never narrow a float64 model
-    torch.testing.assert_close(ruled.float(), original, atol=1e-5, rtol=1e-5)
+            ruled = model(input_ids=ids).logits  # the model's own forward, with its .float() on the logits
+            explained = ExplainedLogits(model)(embeds)
+    assert ruled.dtype == original.dtype
+    torch.testing.assert_close(ruled, original, atol=1e-5, rtol=1e-5)
+    assert explained.dtype == torch.float64  # the explained logits are read before HF narrows them
+    torch.testing.assert_close(explained.float(), original[:, -1], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("conv_bias", [False, True])
@@ -60,12 +64,5 @@ def test_cache_prefill_matches_and_fills_cache(ids):
             ruled = model(input_ids=ids, use_cache=True)
     torch.testing.assert_close(ruled.logits, original.logits, atol=1e-5, rtol=0)
     for layer in range(model.config.num_hidden_layers):
-        torch.testing.assert_close(
-            ruled.cache_params.get_recurrent_state(layer),
-            original.cache_params.get_recurrent_state(layer),
-            atol=1e-5,
-            rtol=0,
-        )
-        torch.testing.assert_close(
-            ruled.cache_params.get_conv_state(layer), original.cache_params.get_conv_state(layer), atol=1e-5, rtol=0
-        )
+        for ours, theirs in zip(cached_states(ruled, layer), cached_states(original, layer)):
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)

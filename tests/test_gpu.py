@@ -14,7 +14,7 @@ import torch
 from captum_mamba import LayerMambaLRP, MambaLRP
 from captum_mamba.kernels.cuda import conv_kernels_available, kernels_available, ssd_kernels_available
 
-from conftest import randomise, tiny_config
+from conftest import randomise
 
 pytestmark = [
     pytest.mark.gpu,
@@ -37,7 +37,7 @@ def _model(family: str, seed: int = 0, dtype: torch.dtype = torch.float32, **ove
 
     settings = {**FAMILY_SIZES[family], "vocab_size": 128, **overrides}
     torch.manual_seed(seed)
-    model = FAMILIES[family][1](tiny_config(family, **settings))
+    model = FAMILIES[family].build_lm(**settings)
     return randomise(model, seed).to(device="cuda", dtype=dtype).eval()
 
 
@@ -71,12 +71,25 @@ def test_kernel_path_equals_torch_path(family):
     assert error <= TOLERANCE[family]
 
 
+@pytest.mark.parametrize("family", list(FAMILY_SIZES))
+def test_float64_cuda_inputs_take_the_pytorch_path(family):
+    model = _model(family, seed=2, dtype=torch.float64)
+    ids = _ids(2, 96, seed=2)
+    relevance, delta = LayerMambaLRP(model, model.backbone.embeddings).attribute(
+        ids, target=[3, 7], return_convergence_delta=True
+    )  # backend "auto": the kernels have no float64, so the PyTorch path runs
+    print(f"\n{family}: float64 CUDA input, |delta| max {delta.abs().max().item():.2e}")
+    assert torch.isfinite(relevance).all() and delta.abs().max() < 1e-8
+    with pytest.raises(ValueError, match="float64"):
+        LayerMambaLRP(model, model.backbone.embeddings, backend="cuda").attribute(ids, target=[3, 7])
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_fused_mixer_equals_the_rule_by_rule_kernel_path(bias, monkeypatch):
     from transformers.models.mamba.modeling_mamba import MambaMixer
 
     from captum_mamba.kernels import fused_mixer
-    from captum_mamba.models.hf_mamba import MambaMixerRule
+    from captum_mamba.rules import MixerRule
 
     calls = []
     original = fused_mixer._FusedMambaLRPMixer.apply
@@ -90,7 +103,7 @@ def test_fused_mixer_equals_the_rule_by_rule_kernel_path(bias, monkeypatch):
         ids, target=[1, 5, 9], return_convergence_delta=True
     )
     assert len(calls) == model.config.num_hidden_layers  # the fused node ran in every block
-    unfused_rules = {MambaMixer: MambaMixerRule(fused=False)}
+    unfused_rules = {MambaMixer: MixerRule(fused=False)}
     unfused, unfused_delta = LayerMambaLRP(model, layer, rules=unfused_rules, backend="cuda").attribute(
         ids, target=[1, 5, 9], return_convergence_delta=True
     )

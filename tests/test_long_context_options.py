@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from captum_mamba import LayerMambaLRP, MambaLRP, MissingDependencyError
-from captum_mamba._engine import kept_positions
-from captum_mamba.models import hf_mamba
+from captum_mamba.model_calls import kept_positions
+from captum_mamba.rules import block as block_rules
 
 from conftest import embeddings_of, tiny_classifier, tiny_lm, token_ids
 
@@ -18,8 +18,8 @@ def test_memory_lean_mode_gives_the_same_relevances(family, monkeypatch):
     embeds = embeddings_of(model, token_ids(batch=2, length=10))
     plain, plain_delta = MambaLRP(model).attribute(embeds, target=4, return_convergence_delta=True)
     calls = []
-    real_checkpoint = hf_mamba.checkpoint
-    monkeypatch.setattr(hf_mamba, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
+    real_checkpoint = block_rules.checkpoint
+    monkeypatch.setattr(block_rules, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
     lean, lean_delta = MambaLRP(model, memory_lean=True).attribute(embeds, target=4, return_convergence_delta=True)
     assert len(calls) == model.config.num_hidden_layers  # every block was checkpointed
     torch.testing.assert_close(lean, plain, atol=1e-12, rtol=0)

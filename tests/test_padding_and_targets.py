@@ -95,7 +95,7 @@ def test_span_target_is_the_sum_of_single_token_explanations(family):
         from captum_mamba import mamba_lrp_rules
 
         with mamba_lrp_rules(model):
-            logits = model(inputs_embeds=embeds).logits
+            logits = model.lm_head(model.backbone(inputs_embeds=embeds).last_hidden_state)  # before HF narrows
     summed = sum(logits[:, p, t] for p, t in span)
     torch.testing.assert_close(together.sum((1, 2)), summed, atol=1e-10, rtol=0)
     assert delta.abs().max() < 1e-10

@@ -97,7 +97,7 @@ def test_result_json_round_trip(explained, tmp_path):
         explained_output=float(relevance.sum()) - delta,
         convergence_delta={"MambaLRP": delta},
         model_name="tiny",
-        rules="MambaMixer: MambaMixerRule()",
+        rules="MambaMixer: MixerRule()",
         metadata={"seed": 91},
     )
     result.add_method("IG", [0.5] * len(TOKENS))

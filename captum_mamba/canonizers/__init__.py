@@ -1,10 +1,11 @@
 """Canonizers: restructure Mamba models into leaf modules so Captum's own LRP engine explains them.
 
-Importing this package enters the leaf types with their rules in Captum's
-``SUPPORTED_LAYERS_WITH_RULES`` (only these types; Captum's torch-layer defaults stay as they are).
+:func:`canonize` enters the leaf types with their rules in Captum's ``SUPPORTED_LAYERS_WITH_RULES``
+for the duration of its ``with`` block (Captum's own entries stay as they are); importing this
+package changes nothing.
 """
 
-from captum_mamba.canonizers.context import Canonization, UnsupportedCanonizationError, canonize
+from captum_mamba.canonizers.canonize import Canonization, UnsupportedCanonizationError, canonize
 from captum_mamba.canonizers.leaf_modules import (
     LEAF_TYPES,
     CanonicalLeaf,
@@ -18,12 +19,10 @@ from captum_mamba.canonizers.leaf_modules import (
     SelectiveSSMCore,
     SiLULeaf,
     TokenEmbedding,
-    TokenPooling,
-    register_with_captum,
+    captum_leaf_rules,
 )
-from captum_mamba.canonizers.rules import BlockRelevance, HeldConstantRule, TokenEmbeddingRule
-
-register_with_captum()
+from captum_mamba.canonizers.leaf_rules import BlockRelevance, HeldConstantRule, TokenEmbeddingRule
+from captum_mamba.canonizers.structure import LeafOps
 
 __all__ = [
     "LEAF_TYPES",
@@ -42,8 +41,8 @@ __all__ = [
     "SiLULeaf",
     "TokenEmbedding",
     "TokenEmbeddingRule",
-    "TokenPooling",
+    "LeafOps",
     "UnsupportedCanonizationError",
     "canonize",
-    "register_with_captum",
+    "captum_leaf_rules",
 ]

@@ -29,6 +29,10 @@ class ModelEdits:
         parent.add_module(name, new)
         self._undo.append(lambda: parent._modules.pop(name))
 
+    def add_hook(self, handle: Any) -> None:
+        """Record a hook's removable handle (``module.register_forward_hook(...)``); removed on undo."""
+        self._undo.append(handle.remove)
+
     def patch_forward(self, module: nn.Module, forward: Callable[..., Any]) -> None:
         """Make ``forward`` the instance's forward (the class's stays untouched)."""
         self.set_attribute(module, "forward", forward)

@@ -10,7 +10,7 @@ relevance (``delta``, ``A``, ``B``, ``C``, the attention mask) are passed as key
 which Captum's forward hooks do not see, and are detached.
 
 A leaf's rule lives in Captum's ``SUPPORTED_LAYERS_WITH_RULES`` (see
-:mod:`captum_mamba.canonizers.rules`); a rule set on a leaf (``leaf.rule = ...``) takes
+:mod:`captum_mamba.canonizers.leaf_rules`); a rule set on a leaf (``leaf.rule = ...``) takes
 precedence and survives Captum's deletion of every ``module.rule`` after ``attribute()``
 (captum issue #1059). The rule decides the leaf's forward: a MambaLRP rule
 (:class:`~captum_mamba.rules.SiLUIdentityRule`, ...) gives the modified forward, any other rule
@@ -20,6 +20,8 @@ the plain one (the ablation of that MambaLRP rule).
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -28,8 +30,7 @@ from captum.attr._core import lrp as captum_lrp
 from captum.attr._utils.lrp_rules import PropagationRule
 from torch import Tensor, nn
 
-from captum_mamba.canonizers.rules import HeldConstantRule, TokenEmbeddingRule
-from captum_mamba.models.classification import pool_hidden_states
+from captum_mamba.canonizers.leaf_rules import HeldConstantRule, TokenEmbeddingRule
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.linear import GradientRule
 from captum_mamba.rules.norm import RMSNormRule, _epsilon_of, plain_rms_norm
@@ -211,43 +212,24 @@ class SelectiveSSMCore(CanonicalLeaf):
         D: Tensor | None = None,
         head_dim: int | None = None,
         chunk_size: int = 256,
-        keep_state: bool = False,
     ) -> Tensor:
         rule = self.active_rule()
-        scan = rule if isinstance(rule, SelectiveSSMRule) else self._fallback_rule
+        if not isinstance(rule, SelectiveSSMRule):
+            raise TypeError(
+                f"the SSM core runs under SelectiveSSMRule only, not {type(rule).__name__}: canonize holds the "
+                "selection (delta, B, C) constant by construction; ablate the SSM rule with "
+                "MambaLRP(model, rules={MixerType: MixerRule(ssm=None)}) instead"
+            )
         held = [t.detach() for t in (delta, A, B, C)]
         skip = None if D is None else D.detach()
         if head_dim is None:
-            y, last = scan.apply(u, *held, skip, return_last_state=True)
+            y, last = rule.apply(u, *held, skip, return_last_state=True)
         else:
             batch, length, width = u.shape
-            heads_u = u.reshape(batch, length, -1, head_dim)
-            y, last = scan.apply_heads(heads_u, *held, None, chunk_size=chunk_size)
-            if skip is not None:
-                y = y + heads_u * skip.reshape(heads_u.shape[2], -1)
+            y, last = rule.apply_heads(u.reshape(batch, length, -1, head_dim), *held, skip, chunk_size=chunk_size)
             y = y.reshape(batch, length, width)
-        self.last_state = last.detach() if keep_state else None
+        self.last_state = last.detach()  # read by the mixer function (it fills a prefill cache)
         return y
-
-
-class TokenPooling(CanonicalLeaf):
-    r"""
-    Pooling of hidden states over real tokens (mean or last; linear, LRP-0), the attention mask
-    passed as a keyword argument.
-
-    Args:
-        pooling (str): ``"mean"`` or ``"last"``.
-    """
-
-    def __init__(self, pooling: str) -> None:
-        super().__init__()
-        self.pooling = pooling
-
-    def forward(self, hidden: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
-        return pool_hidden_states(hidden, attention_mask, self.pooling)
-
-    def extra_repr(self) -> str:
-        return f"pooling={self.pooling!r}"
 
 
 class _Standin(CanonicalLeaf):
@@ -291,7 +273,7 @@ class HeldConstant(_Standin):
     r"""
     A module on the held-constant path of a rule (``x_proj``, ``dt_proj``, FalconMamba's norms
     of ``dt``, ``B``, ``C``): runs the original module on detached inputs, returns a detached
-    output; its rule (:class:`~captum_mamba.canonizers.rules.HeldConstantRule`) registers no
+    output; its rule (:class:`~captum_mamba.canonizers.leaf_rules.HeldConstantRule`) registers no
     hooks, so no relevance flows through it.
 
     Args:
@@ -328,18 +310,26 @@ LEAF_TYPES: tuple[type[CanonicalLeaf], ...] = (
     GateProduct,
     RMSNormLeaf,
     SelectiveSSMCore,
-    TokenPooling,
     LinearLeaf,
     HeldConstant,
     TokenEmbedding,
 )
 
 
-def register_with_captum() -> None:
+@contextmanager
+def captum_leaf_rules(extra: dict[type[nn.Module], type[PropagationRule]] | None = None) -> Iterator[None]:
     r"""
-    Enter each leaf type with its default rule in Captum's ``SUPPORTED_LAYERS_WITH_RULES`` (the
-    registry ``LRP`` and ``LayerLRP`` consult for leaves without ``module.rule``). Only these
-    types are added; Captum's entries for torch layers are left as they are.
+    Enter each leaf type with its default rule (and the ``extra`` entries) in Captum's
+    ``SUPPORTED_LAYERS_WITH_RULES`` (the table ``LRP`` and ``LayerLRP`` consult for leaves without
+    ``module.rule``) for the duration of a ``with`` block; Captum's table is restored after.
+    Captum's entries for torch's layers are left as they are.
     """
-    for leaf_type in LEAF_TYPES:
-        captum_lrp.SUPPORTED_LAYERS_WITH_RULES[leaf_type] = leaf_type.default_rule
+    table = captum_lrp.SUPPORTED_LAYERS_WITH_RULES
+    saved = dict(table)
+    try:
+        table.update({leaf_type: leaf_type.default_rule for leaf_type in LEAF_TYPES})
+        table.update(extra or {})
+        yield
+    finally:
+        table.clear()
+        table.update(saved)

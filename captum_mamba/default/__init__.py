@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from transformers.utils import logging as hf_logging
 
-from captum_mamba.models import MambaForSequenceClassification
+from captum_mamba.heads import MambaForSequenceClassification
 
 ASSETS_DIR: Path = Path(__file__).resolve().parent / "assets"
 """Folder of the shipped model: ``config.json``, ``model.safetensors``, ``tokenizer.json``, ``MODEL_CARD.md``, ``metrics.json``."""
@@ -60,7 +60,7 @@ def load_default_classifier(
 
     Returns:
         *tuple* ``(model, tokenizer)``: the
-        :class:`~captum_mamba.models.MambaForSequenceClassification` in eval mode, on CPU, with
+        :class:`~captum_mamba.heads.MambaForSequenceClassification` in eval mode, on CPU, with
         ``model.config.id2label == {0: "negative", 1: "positive"}``, and its
         ``tokenizers.Tokenizer`` (use :func:`encode` to make model inputs).
     """

@@ -36,7 +36,7 @@ from transformers import MambaConfig
 
 from captum_mamba.default import LABELS, PAD_ID, PAD_TOKEN, UNK_TOKEN, encode
 from captum_mamba.default.data import split_rotten_tomatoes
-from captum_mamba.models import MambaForSequenceClassification
+from captum_mamba.heads import MambaForSequenceClassification
 
 CITATION = (
     "Bo Pang and Lillian Lee. 2005. Seeing stars: Exploiting class relationships for sentiment "
@@ -174,7 +174,7 @@ tests and tutorials can explain a real trained model offline, on CPU. Load it wi
 
 ## Model
 
-- Architecture: `captum_mamba.models.MambaForSequenceClassification` = Hugging Face `MambaModel`
+- Architecture: `captum_mamba.heads.MambaForSequenceClassification` = Hugging Face `MambaModel`
   backbone ({hp["num_hidden_layers"]} layers, hidden size {hp["hidden_size"]}, state size {hp["state_size"]},
   expand 2, conv kernel 4) + mean pooling over the real tokens + linear classifier with bias.
 - Labels: 0 = negative, 1 = positive.

@@ -29,18 +29,17 @@ import torch.nn.functional as F
 from captum.attr import Attribution
 from torch import Tensor, nn
 
-from captum_mamba.models.hf_common import causal_conv
-from captum_mamba.registry import DEFAULT_REGISTRY
+from captum_mamba.families import FAMILIES
+from captum_mamba.mixers.layouts import Mamba1Layout
+from captum_mamba.rules.mixer import causal_conv
 from captum_mamba.targets import last_token_positions
 
 DEFAULT_MAX_LENGTH = 1024
 
 
 def _mixers(model: nn.Module) -> list[nn.Module]:
-    from captum_mamba.models.hf_mamba import MambaMixerRule
-
     mixers = [m for m in model.modules() if hasattr(m, "x_proj") and hasattr(m, "A_log") and hasattr(m, "conv1d")]
-    if not mixers or any(not isinstance(DEFAULT_REGISTRY.lookup(type(m)), MambaMixerRule) for m in mixers):
+    if not mixers or any(not isinstance(FAMILIES.mixer_layout(type(m)), Mamba1Layout) for m in mixers):
         raise TypeError(
             "hidden-attention rollout is implemented for Mamba-1 mixers (Hugging Face Mamba, FalconMamba); "
             f"{type(model).__name__} has none"
@@ -61,10 +60,10 @@ def hidden_attention(mixer: nn.Module, hidden_states: Tensor) -> tuple[Tensor, T
         by key ``j``, zero above the diagonal), the scan input ``u`` and ``silu(z)``, both
         ``(batch, length, channels)``. ``y = einsum("bdtj,bjd->btd", alpha, u) + D u``.
     """
-    rule = DEFAULT_REGISTRY.lookup(type(mixer))
+    layout = FAMILIES.mixer_layout(type(mixer))
     x, z = mixer.in_proj(hidden_states).chunk(2, dim=-1)
     u = F.silu(causal_conv(mixer, x, None))
-    dt, B, C = rule.selection(mixer, u)
+    dt, B, C = layout.selection(mixer, u)
     delta = F.softplus(dt @ mixer.dt_proj.weight.T + mixer.dt_proj.bias).double()
     A = -torch.exp(mixer.A_log.double())  # (channels, state)
     cumulative = torch.cumsum(delta[..., None] * A, dim=1)  # (batch, length, channels, state)

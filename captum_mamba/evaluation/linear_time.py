@@ -7,8 +7,8 @@ from contextlib import AbstractContextManager, nullcontext
 from torch import nn
 from transformers.models.mamba.modeling_mamba import MambaMixer, MambaRMSNorm
 
-from captum_mamba.context import mamba_lrp_rules
-from captum_mamba.models.hf_mamba import MambaMixerRule
+from captum_mamba.rule_context import mamba_lrp_rules
+from captum_mamba.rules.mixer import MixerRule
 
 
 def linear_time_forward(model: nn.Module) -> AbstractContextManager:
@@ -30,4 +30,4 @@ def linear_time_forward(model: nn.Module) -> AbstractContextManager:
     ]
     if not mixers or any(m is not MambaMixer for m in mixers):
         return nullcontext()
-    return mamba_lrp_rules(model, {MambaMixer: MambaMixerRule(silu=None, ssm=None, gate=None), MambaRMSNorm: None})
+    return mamba_lrp_rules(model, {MambaMixer: MixerRule(silu=None, ssm=None, gate=None), MambaRMSNorm: None})

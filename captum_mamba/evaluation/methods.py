@@ -14,7 +14,6 @@ them::
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -30,52 +29,15 @@ from captum.attr import (
 )
 from torch import Tensor, nn
 
-from captum_mamba._engine import accepts_logits_to_keep, kept_positions
+from captum_mamba.explained_logits import ExplainedLogits
 from captum_mamba.mamba_lrp import MambaLRP
 from captum_mamba.registry import DEFAULT_REGISTRY, RuleSpec
-from captum_mamba.rules.norm import GatedRMSNormRule, LayerNormRule, RMSNormRule
-from captum_mamba.targets import last_token_positions
+from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.norm import LayerNormRule, RMSNormRule
 
 Reduction = Literal["sum", "mean", "l2"]
 RULE_COMPONENTS: tuple[str, ...] = ("silu", "ssm", "gate", "norm")
 """The MambaLRP rule components that an ablation can switch off."""
-
-
-class ExplainedLogits(nn.Module):
-    r"""
-    ``f(embeds, attention_mask) -> logits (batch, classes)``: the forward function that every
-    method explains. Causal-LM logits are read at each row's last real token (from the mask).
-
-    Args:
-        model (nn.Module): a Hugging Face-style model taking ``inputs_embeds`` and
-                    ``attention_mask`` and returning an object with ``logits``.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, embeds: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        if accepts_logits_to_keep(self.model):
-            return self._last_token_logits(embeds, attention_mask)
-        logits = self.model(inputs_embeds=embeds, attention_mask=attention_mask).logits
-        if logits.dim() == 2:
-            return logits
-        if attention_mask is None:
-            return logits[:, -1]
-        positions = last_token_positions(attention_mask).to(logits.device)
-        return logits[torch.arange(logits.shape[0], device=logits.device), positions]
-
-    def _last_token_logits(self, embeds: Tensor, attention_mask: Tensor | None) -> Tensor:
-        """Causal-LM logits computed at the read-out positions only (``logits_to_keep``), never ``(length, vocab)``."""
-        batch, length = embeds.shape[:2]
-        if attention_mask is None:
-            positions = torch.full((batch,), length - 1, dtype=torch.long, device=embeds.device)
-        else:
-            positions = last_token_positions(attention_mask).to(embeds.device)
-        keep, index = kept_positions(positions, batch, length, embeds.device)
-        logits = self.model(inputs_embeds=embeds, attention_mask=attention_mask, logits_to_keep=keep).logits
-        return logits[torch.arange(batch, device=logits.device), index]
 
 
 @dataclass(frozen=True)
@@ -148,12 +110,9 @@ def ablated_rules(model: nn.Module, disabled: set[str] | frozenset[str]) -> dict
             if "norm" in disabled:
                 overrides[module_type] = None
             continue
-        switched = [c for c in disabled if getattr(rule, c, None) is not None]
-        if isinstance(rule, GatedRMSNormRule) or any(hasattr(rule, c) for c in ("silu", "ssm", "gate")):
-            if switched:
-                changed = copy.copy(rule)
-                for component in switched:
-                    setattr(changed, component, None)
+        if isinstance(rule, MambaLRPRule) and rule.components:
+            changed = rule.without(disabled)
+            if changed is not rule:
                 overrides[module_type] = changed
     return overrides
 

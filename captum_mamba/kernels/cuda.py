@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from captum_mamba.errors import MissingDependencyError
@@ -67,21 +68,32 @@ def _importable(loader: Callable[[], Any]) -> bool:
     return True
 
 
+#: The dtypes mamba-ssm's and causal-conv1d's kernels compute in (no float64).
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def use_kernel(tensor: Tensor, loader: Callable[[], Any], backend: str) -> bool:
     r"""
     Whether ``loader``'s kernel runs on ``tensor`` under ``backend`` (see
-    :class:`~captum_mamba.options.ExplanationOptions`).
+    :class:`~captum_mamba.options.ExplanationOptions`). ``"auto"`` takes the kernels for CUDA
+    tensors of a dtype they compute in (float32, float16, bfloat16) and the PyTorch path
+    otherwise (float64 inputs, CPU tensors, kernels not installed).
 
     Raises:
         MissingDependencyError: ``backend="cuda"`` without the kernel's package.
-        ValueError: ``backend="cuda"`` on a CPU tensor.
+        ValueError: ``backend="cuda"`` on a CPU tensor or a float64 one.
     """
     if backend == "cuda":
         loader()
         if not tensor.is_cuda:
             raise ValueError("the CUDA backend needs CUDA tensors; use backend='torch' on CPU")
+        if tensor.dtype not in KERNEL_DTYPES:
+            raise ValueError(
+                f"the CUDA kernels compute in float32, float16 or bfloat16, not {tensor.dtype}; "
+                "use backend='auto' or 'torch' for float64 explanations"
+            )
         return True
-    return backend == "auto" and tensor.is_cuda and _importable(loader)
+    return backend == "auto" and tensor.is_cuda and tensor.dtype in KERNEL_DTYPES and _importable(loader)
 
 
 def kernels_available() -> bool:

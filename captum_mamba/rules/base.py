@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import torch
 from captum.attr._utils.lrp_rules import PropagationRule
@@ -27,6 +29,28 @@ class MambaLRPRule(PropagationRule):
 
     #: Whether the rule context replaces the module's ``forward`` with :meth:`module_forward`.
     replaces_forward: bool = False
+    #: The component rules a composite rule is made of, ``{component name: attribute}``
+    #: (e.g. ``"ssm"`` for the selective scan); :meth:`without` switches them off.
+    components: ClassVar[dict[str, str]] = {}
+
+    def without(self, names: Iterable[str]) -> MambaLRPRule:
+        r"""
+        A copy of this rule with the named components switched off (their computation runs
+        plainly, with gradients through everything): the ablation of those rules.
+
+        Args:
+            names (Iterable[str]): component names; those the rule does not have are ignored.
+
+        Returns:
+            *MambaLRPRule*: the copy (``self`` when nothing changes).
+        """
+        switched = [self.components[name] for name in names if name in self.components]
+        if not switched:
+            return self
+        changed = copy.copy(self)
+        for attribute in switched:
+            setattr(changed, attribute, None)
+        return changed
 
     def module_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         r"""

@@ -69,6 +69,7 @@ class GatedRMSNormRule(MambaLRPRule):
     """
 
     replaces_forward = True
+    components = {"gate": "gate", "silu": "silu", "norm": "norm"}
 
     def __init__(
         self,

@@ -30,6 +30,10 @@ class SiLUIdentityRule(MambaLRPRule):
         """
         return _SiLUWithFrozenSigmoid.apply(x)
 
+    def module_forward(self, module: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
+        """An ``nn.SiLU`` (or Hugging Face ``SiLUActivation``) module under the rule."""
+        return self.apply(x)
+
 
 class _SiLUWithFrozenSigmoid(torch.autograd.Function):
     @staticmethod
@@ -41,6 +45,3 @@ class _SiLUWithFrozenSigmoid(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
         return grad * torch.sigmoid(x)
-
-    def module_forward(self, module: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
-        return self.apply(x)

@@ -61,7 +61,8 @@ class SelectiveSSMRule(MambaLRPRule):
             A (Tensor): ``(heads,)``; detached.
             B (Tensor): ``(batch, length, groups, state)``; detached.
             C (Tensor): ``(batch, length, groups, state)``; detached.
-            D (Tensor, optional): ``(heads,)`` skip weights.
+            D (Tensor, optional): skip weights ``(heads,)``, or ``(heads * head_dim,)`` per channel:
+                        ``y += D * x``.
             chunk_size (int, optional): chunk length of the CUDA SSD kernel. Default: 256
 
         Returns:
@@ -69,8 +70,10 @@ class SelectiveSSMRule(MambaLRPRule):
             ``(batch, heads, head_dim, state)``.
         """
         if self._use_cuda(x, load_chunk_scan_combined):
-            return _cuda_ssd_scan(x, delta, A, B, C, D, chunk_size)
-        return scan_heads(self.apply, x, delta, A, B, C, D)
+            y, last = _cuda_ssd_scan(x, delta, A, B, C, None, chunk_size)
+        else:
+            y, last = scan_heads(self.apply, x, delta, A, B, C, None)
+        return head_skip(y, x, D), last
 
     def apply(
         self,
@@ -161,6 +164,24 @@ def scan_heads(
         outputs.append(y.reshape(batch, length, per_group, head_dim))
         states.append(last.reshape(batch, per_group, head_dim, state))
     return torch.cat(outputs, dim=2), torch.cat(states, dim=1)
+
+
+def head_skip(y: Tensor, x: Tensor, D: Tensor | None) -> Tensor:
+    r"""
+    Mamba2's ``D`` skip ``y + D * x`` on ``(batch, length, heads, head_dim)`` tensors, for ``D`` of
+    shape ``(heads,)`` or ``(heads * head_dim,)`` (per channel).
+    """
+    if D is None:
+        return y
+    return y + x * D.reshape(x.shape[2], -1)
+
+
+def plain_scan_heads(
+    x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The multi-head scan with gradients to every input (the SSM rule switched off), ``D`` skip included."""
+    y, last = scan_heads(plain_selective_ssm, x, delta, A, B, C, None)
+    return head_skip(y, x, D), last
 
 
 def _cuda_scan(

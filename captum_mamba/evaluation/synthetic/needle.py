@@ -17,7 +17,7 @@ from captum_mamba.evaluation.methods import METHODS, token_attributions  # noqa:
 from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS  # noqa: E402
 from captum_mamba.evaluation.synthetic.tasks import needle_batch  # noqa: E402
 from captum_mamba.evaluation.synthetic.train import ASSETS, load_quietly  # noqa: E402
-from captum_mamba.models import MambaForSequenceClassification  # noqa: E402
+from captum_mamba.heads import MambaForSequenceClassification  # noqa: E402
 
 NEEDLE_METHODS: tuple[str, ...] = DEFAULT_EVALUATION_METHODS
 

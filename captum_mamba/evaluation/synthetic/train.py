@@ -16,7 +16,7 @@ from transformers.utils import logging as hf_logging
 
 from captum_mamba.evaluation.linear_time import linear_time_forward
 from captum_mamba.evaluation.synthetic.tasks import VOCAB_SIZE, needle_batch
-from captum_mamba.models import MambaForSequenceClassification
+from captum_mamba.heads import MambaForSequenceClassification
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "needle"
 

@@ -12,9 +12,11 @@ from captum.attr._utils.lrp_rules import PropagationRule
 from torch import nn
 
 from captum_mamba.errors import UnsupportedModuleError
+from captum_mamba.families import FAMILIES
 from captum_mamba.registry import DEFAULT_REGISTRY, RuleRegistry, RuleSpec, _instantiate
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.linear import GradientRule, rule_forward
+from captum_mamba.rules.mixer import MixerRule
 
 _MISSING = object()
 
@@ -39,6 +41,22 @@ def _has_own_parameters(module: nn.Module) -> bool:
 
 
 def _resolve_rule(
+    module: nn.Module, overrides: Mapping[type[nn.Module], RuleSpec], registry: RuleRegistry
+) -> PropagationRule | None:
+    rule = _chosen_rule(module, overrides, registry)
+    if isinstance(rule, MixerRule) and rule.layout is None:
+        # e.g. an ablation MixerRule(ssm=None): the layout is the one the family declares
+        layout = (registry.families or FAMILIES).mixer_layout(type(module))
+        if layout is None:
+            raise TypeError(
+                f"MixerRule needs a layout for {type(module).__name__}, which no model family declares: "
+                "declare its family (captum_mamba.families.register_family) or pass MixerRule(layout=...)"
+            )
+        rule = rule.with_layout(layout)
+    return rule
+
+
+def _chosen_rule(
     module: nn.Module, overrides: Mapping[type[nn.Module], RuleSpec], registry: RuleRegistry
 ) -> PropagationRule | None:
     own = getattr(module, "rule", _MISSING)

@@ -1,9 +1,16 @@
-"""Shared machinery of the attribution classes: find the model, call it, pick what is explained."""
+"""How the attribution classes call the model and pick the explained output.
+
+The model's own ``forward`` always runs. For Hugging Face models given directly, a few
+conveniences apply: the single input goes in as ``inputs_embeds`` or ``input_ids``, the
+additional argument is the ``attention_mask`` (or a dict of keyword arguments), logits are
+computed at the explained positions only (``logits_to_keep``) and read from the output
+embedding's own output where the model narrowed them with ``.float()`` (float64 models).
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,37 +96,149 @@ def kept_positions(position: Any, batch: int, length: int, device: torch.device)
     return keep, inverse
 
 
+def is_hf_model(forward_func: Callable[..., Any]) -> bool:
+    """Whether ``forward_func`` is a Hugging Face-style model (its forward takes ``input_ids`` and ``inputs_embeds``)."""
+    return _hf_style_parameters(forward_func) is not None
+
+
+def _hf_keyword_arguments(additional_forward_args: Any) -> dict[str, Any]:
+    """A Hugging Face model's extra keyword arguments: the attention mask, or a dict of keyword arguments."""
+    if additional_forward_args is None:
+        return {}
+    if isinstance(additional_forward_args, Mapping):
+        return dict(additional_forward_args)
+    extra = _format_additional_forward_args(additional_forward_args) or ()
+    if not extra:
+        return {}
+    if len(extra) == 1 and isinstance(extra[0], Mapping):
+        return dict(extra[0])
+    if len(extra) > 1:
+        raise ValueError(
+            "a Hugging Face model takes one additional forward argument, the attention_mask; pass other "
+            "keyword arguments as a dict, e.g. additional_forward_args={'attention_mask': mask}"
+        )
+    return {} if extra[0] is None else {"attention_mask": extra[0]}
+
+
+def attention_mask_of(forward_func: Callable[..., Any], additional_forward_args: Any) -> Tensor | None:
+    r"""
+    The attention mask among ``additional_forward_args``, where the package knows which argument
+    it is: a Hugging Face model's one additional argument or its ``"attention_mask"`` keyword.
+    """
+    if not is_hf_model(forward_func):
+        return None
+    mask = _hf_keyword_arguments(additional_forward_args).get("attention_mask")
+    return mask if isinstance(mask, Tensor) else None
+
+
+def check_model_inputs(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...]) -> None:
+    r"""
+    Check the inputs' shapes where they are known: a Hugging Face model takes embeddings
+    ``(batch, length, hidden)`` or token ids ``(batch, length)``, with at least one example and
+    one token.
+
+    Raises:
+        ValueError: naming the expected shape.
+    """
+    for tensor in inputs:
+        if tensor.dim() >= 1 and tensor.shape[0] == 0:
+            raise ValueError(f"the input batch is empty (shape {tuple(tensor.shape)}); pass at least one example")
+    if not is_hf_model(forward_func) or len(inputs) != 1:
+        return
+    tensor = inputs[0]
+    if tensor.is_floating_point():
+        expected, name = 3, "embeddings (batch, length, hidden)"
+    else:
+        expected, name = 2, "token ids (batch, length)"
+    if tensor.dim() != expected:
+        raise ValueError(
+            f"expected {name}, got a tensor of shape {tuple(tensor.shape)}; add the batch dimension "
+            "with tensor.unsqueeze(0) for a single example"
+        )
+    if tensor.shape[1] == 0:
+        raise ValueError(f"the input sequence is empty (shape {tuple(tensor.shape)}); explain at least one token")
+
+
+class WideLogits:
+    r"""
+    Undo a causal LM's narrowing of its logits (Hugging Face's ``*ForCausalLM`` call ``.float()``
+    on them, which narrows a float64 model's logits to float32): a forward hook keeps the output
+    embedding's own output, and :meth:`widen` returns it where the model's logits are exactly that
+    output, narrowed. Anything else (a scaled output, a half-precision model whose logits are
+    widened) is returned as the model gave it.
+
+    Args:
+        model (nn.Module): the model (its ``get_output_embeddings()`` is hooked, if it has one).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        getter = getattr(model, "get_output_embeddings", None)
+        layer = getter() if callable(getter) else None
+        self.layer = layer if isinstance(layer, nn.Module) else None
+        self.output: Tensor | None = None
+        self._handle: Any = None
+
+    def __enter__(self) -> WideLogits:
+        if self.layer is not None:
+            self._handle = self.layer.register_forward_hook(self._keep)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+    def _keep(self, module: nn.Module, args: Any, output: Any) -> None:
+        self.output = output if isinstance(output, Tensor) else None
+
+    def widen(self, logits: Tensor) -> Tensor:
+        """``logits``, or the wider output they were narrowed from."""
+        wide = self.output
+        if (
+            wide is None
+            or wide.shape != logits.shape
+            or wide.dtype == logits.dtype
+            or torch.promote_types(wide.dtype, logits.dtype) != wide.dtype
+            or not torch.equal(wide.detach().to(logits.dtype), logits.detach())
+        ):
+            return logits
+        return wide
+
+
 def run_forward(
     forward_func: Callable[..., Any],
     inputs: tuple[Tensor, ...],
     additional_forward_args: Any,
     logits_to_keep: Tensor | None = None,
-) -> Any:
+) -> Tensor:
     r"""
-    Call the forward function the way Captum does, with one convenience for Hugging Face models
-    (modules whose forward takes ``input_ids`` and ``inputs_embeds``): the single input goes in as
-    ``inputs_embeds`` when it is floating point and as ``input_ids`` otherwise, and
-    ``additional_forward_args`` is the ``attention_mask``; ``logits_to_keep`` (positions) is passed
-    on to models that take it.
+    Call the forward function the way Captum does and return the tensor to explain, with the
+    conveniences for Hugging Face models (modules whose forward takes ``input_ids`` and
+    ``inputs_embeds``): the single input goes in as ``inputs_embeds`` when it is floating point
+    and as ``input_ids`` otherwise; ``additional_forward_args`` is the ``attention_mask`` or a dict
+    of keyword arguments; ``logits_to_keep`` (positions) is passed on to models that take it;
+    float64 logits are not narrowed (:class:`WideLogits`).
+
+    Returns:
+        *Tensor*: the output itself, its ``logits`` or its first tensor (see :func:`output_tensor`).
     """
-    extra = _format_additional_forward_args(additional_forward_args) or ()
     hf_parameters = _hf_style_parameters(forward_func)
     if hf_parameters is None:
-        return forward_func(*inputs, *extra)
-    if len(inputs) != 1 or len(extra) > 1:
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        return output_tensor(forward_func(*inputs, *extra))
+    if len(inputs) != 1:
         raise ValueError(
-            "a Hugging Face model takes one input tensor (input_ids or inputs_embeds) and at most one "
-            "additional forward argument (the attention_mask); wrap the model in a function for more"
+            "a Hugging Face model takes one input tensor (input_ids or inputs_embeds); wrap the model in a "
+            "function for more"
         )
     key = "inputs_embeds" if inputs[0].is_floating_point() else "input_ids"
-    kwargs: dict[str, Any] = {key: inputs[0]}
-    if extra and extra[0] is not None:
-        kwargs["attention_mask"] = extra[0]
+    kwargs: dict[str, Any] = {key: inputs[0], **_hf_keyword_arguments(additional_forward_args)}
     if "use_cache" in hf_parameters:
-        kwargs["use_cache"] = False
+        kwargs.setdefault("use_cache", False)
     if logits_to_keep is not None:
         kwargs["logits_to_keep"] = logits_to_keep
-    return forward_func(**kwargs)
+    with WideLogits(forward_func) as wide:  # type: ignore[arg-type]
+        output = output_tensor(forward_func(**kwargs))
+    return wide.widen(output)
 
 
 def output_tensor(output: Any) -> Tensor:
@@ -226,6 +345,22 @@ def frozen_parameters(model: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
+def at_least_float32(tensor: Tensor) -> Tensor:
+    """``tensor`` in float32 or wider (sums and deltas of half-precision relevances are formed there)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def summed_per_example(attributions: Sequence[Tensor]) -> Tensor:
-    """Sum every attribution tensor over all but the batch dimension, then over tensors."""
-    return sum(a.reshape(a.shape[0], -1).sum(1) for a in attributions)  # type: ignore[return-value]
+    """Sum every attribution tensor over all but the batch dimension, then over tensors, in float32 or wider."""
+    return sum(at_least_float32(a).reshape(a.shape[0], -1).sum(1) for a in attributions)  # type: ignore[return-value]
+
+
+def convergence_delta(attributions: Sequence[Tensor], explained: Tensor) -> Tensor:
+    r"""
+    Captum's convergence delta of a relevance method: per example, the sum of all relevances
+    minus the explained output, both in float32 or wider.
+
+    Returns:
+        *Tensor* ``(batch,)``.
+    """
+    return summed_per_example(attributions) - at_least_float32(explained)

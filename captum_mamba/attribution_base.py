@@ -9,31 +9,43 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor, nn
 
-from captum_mamba._engine import (
+from captum_mamba.model_calls import (
     Position,
     accepts_logits_to_keep,
+    attention_mask_of,
+    check_model_inputs,
     frozen_parameters,
     kept_positions,
-    output_tensor,
     resolve_model,
     run_forward,
     select_position,
     select_target,
 )
-from captum_mamba.context import Fallback, RulePlan, mamba_lrp_rules, plan_rules
 from captum_mamba.options import ExplanationOptions, explanation_options
 from captum_mamba.registry import RuleRegistry, RuleSpec
+from captum_mamba.rule_context import Fallback, RulePlan, mamba_lrp_rules, plan_rules
 from captum_mamba.targets import TokenTargets, last_token_positions
 
 _DEFAULT = object()
+POSITION_WORDS = ("auto", "last_real")
 
 
-def _positions_from_mask(position: str, additional_forward_args: Any) -> Tensor:
-    if position != "last_real":
-        raise ValueError(f"explained_position must be an int, ints, a tensor, None or 'last_real'; got {position!r}")
-    mask = additional_forward_args[0] if isinstance(additional_forward_args, tuple) else additional_forward_args
-    if not isinstance(mask, Tensor):
-        raise ValueError("explained_position='last_real' needs the attention mask as additional_forward_args")
+def _positions_from_words(position: str, forward_func: Callable[..., Any], additional_forward_args: Any) -> Position:
+    r"""
+    ``"last_real"``: each row's last real token, from the attention mask; ``"auto"``: the same
+    when an attention mask is given, else the last position.
+    """
+    if position not in POSITION_WORDS:
+        raise ValueError(
+            f"explained_position must be an int, ints, a tensor, None, 'auto' or 'last_real'; got {position!r}"
+        )
+    mask = attention_mask_of(forward_func, additional_forward_args)
+    if mask is None and position == "last_real":
+        mask = additional_forward_args[0] if isinstance(additional_forward_args, tuple) else additional_forward_args
+        if not isinstance(mask, Tensor):
+            raise ValueError("explained_position='last_real' needs the attention mask as additional_forward_args")
+    if mask is None:
+        return -1
     return last_token_positions(mask)
 
 
@@ -75,13 +87,14 @@ class MambaLRPBase:
         target: TargetType,
         explained_position: Any,
     ) -> Tensor:
+        check_model_inputs(self.forward_func, inputs)
         position = self.explained_position if explained_position is _DEFAULT else explained_position
         if isinstance(position, str):
-            position = _positions_from_mask(position, additional_forward_args)
+            position = _positions_from_words(position, self.forward_func, additional_forward_args)
         keep = None
         if not isinstance(target, TokenTargets) and position is not None and accepts_logits_to_keep(self.forward_func):
             keep, position = kept_positions(position, inputs[0].shape[0], inputs[0].shape[1], inputs[0].device)
-        output = output_tensor(run_forward(self.forward_func, inputs, additional_forward_args, keep))
+        output = run_forward(self.forward_func, inputs, additional_forward_args, keep)
         if isinstance(target, TokenTargets):
             return target.select(output)
         return select_target(select_position(output, position), target)

@@ -1,4 +1,4 @@
-"""Sequence-classification heads for Hugging Face Mamba, Mamba2 and FalconMamba backbones (transformers ships none)."""
+"""Sequence-classification heads for Mamba backbones (transformers ships none for Mamba, Mamba2, FalconMamba)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.falcon_mamba.modeling_falcon_mamba import FalconMambaPreTrainedModel
 from transformers.models.mamba.modeling_mamba import MambaPreTrainedModel
 from transformers.models.mamba2.modeling_mamba2 import Mamba2PreTrainedModel
-
-from captum_mamba.registry import DEFAULT_REGISTRY
-from captum_mamba.rules.linear import GradientRule
 
 POOLINGS = ("mean", "last")
 
@@ -41,7 +38,29 @@ def pool_hidden_states(hidden: Tensor, attention_mask: Tensor | None, pooling: s
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-class _SequenceClassifier:
+class TokenPooling(nn.Module):
+    r"""
+    Pooling of hidden states over real tokens (linear: relevance follows the gradient). The
+    attention mask is a keyword argument, so Captum's hooks see only the hidden states.
+
+    Args:
+        pooling (str): ``"mean"`` or ``"last"``.
+    """
+
+    def __init__(self, pooling: str) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+
+    def forward(self, hidden: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
+        return pool_hidden_states(hidden, attention_mask, self.pooling)
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}"
+
+
+class SequenceClassifier:
     r"""
     A Mamba backbone, pooling over tokens, and a linear classifier (shared by the families).
 
@@ -58,6 +77,7 @@ class _SequenceClassifier:
         if self.pooling not in POOLINGS:
             raise ValueError(f"config.pooling must be one of {POOLINGS}, got {self.pooling!r}")
         self.backbone = self.backbone_class(config)
+        self.pool = TokenPooling(self.pooling)
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "classifier_bias", True))
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -88,13 +108,13 @@ class _SequenceClassifier:
         hidden = self.backbone(
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state
-        logits = self.score(pool_hidden_states(hidden, attention_mask, self.pooling))
+        logits = self.score(self.pool(hidden, attention_mask=attention_mask))
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
-class MambaForSequenceClassification(_SequenceClassifier, MambaPreTrainedModel):
-    __doc__ = _SequenceClassifier.__doc__
+class MambaForSequenceClassification(SequenceClassifier, MambaPreTrainedModel):
+    __doc__ = SequenceClassifier.__doc__
     backbone_class = MambaModel
 
     def __init__(self, config: MambaConfig) -> None:
@@ -103,8 +123,8 @@ class MambaForSequenceClassification(_SequenceClassifier, MambaPreTrainedModel):
         self.post_init()
 
 
-class Mamba2ForSequenceClassification(_SequenceClassifier, Mamba2PreTrainedModel):
-    __doc__ = _SequenceClassifier.__doc__
+class Mamba2ForSequenceClassification(SequenceClassifier, Mamba2PreTrainedModel):
+    __doc__ = SequenceClassifier.__doc__
     backbone_class = Mamba2Model
 
     def __init__(self, config: Mamba2Config) -> None:
@@ -113,19 +133,11 @@ class Mamba2ForSequenceClassification(_SequenceClassifier, Mamba2PreTrainedModel
         self.post_init()
 
 
-class FalconMambaForSequenceClassification(_SequenceClassifier, FalconMambaPreTrainedModel):
-    __doc__ = _SequenceClassifier.__doc__
+class FalconMambaForSequenceClassification(SequenceClassifier, FalconMambaPreTrainedModel):
+    __doc__ = SequenceClassifier.__doc__
     backbone_class = FalconMambaModel
 
     def __init__(self, config: FalconMambaConfig) -> None:
         FalconMambaPreTrainedModel.__init__(self, config)
         self._build(config)
         self.post_init()
-
-
-for _classifier in (
-    MambaForSequenceClassification,
-    Mamba2ForSequenceClassification,
-    FalconMambaForSequenceClassification,
-):
-    DEFAULT_REGISTRY.register(_classifier, GradientRule)

@@ -1,0 +1,42 @@
+"""Model families, each declared once (see :class:`ModelFamily`).
+
+The rule registry, the canonizer and the shared test suite derive from :data:`FAMILIES`, the
+declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba; mamba-ssm when
+it imports) and those declared with :func:`register_family`. Importing this package changes no
+global table.
+"""
+
+from __future__ import annotations
+
+from captum_mamba.families.declaration import FamilyRegistry, ModelFamily
+from captum_mamba.families.falcon_mamba import FALCON_MAMBA
+from captum_mamba.families.mamba import MAMBA
+from captum_mamba.families.mamba2 import MAMBA2
+
+
+def _builtin() -> tuple[ModelFamily, ...]:
+    families = [MAMBA, MAMBA2, FALCON_MAMBA]
+    try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
+        from captum_mamba.families.mamba_ssm import MAMBA_SSM
+    except (ImportError, OSError):
+        pass
+    else:
+        families.append(MAMBA_SSM)
+    return tuple(families)
+
+
+#: The declared model families.
+FAMILIES = FamilyRegistry(_builtin())
+
+
+def register_family(family: ModelFamily) -> None:
+    r"""
+    Declare a model family, so that MambaLRP, LayerMambaLRP and ``canonize`` support its models.
+
+    Args:
+        family (ModelFamily): the declaration.
+    """
+    FAMILIES.register(family)
+
+
+__all__ = ["FAMILIES", "FALCON_MAMBA", "MAMBA", "MAMBA2", "FamilyRegistry", "ModelFamily", "register_family"]

@@ -1,0 +1,62 @@
+"""Hugging Face ``transformers`` FalconMamba: Mamba-1 with weightless RMSNorms on ``dt``, ``B``, ``C``."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from transformers import FalconMambaConfig
+from transformers.models.falcon_mamba import modeling_falcon_mamba
+
+from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.families.mamba import random_config as mamba_random_config
+from captum_mamba.heads import FalconMambaForSequenceClassification
+from captum_mamba.mixers.layouts import NormalisedSelectionLayout
+from captum_mamba.rules.block import BlockRule
+from captum_mamba.rules.linear import GradientRule
+from captum_mamba.rules.norm import RMSNormRule
+
+
+def tiny_config(**overrides: Any) -> FalconMambaConfig:
+    """A tiny bias-free FalconMamba configuration for tests (vocabulary of 40)."""
+    settings: dict[str, Any] = dict(
+        vocab_size=40,
+        hidden_size=16,
+        state_size=4,
+        num_hidden_layers=2,
+        expand=2,
+        conv_kernel=4,
+        time_step_rank=4,
+        use_conv_bias=False,
+        use_bias=False,
+        residual_in_fp32=False,
+        use_cache=False,
+    )
+    settings.update(overrides)
+    return FalconMambaConfig(**settings)
+
+
+def random_config(rng: random.Random) -> dict[str, Any]:
+    """Random sizes for the configuration sweep (those of Mamba)."""
+    return mamba_random_config(rng)
+
+
+FALCON_MAMBA = ModelFamily(
+    name="falcon_mamba",
+    mixers={modeling_falcon_mamba.FalconMambaMixer: NormalisedSelectionLayout()},
+    norms={
+        modeling_falcon_mamba.FalconMambaRMSNorm: RMSNormRule,
+        # on the held-constant selection path (dt, B, C): no relevance flows through it
+        modeling_falcon_mamba.FalconMambaWeightlessRMSNorm: GradientRule,
+    },
+    blocks={modeling_falcon_mamba.FalconMambaBlock: BlockRule()},
+    containers=(
+        modeling_falcon_mamba.FalconMambaModel,
+        modeling_falcon_mamba.FalconMambaForCausalLM,
+        FalconMambaForSequenceClassification,
+    ),
+    causal_lm=modeling_falcon_mamba.FalconMambaForCausalLM,
+    classifier=FalconMambaForSequenceClassification,
+    config=tiny_config,
+    random_config=random_config,
+)

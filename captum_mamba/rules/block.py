@@ -1,0 +1,83 @@
+"""Residual blocks: the block's own forward, with what the rules need set around it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from captum_mamba.options import current_options
+from captum_mamba.rules.base import MambaLRPRule
+
+_MISSING = object()
+
+
+@contextmanager
+def attributes_set(module: nn.Module, values: Mapping[str, Any]) -> Iterator[None]:
+    """Set plain attributes of ``module`` for a ``with`` block; restore (or remove) them after."""
+    saved = {name: module.__dict__.get(name, _MISSING) for name in values}
+    try:
+        module.__dict__.update(values)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is _MISSING:
+                module.__dict__.pop(name, None)
+            else:
+                module.__dict__[name] = value
+
+
+def _first_tensor(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Tensor | None:
+    return next((a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)), None)
+
+
+class OwnForwardRule(MambaLRPRule):
+    r"""
+    A module whose own forward only composes modules that have rules (LRP-0 through the sums it
+    forms), run with what the rules need set around it:
+
+    * ``residual_in_fp32`` switched off for float64 inputs: the module would cast the residual
+      stream to float32 and narrow a float64 explanation (for other dtypes it widens, and stays);
+    * attributes that route computations through rule-carrying modules (``overrides``, e.g.
+      mamba-ssm's ``fused_add_norm=False``, so the norm module runs instead of a fused kernel).
+
+    Args:
+        overrides (Mapping, optional): ``{attribute: value}`` set on the module during its forward.
+    """
+
+    replaces_forward = True
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None) -> None:
+        self.overrides = dict(overrides or {})
+
+    def module_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self._run(module, *args, **kwargs)
+
+    def _run(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        values = dict(self.overrides)
+        first = _first_tensor(args, kwargs)
+        if getattr(module, "residual_in_fp32", False) and first is not None and first.dtype == torch.float64:
+            values["residual_in_fp32"] = False
+        with attributes_set(module, values):
+            return type(module).forward(module, *args, **kwargs)
+
+
+class BlockRule(OwnForwardRule):
+    r"""
+    A residual block ``x + mixer(norm(x))``: relevance splits over the sum as the gradient says
+    (LRP-0); the norm and the mixer get their own rules. The block's own forward runs as in
+    :class:`OwnForwardRule`; in memory-lean mode (``checkpoint_blocks``) the block is recomputed
+    in the backward pass.
+
+    Args:
+        overrides (Mapping, optional): ``{attribute: value}`` set on the block during its forward.
+    """
+
+    def module_forward(self, block: nn.Module, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if current_options().checkpoint_blocks and torch.is_grad_enabled():
+            return checkpoint(self._run, block, *args, use_reentrant=False, **kwargs)
+        return self._run(block, *args, **kwargs)
