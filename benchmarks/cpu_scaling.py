@@ -29,8 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import importlib.metadata
 import json
 import math
 import os
@@ -405,48 +403,21 @@ def linearity(results: Sequence[Measurement], method: str, short: int, long: int
     return summary
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git_commit() -> str | None:
-    """The checkout's commit (with ``-dirty`` if it has uncommitted changes), or ``None``."""
-    try:
-        describe = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if describe.returncode != 0:
-        return None
-    return describe.stdout.strip() or None
-
-
 def machine_info(threads: int) -> dict[str, Any]:
+    """The CPU the run measures on and its thread count (versions and commit: ``provenance``)."""
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
-        "torch": _version("torch"),
-        "transformers": _version("transformers"),
-        "captum": _version("captum"),
-        "captum_mamba_commit": _git_commit(),
         "threads": threads,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def report(args: argparse.Namespace, results: Sequence[Measurement]) -> dict[str, Any]:
+def report(args: argparse.Namespace, results: Sequence[Measurement], record: dict[str, Any]) -> dict[str, Any]:
+    """The JSON document: machine, configuration, measurements, ratios and ``provenance`` (``record``)."""
     return {
         "benchmark": "cpu_scaling",
+        "provenance": record,
         "machine": machine_info(args.threads),
         "config": {
             "model": {"class": FAMILIES[args.family][1], **MODEL_CONFIG, **FAMILIES[args.family][2]},
@@ -520,6 +491,9 @@ def format_ratios(ratios: dict[str, Any]) -> str:
 
 
 def driver_main(args: argparse.Namespace) -> None:
+    from _provenance import result_provenance
+
+    record = result_provenance(args.json, "cpu")  # refuses an untraceable benchmarks/results/ file up front
     results: list[Measurement] = []
 
     def on_result(result: Measurement) -> None:
@@ -531,11 +505,11 @@ def driver_main(args: argparse.Namespace) -> None:
         print(f"{result.method:<22} L={result.length:<6} {outcome}")
         sys.stdout.flush()
         if args.json:  # keep partial results if a long run is interrupted
-            write_json(args.json, report(args, results))
+            write_json(args.json, report(args, results, record))
 
     info = machine_info(args.threads)
     print(
-        f"{info['platform']}, {info['cpu_count']} CPUs, torch {info['torch']}, {args.threads} threads, "
+        f"{info['platform']}, {info['cpu_count']} CPUs, torch {record['torch']}, {args.threads} threads, "
         f"budget {args.max_seconds:g} s per measurement\n"
     )
     for method in args.methods:
@@ -545,7 +519,7 @@ def driver_main(args: argparse.Namespace) -> None:
     print()
     print(format_ratios(compute_ratios(results)))
     if args.json:
-        write_json(args.json, report(args, results))
+        write_json(args.json, report(args, results, record))
         print(f"\nwrote {args.json}")
 
 

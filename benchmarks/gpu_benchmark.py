@@ -252,10 +252,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None)
     args = parser.parse_args()
+    from _provenance import result_provenance
+
+    record = result_provenance(args.json, "cuda")  # refuses an untraceable benchmarks/results/ file up front
 
     results: list[dict[str, Any]] = []
     report: dict[str, Any] = {
         "benchmark": "gpu_benchmark",
+        "provenance": record,
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -6,7 +6,7 @@ one process and once with two (one GPU each), at each length, then checks that t
 the same relevances (float32, 1e-5 relative) and writes a JSON report with the device names,
 explanations per second and the scaling factor.
 
-    python benchmarks/multi_gpu_dataset.py --out results/             # on a 2-GPU machine
+    python benchmarks/multi_gpu_dataset.py --out /tmp/multi_gpu --json benchmarks/results/multi_gpu_h200x2.json  # 2 GPUs
     python benchmarks/multi_gpu_dataset.py --smoke --out /tmp/smoke   # CPU, gloo, tiny model
 
 NCCL settings are left as the machine has them.
@@ -54,6 +54,18 @@ def max_relative_difference(a: Path, b: Path) -> float:
     return worst
 
 
+def _devices() -> str:
+    """The GPUs the run uses (``"2 x NVIDIA H200"``), or ``"cpu"``."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    if not names:
+        return "cpu"
+    return ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -63,7 +75,14 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=4, help="OMP_NUM_THREADS of every process, same for 1 and 2 processes"
     )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="where to write the report (default: OUT/multi_gpu.json)"
+    )
     args = parser.parse_args()
+    report_path = args.json or args.out / "multi_gpu.json"
+    from _provenance import result_provenance
+
+    record = result_provenance(report_path, _devices())  # refuses an untraceable benchmarks/results/ file up front
     config = "tiny" if args.smoke else "mamba-130m"
     plan = {32: 6, 64: 4} if args.smoke else {2048: 64, 8192: 16}
     if args.lengths:
@@ -71,7 +90,13 @@ def main() -> None:
     if args.counts:
         plan = dict(zip(plan, args.counts))
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # torchrun would set 1 for 2 processes only
-    report = {"config": config, "smoke": args.smoke, "threads_per_process": args.threads, "runs": []}
+    report = {
+        "provenance": record,
+        "config": config,
+        "smoke": args.smoke,
+        "threads_per_process": args.threads,
+        "runs": [],
+    }
     try:
         import torch
 
@@ -98,9 +123,9 @@ def main() -> None:
         }
         report["runs"].append(row)
         print(json.dumps({k: v for k, v in row.items() if k not in ("one_process", "two_processes")}), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "multi_gpu.json").write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.out / 'multi_gpu.json'}")
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {report_path}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ from captum_mamba.families import FAMILIES as DECLARED
 
 VOCAB = 40
 
+# In CI (CI=true) a skipped test fails unless it is a CUDA test (tests/ci_guards.py).
+pytest_plugins = ["ci_guards"]
+
 # Tiny float64 models: one thread is faster (a float64 depthwise conv1d on 2 threads can take
 # a thousand times longer on a busy 2-core machine) and keeps results deterministic.
 torch.set_num_threads(1)

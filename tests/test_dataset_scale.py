@@ -9,9 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from captum_mamba.cli import main
-from captum_mamba.default import SAMPLE_SENTENCES
+from captum_mamba.default import SAMPLE_SENTENCES, load_default_classifier
+
+from bias_share import bias_share
+from conftest import embeddings_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,13 +62,28 @@ def test_two_gloo_processes_equal_one(dataset, tmp_path):
     assert summary["world_size"] == 2 and summary["backend"] == "gloo" and summary["examples_this_run"] == 14
 
 
+def _plain_logits(records: list[dict]) -> list[float]:
+    """Each record's explained logit from a plain forward of the shipped model, one text at a time, no attribution."""
+    model, tokenizer = load_default_classifier()
+    logits = []
+    for record in records:
+        ids = torch.tensor([tokenizer.encode(record["text"]).ids[:128]])
+        with torch.no_grad():
+            logits.append(float(model(input_ids=ids).logits[0, record["target"]]))
+    return logits
+
+
 def test_records_conserve_and_a_resumed_run_skips_what_is_done(dataset, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["explain-dataset", "--input", str(dataset), "--out", str(out), "--batch-size", "5"]) == 0
     full = _records(out)
-    assert all(
-        abs(r["convergence_delta"]["mamba_lrp"] - (sum(r["relevances"]["mamba_lrp"]) - r["logit"])) < 1e-9 for r in full
-    )
+    # the records' logits are the model's own (padded batches of 5 against one text at a time, float32) ...
+    for record, logit in zip(full, _plain_logits(full)):
+        assert record["logit"] == pytest.approx(logit, abs=2e-5)
+        # ... and the relevances sum to them up to the delta: the share of the conv and classifier biases
+        delta = record["convergence_delta"]["mamba_lrp"]
+        assert sum(record["relevances"]["mamba_lrp"]) - delta == pytest.approx(logit, abs=2e-5)
+    assert max(abs(r["convergence_delta"]["mamba_lrp"]) for r in full) > 1e-2  # the biases' share is not negligible
     # simulate a run killed after 6 examples (and a line cut short), then resume
     shard = out / "shard-00000.jsonl"
     kept = shard.read_text(encoding="utf-8").splitlines()[:6]
@@ -77,6 +96,17 @@ def test_records_conserve_and_a_resumed_run_skips_what_is_done(dataset, tmp_path
     assert [r["id"] for r in resumed] == list(range(14))
     for a, b in zip(full, resumed):
         assert a["relevances"]["mamba_lrp"] == pytest.approx(b["relevances"]["mamba_lrp"], abs=1e-6)
+
+
+def test_record_deltas_are_the_biases_share(dataset, tmp_path):
+    """Every record's delta is minus the biases' share of its logit, computed apart from the explainer."""
+    assert main(["explain-dataset", "--input", str(dataset), "--out", str(tmp_path), "--batch-size", "5"]) == 0
+    model, tokenizer = load_default_classifier()
+    for record in _records(tmp_path):
+        ids = torch.tensor([tokenizer.encode(record["text"]).ids[:128]])
+        target = record["target"]
+        share = bias_share(model, lambda e, t=target: model(inputs_embeds=e).logits[0, t], embeddings_of(model, ids))
+        assert record["convergence_delta"]["mamba_lrp"] == pytest.approx(-share, abs=2e-5)
 
 
 @pytest.mark.parametrize(

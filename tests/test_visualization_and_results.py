@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 
 import pytest
@@ -20,6 +19,7 @@ from captum_mamba.visualization import (
     visualize_text,
 )
 
+from bias_share import bias_share
 from conftest import embeddings_of, tiny_classifier
 
 TOKENS = ["a", "gorgeous", ",", "witty", "film", "."]
@@ -27,7 +27,8 @@ TOKENS = ["a", "gorgeous", ",", "witty", "film", "."]
 
 @pytest.fixture
 def explained():
-    model = tiny_classifier(seed=91)
+    # conv and classifier biases: the convergence delta (their share of the logit) is far from zero
+    model = tiny_classifier(seed=91, classifier_bias=True, use_conv_bias=True)
     ids = torch.arange(3, 3 + len(TOKENS))[None]
     embeds = embeddings_of(model, ids)
     relevance, delta = MambaLRP(model).attribute(embeds, target=1, return_convergence_delta=True)
@@ -88,13 +89,16 @@ def test_html_export_without_jupyter():
 
 
 def test_result_json_round_trip(explained, tmp_path):
-    _, _, relevance, delta, _ = explained
+    model, embeds, relevance, delta, _ = explained
+    with torch.no_grad():  # the explained logit from a plain forward, without any attribution
+        logit = float(model(inputs_embeds=embeds).logits[0, 1])
+    assert abs(delta) > 1e-2  # the biases' share
     result = ExplanationResult(
         tokens=TOKENS,
         relevances={"MambaLRP": relevance},
         target="positive",
         prediction="positive",
-        explained_output=float(relevance.sum()) - delta,
+        explained_output=logit,
         convergence_delta={"MambaLRP": delta},
         model_name="tiny",
         rules="MambaMixer: MixerRule()",
@@ -103,9 +107,17 @@ def test_result_json_round_trip(explained, tmp_path):
     result.add_method("IG", [0.5] * len(TOKENS))
     loaded = ExplanationResult.load(result.save(tmp_path / "r.json"))
     assert loaded == result
-    assert math.isclose(
-        sum(loaded.relevances["MambaLRP"]) - loaded.convergence_delta["MambaLRP"], result.explained_output
+    # float32 precision: Hugging Face's forward narrows float64 to float32 in places, the rules do not
+    assert sum(loaded.relevances["MambaLRP"]) - loaded.convergence_delta["MambaLRP"] == pytest.approx(
+        loaded.explained_output, abs=1e-6
     )
+
+
+def test_delta_is_the_biases_share(explained):
+    """The delta is minus the biases' share of the logit, computed apart from the explainer."""
+    model, embeds, _, delta, _ = explained
+    share = bias_share(model, lambda e: model(inputs_embeds=e).logits[0, 1], embeds)
+    assert abs(share) > 1e-2 and delta == pytest.approx(-share, abs=1e-10)
 
 
 @pytest.mark.parametrize(

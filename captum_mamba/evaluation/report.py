@@ -18,6 +18,7 @@ from torch import nn  # noqa: E402
 
 from captum_mamba.evaluation.flipping import FlippingResult, flipping_curves, replacement_vector  # noqa: E402
 from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, token_attributions  # noqa: E402
+from captum_mamba.evaluation.provenance import check_destination, with_provenance  # noqa: E402
 
 DEFAULT_EVALUATION_METHODS: tuple[str, ...] = (
     "mamba_lrp",
@@ -283,7 +284,23 @@ def word_list_share(counts: dict[int, Counter], words: Sequence[str]) -> dict[in
     }
 
 
-def write_json(document: Any, path: Path) -> Path:
+def write_json(document: dict[str, Any], path: Path, device: Any = None) -> Path:
+    r"""
+    Write a report as JSON with a ``"provenance"`` entry (commit, clean tree, versions, device).
+
+    Args:
+        document (dict): the report.
+        path (Path): the file; under ``benchmarks/results/`` it is written only from a clean,
+                    committed tree (:func:`captum_mamba.evaluation.provenance.check_destination`).
+        device (optional): what the report was computed on. Default: the CPU.
+
+    Returns:
+        *Path* ``path``.
+
+    Raises:
+        UntraceableResultError: ``path`` is under ``benchmarks/results/`` and the tree is dirty.
+    """
+    stamped = with_provenance(document, check_destination(path, device))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=1, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(stamped, indent=1, ensure_ascii=False), encoding="utf-8")
     return path
