@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from transformers import FalconMambaConfig
 from transformers.models.falcon_mamba import modeling_falcon_mamba
 
 from captum_mamba.families.declaration import ModelFamily
-from captum_mamba.families.mamba import random_config as mamba_random_config
+from captum_mamba.families.mamba import TINY_SETTINGS, random_config
 from captum_mamba.heads import FalconMambaForSequenceClassification
 from captum_mamba.mixers.layouts import NormalisedSelectionLayout
 from captum_mamba.rules.block import BlockRule
@@ -18,27 +17,8 @@ from captum_mamba.rules.norm import RMSNormRule
 
 
 def tiny_config(**overrides: Any) -> FalconMambaConfig:
-    """A tiny bias-free FalconMamba configuration for tests (vocabulary of 40)."""
-    settings: dict[str, Any] = dict(
-        vocab_size=40,
-        hidden_size=16,
-        state_size=4,
-        num_hidden_layers=2,
-        expand=2,
-        conv_kernel=4,
-        time_step_rank=4,
-        use_conv_bias=False,
-        use_bias=False,
-        residual_in_fp32=False,
-        use_cache=False,
-    )
-    settings.update(overrides)
-    return FalconMambaConfig(**settings)
-
-
-def random_config(rng: random.Random) -> dict[str, Any]:
-    """Random sizes for the configuration sweep (those of Mamba)."""
-    return mamba_random_config(rng)
+    """A tiny bias-free FalconMamba configuration for tests (Mamba's sizes, vocabulary of 40)."""
+    return FalconMambaConfig(**{**TINY_SETTINGS, **overrides})
 
 
 FALCON_MAMBA = ModelFamily(

@@ -16,24 +16,25 @@ from captum_mamba.rules.block import BlockRule
 from captum_mamba.rules.norm import RMSNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 
+#: A tiny bias-free Mamba-1 configuration for tests (also FalconMamba's).
+TINY_SETTINGS: dict[str, Any] = dict(
+    vocab_size=40,
+    hidden_size=16,
+    state_size=4,
+    num_hidden_layers=2,
+    expand=2,
+    conv_kernel=4,
+    time_step_rank=4,
+    use_conv_bias=False,
+    use_bias=False,
+    residual_in_fp32=False,
+    use_cache=False,
+)
+
 
 def tiny_config(**overrides: Any) -> MambaConfig:
     """A tiny bias-free Mamba configuration for tests (vocabulary of 40)."""
-    settings: dict[str, Any] = dict(
-        vocab_size=40,
-        hidden_size=16,
-        state_size=4,
-        num_hidden_layers=2,
-        expand=2,
-        conv_kernel=4,
-        time_step_rank=4,
-        use_conv_bias=False,
-        use_bias=False,
-        residual_in_fp32=False,
-        use_cache=False,
-    )
-    settings.update(overrides)
-    return MambaConfig(**settings)
+    return MambaConfig(**{**TINY_SETTINGS, **overrides})
 
 
 def random_config(rng: random.Random) -> dict[str, Any]:

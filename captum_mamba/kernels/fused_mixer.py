@@ -1,6 +1,6 @@
 """One autograd node for a whole Mamba-1 mixer under the MambaLRP rules, on the CUDA kernels.
 
-The rule-by-rule CUDA path (``MambaMixerRule.mix``) launches one autograd node per rule; at a
+The rule-by-rule CUDA path (``Mamba1Layout.mix`` under ``MixerRule``) launches one autograd node per rule; at a
 few thousand tokens its time is bound by those launches. This function runs the same
 computation as one node whose backward is written out for the rules, so it launches fewer
 kernels than even the plain gradient through Hugging Face's fused ``mamba_inner_fn``: nothing
