@@ -13,10 +13,6 @@ APPLICATIONS = {
     "default",
     "insights",
     "cli",
-    "cli_compare",
-    "cli_dataset",
-    "cli_evaluate",
-    "cli_needle",
 }
 
 

@@ -31,7 +31,16 @@ def _methods(names: list[str] | None) -> list[str]:
     return list(METHODS) if names == ["all"] else check_methods(names)
 
 
-def _compare(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    r"""
+    Explain the texts with every method, then serve the comparison view or write the HTML report.
+
+    Args:
+        args (argparse.Namespace): the parsed options of ``compare``.
+
+    Returns:
+        *int*: 0, or 2 (with ``error: ...`` on stderr) on an unknown method or a bad text.
+    """
     from captum_mamba.compare import ComparisonInputError, ComparisonServer, TextModel, compare_text, create_app
     from captum_mamba.compare.page import write_report
 
@@ -61,9 +70,17 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register ``compare``."""
-    compare = commands.add_parser(
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    r"""
+    Register ``compare``.
+
+    Args:
+        subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
+
+    Returns:
+        *argparse.ArgumentParser*: the parser of ``compare``.
+    """
+    compare = subparsers.add_parser(
         "compare",
         help="compare attribution methods side by side on the default model (web app on 127.0.0.1 or HTML report)",
     )
@@ -81,4 +98,4 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--html", metavar="PATH", help="write a self-contained HTML report instead of serving")
     compare.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
     compare.add_argument("--max-tokens", type=int, default=2048, help="longest text accepted, in tokens (default 2048)")
-    compare.set_defaults(handler=_compare)
+    return compare

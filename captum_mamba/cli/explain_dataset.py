@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 
-def _explain_dataset(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    r"""
+    Explain the dataset (this process's shard under ``torchrun``) and print the summary.
+
+    Args:
+        args (argparse.Namespace): the parsed options of ``explain-dataset``.
+
+    Returns:
+        *int*: 0, or 2 (with ``error: ...`` on stderr) on a missing or malformed input.
+    """
     import torch.distributed as dist
 
     from captum_mamba.evaluation.dataset import default_workload, random_workload, run
@@ -32,9 +41,17 @@ def _explain_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register ``explain-dataset``."""
-    parser = commands.add_parser(
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    r"""
+    Register ``explain-dataset``.
+
+    Args:
+        subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
+
+    Returns:
+        *argparse.ArgumentParser*: the parser of ``explain-dataset``.
+    """
+    parser = subparsers.add_parser(
         "explain-dataset",
         help="explain every example of a JSONL/CSV file (or random token sequences); shard with torchrun",
     )
@@ -50,4 +67,4 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=0, help="untimed explanations before timing")
     parser.add_argument("--out", required=True, help="output folder (shards, results.jsonl, summary.json)")
-    parser.set_defaults(handler=_explain_dataset)
+    return parser

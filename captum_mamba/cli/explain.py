@@ -1,4 +1,4 @@
-"""Command line: ``captum-mamba explain`` explains the embedded sentiment model's predictions."""
+"""``captum-mamba explain``: explain the embedded sentiment model's predictions."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-
-from captum_mamba.layer_mamba_lrp import LayerMambaLRP
-from captum_mamba.visualization import TokenExplanation, heatmap_html, save_heatmap
 
 
 @dataclass
@@ -44,7 +39,10 @@ def explain_sentences(
     Returns:
         *list[SentenceExplanation]*: one per sentence.
     """
+    import torch
+
     from captum_mamba.default import LABELS, encode, load_default_classifier
+    from captum_mamba.layer_mamba_lrp import LayerMambaLRP
 
     texts = [t.strip() for t in texts]
     if not texts or any(not t for t in texts):
@@ -99,8 +97,41 @@ def _print(result: SentenceExplanation) -> None:
         print(f"    {token:>16s} {value:+.4f} {bar}")
 
 
-def _explain_command(args: argparse.Namespace) -> int:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    r"""
+    Register ``explain``.
+
+    Args:
+        subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
+
+    Returns:
+        *argparse.ArgumentParser*: the parser of ``explain``.
+    """
+    parser = subparsers.add_parser(
+        "explain", help="explain the embedded sentiment model on sentences (default: built-in samples)"
+    )
+    parser.add_argument("sentences", nargs="*", help="sentences to explain")
+    parser.add_argument("--target", help="class to explain: positive, negative, 0 or 1 (default: predicted)")
+    parser.add_argument(
+        "--out", default="explanation", help="output folder for heatmap.png/.html (default: explanation)"
+    )
+    parser.add_argument("--float64", action="store_true", help="compute in float64 (exact conservation)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""
+    Explain the sentences, print the relevances, write ``heatmap.png``, ``heatmap.html`` and
+    ``relevances.json``.
+
+    Args:
+        args (argparse.Namespace): the parsed options of ``explain``.
+
+    Returns:
+        *int*: 0, or 2 (with ``error: ...`` on stderr) on a bad sentence or target.
+    """
     from captum_mamba.default import SAMPLE_SENTENCES
+    from captum_mamba.visualization import TokenExplanation, heatmap_html, save_heatmap
 
     texts = args.sentences or SAMPLE_SENTENCES
     try:
@@ -127,35 +158,3 @@ def _explain_command(args: argparse.Namespace) -> int:
     (out / "relevances.json").write_text(json.dumps([asdict(r) for r in results], indent=2), encoding="utf-8")
     print(f"wrote {png}, {page} and {out / 'relevances.json'}")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="captum-mamba", description="MambaLRP explanations for Mamba models.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    explain = commands.add_parser(
-        "explain", help="explain the embedded sentiment model on sentences (default: built-in samples)"
-    )
-    explain.add_argument("sentences", nargs="*", help="sentences to explain")
-    explain.add_argument("--target", help="class to explain: positive, negative, 0 or 1 (default: predicted)")
-    explain.add_argument(
-        "--out", default="explanation", help="output folder for heatmap.png/.html (default: explanation)"
-    )
-    explain.add_argument("--float64", action="store_true", help="compute in float64 (exact conservation)")
-    explain.set_defaults(handler=_explain_command)
-    from captum_mamba import cli_compare, cli_dataset, cli_evaluate, cli_needle
-
-    cli_evaluate.add_parser(commands)
-    cli_needle.add_parser(commands)
-    cli_dataset.add_parser(commands)
-    cli_compare.add_parser(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``captum-mamba`` command."""
-    args = build_parser().parse_args(argv)
-    return args.handler(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def _held_out(limit: int | None) -> tuple[list[str], list[torch.Tensor], object, object]:
+    import torch
+
     from captum_mamba.default import load_default_classifier
     from captum_mamba.default.data import split_rotten_tomatoes
 
@@ -23,6 +26,7 @@ def _held_out(limit: int | None) -> tuple[list[str], list[torch.Tensor], object,
 
 def _faithfulness(args: argparse.Namespace) -> int:
     from captum_mamba.evaluation.report import (
+        DEFAULT_EVALUATION_METHODS,
         evaluate_faithfulness,
         faithfulness_table,
         markdown_table,
@@ -34,17 +38,13 @@ def _faithfulness(args: argparse.Namespace) -> int:
     results, seconds = evaluate_faithfulness(
         model,
         ids,
-        args.methods,
+        list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods,
         steps=args.steps,
         replacement=args.replacement,
         insertion_replacement=args.insertion_replacement,
         progress=True,
     )
-    command = (
-        "captum-mamba " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        if args.command_line is None
-        else args.command_line
-    )
+    command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
     report = faithfulness_table(results, seconds, command, "Rotten Tomatoes held-out split (seed 0)")
     out = Path(args.out)
     write_json(report, out / "faithfulness_default.json")
@@ -94,18 +94,30 @@ def _bias(args: argparse.Namespace) -> int:
 GENDERED = ["he", "she", "him", "her", "his", "hers", "man", "woman", "men", "women", "boy", "girl", "actor", "actress"]
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register ``evaluate`` and its sub-commands."""
-    from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    r"""
+    Register ``evaluate`` and its subcommands ``faithfulness``, ``conservation`` and ``bias``.
 
-    evaluate = commands.add_parser("evaluate", help="evaluate explanations on the default model's held-out set")
+    Args:
+        subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
+
+    Returns:
+        *argparse.ArgumentParser*: the parser of ``evaluate``.
+    """
+    evaluate = subparsers.add_parser("evaluate", help="evaluate explanations on the default model's held-out set")
     kinds = evaluate.add_subparsers(dest="evaluation", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--limit", type=int, default=None, help="first N held-out sentences (default: all 853)")
     common.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
 
     faith = kinds.add_parser("faithfulness", parents=[common], help="token flipping: ΔA^F, ΔA^I per method, bar plot")
-    faith.add_argument("--methods", nargs="+", default=list(DEFAULT_EVALUATION_METHODS))
+    faith.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method names of captum_mamba.evaluation.METHODS (default: DEFAULT_EVALUATION_METHODS of "
+        "captum_mamba.evaluation.report)",
+    )
     faith.add_argument("--steps", type=int, default=10, help="flipping steps (default 10)")
     faith.add_argument("--replacement", default="zero", help="zero, mean or a token id (default zero)")
     faith.add_argument(
@@ -114,13 +126,27 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="baseline of the insertion curves: zero, mean or a token id (default: --replacement, then ΔA^I = ΔA^F)",
     )
     faith.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
-    faith.set_defaults(handler=_faithfulness)
 
-    conservation = kinds.add_parser("conservation", parents=[common], help="sum of relevances vs logit, scatter PNG")
-    conservation.set_defaults(handler=_conservation)
+    kinds.add_parser("conservation", parents=[common], help="sum of relevances vs logit, scatter PNG")
 
     bias = kinds.add_parser("bias", parents=[common], help="top-k relevant tokens per class, share of a word list")
     bias.add_argument("--words", nargs="+", default=GENDERED, help="word list (default: gendered words)")
     bias.add_argument("--method", default="mamba_lrp")
     bias.add_argument("-k", type=int, default=3)
-    bias.set_defaults(handler=_bias)
+    return evaluate
+
+
+_EVALUATIONS = {"faithfulness": _faithfulness, "conservation": _conservation, "bias": _bias}
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""
+    Run the chosen evaluation and write its JSON, table or plot under ``--out``.
+
+    Args:
+        args (argparse.Namespace): the parsed options of ``evaluate``.
+
+    Returns:
+        *int*: 0.
+    """
+    return _EVALUATIONS[args.evaluation](args)

@@ -7,8 +7,6 @@ import shlex
 import time
 from pathlib import Path
 
-import torch
-
 XRA_METHODS: tuple[str, ...] = ("mamba_lrp", "naive_lrp", "input_x_gradient", "saliency")
 """Methods of the default XRA run: MambaLRP and three cheap baselines (any of METHODS with --methods)."""
 HF_PATH_HELP = (
@@ -20,6 +18,8 @@ XRA_MODEL = "needle_multilength"
 
 
 def _report(args: argparse.Namespace) -> int:
+    import torch
+
     from captum_mamba.evaluation.methods import METHODS
     from captum_mamba.evaluation.report import write_json
     from captum_mamba.evaluation.synthetic.needle import load_needle_model, needle_top1
@@ -52,6 +52,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _xra(args: argparse.Namespace) -> int:
+    import torch
+
     from captum_mamba.evaluation.methods import METHODS
     from captum_mamba.evaluation.report import write_json
     from captum_mamba.evaluation.synthetic.needle import load_needle_model, model_accuracy_grid, plot_xra, xra_grid
@@ -126,9 +128,17 @@ def _command_line(args: argparse.Namespace, options: tuple[str, ...]) -> str:
     return " ".join(parts)
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """Register ``needle`` and its sub-commands."""
-    needle = commands.add_parser("needle", help="needle-in-a-haystack analysis on the shipped needle model")
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    r"""
+    Register ``needle`` and its subcommands ``report`` and ``xra``.
+
+    Args:
+        subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
+
+    Returns:
+        *argparse.ArgumentParser*: the parser of ``needle``.
+    """
+    needle = subparsers.add_parser("needle", help="needle-in-a-haystack analysis on the shipped needle model")
     kinds = needle.add_subparsers(dest="analysis", required=True)
     report = kinds.add_parser("report", help="top-1 needle hits per method (table)")
     report.add_argument(
@@ -141,7 +151,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--n", type=int, default=100)
     report.add_argument("--length", type=int, default=64)
     report.add_argument("--out", default="needle")
-    report.set_defaults(handler=_report)
     xra = kinds.add_parser("xra", help="explanation-based retrieval accuracy over depths x lengths (heatmap)")
     xra.add_argument(
         "--methods",
@@ -161,4 +170,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     xra.add_argument("--n", type=int, default=32)
     xra.add_argument("-k", type=int, default=1)
     xra.add_argument("--out", default="needle")
-    xra.set_defaults(handler=_xra)
+    return needle
+
+
+_ANALYSES = {"report": _report, "xra": _xra}
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""
+    Run the chosen analysis on the needle model and write its table or heatmap under ``--out``.
+
+    Args:
+        args (argparse.Namespace): the parsed options of ``needle``.
+
+    Returns:
+        *int*: 0.
+    """
+    return _ANALYSES[args.analysis](args)

@@ -1,0 +1,63 @@
+"""The ``captum-mamba`` command: one module per subcommand, registered in :data:`COMMANDS`.
+
+Each subcommand module exposes ``add_parser(subparsers)``, which adds its parser, and
+``run(args)``, which runs it and returns the exit status. Parsing imports only the standard
+library: torch, transformers and captum are imported inside ``run()``, so ``captum-mamba --help``
+answers at once. ``python -m captum_mamba.cli`` and ``torchrun -m captum_mamba.cli`` run
+:func:`main` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from captum_mamba.cli.explain import SentenceExplanation, explain_sentences
+
+COMMANDS: dict[str, str] = {
+    "explain": "captum_mamba.cli.explain",
+    "evaluate": "captum_mamba.cli.evaluate",
+    "needle": "captum_mamba.cli.needle",
+    "explain-dataset": "captum_mamba.cli.explain_dataset",
+    "compare": "captum_mamba.cli.compare",
+}
+"""Subcommand name -> the module that parses and runs it, in the order ``--help`` lists them."""
+
+__all__ = ["COMMANDS", "SentenceExplanation", "build_parser", "explain_sentences", "main"]
+
+
+def _command_module(name: str) -> ModuleType:
+    return importlib.import_module(COMMANDS[name])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    r"""
+    The parser of ``captum-mamba`` with every subcommand of :data:`COMMANDS`.
+
+    Returns:
+        *argparse.ArgumentParser*.
+    """
+    parser = argparse.ArgumentParser(prog="captum-mamba", description="MambaLRP explanations for Mamba models.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        _command_module(name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    r"""
+    Entry point of the ``captum-mamba`` command.
+
+    Args:
+        argv (Sequence[str], optional): the arguments after the program name. Default: ``sys.argv[1:]``
+
+    Returns:
+        *int*: the exit status (0 success, 2 bad input, as argparse's own usage errors).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # the command as typed, recorded by the commands that write how to reproduce their output
+    return _command_module(args.command).run(args)
