@@ -3,7 +3,7 @@
 :func:`register_mamba_lrp` adds MambaLRP to Insights' method list, next to Integrated
 Gradients, Saliency, Input X Gradient, Deconvolution and Occlusion, with one option, the rule
 set (all MambaLRP rules, naive LRP, or one rule switched off). :func:`default_visualizer` builds
-an ``AttributionVisualizer`` for the embedded sentiment model; ``python -m captum_mamba.insights``
+an ``AttributionVisualizer`` for the embedded sentiment model; ``captum-mamba insights``
 serves it on 127.0.0.1. With captum 0.9 or newer, both raise :class:`InsightsUnavailableError`,
 which points to ``captum-mamba compare``, the comparison view that works with every Captum.
 
@@ -16,7 +16,6 @@ Example (in an environment with ``pip install 'captum-mamba[insights]'``)::
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any
 
@@ -182,21 +181,3 @@ def default_visualizer(texts: Sequence[str] | None = None, labels: Sequence[int]
         dataset=dataset,
         score_func=lambda logits: logits.softmax(-1),
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m captum_mamba.insights [--port N]``: serve Insights for the default model on 127.0.0.1."""
-    parser = argparse.ArgumentParser(prog="python -m captum_mamba.insights", description=main.__doc__)
-    parser.add_argument("--port", type=int, default=6080)
-    args = parser.parse_args(argv)
-    try:
-        visualizer = default_visualizer()
-    except InsightsUnavailableError as error:
-        print(f"error: {error}")
-        return 2
-    visualizer.serve(blocking=True, port=args.port)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

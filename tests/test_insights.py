@@ -40,9 +40,9 @@ def test_without_insights_the_error_points_to_the_comparison_view():
         with pytest.raises(InsightsUnavailableError, match=r"removed captum.insights.*captum-mamba compare"):
             call()
     run = subprocess.run(
-        [sys.executable, "-m", "captum_mamba.insights"], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "captum_mamba.cli", "insights"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
-    assert run.returncode == 2 and "captum-mamba compare" in run.stdout
+    assert run.returncode == 2 and "error: " in run.stderr and "captum-mamba compare" in run.stderr
 
 
 def _free_port() -> int:
@@ -68,7 +68,7 @@ def insights_server():
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     server = subprocess.Popen(
-        [str(INSIGHTS_PYTHON), "-m", "captum_mamba.insights", "--port", str(port)],
+        [str(INSIGHTS_PYTHON), "-m", "captum_mamba.cli", "insights", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

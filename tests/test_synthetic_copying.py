@@ -78,11 +78,11 @@ def test_the_training_command_saves_a_loadable_model_and_its_metrics(tmp_path):
         return {"n": n}
 
     record = train_measure_save(
-        ["--steps", "2", "--seed", "5", "--out", str(tmp_path), "--report-n", "3"],
-        "captum_mamba.evaluation.synthetic.copying",
-        None,
-        tmp_path / "unused",
-        default_report_n=50,
+        "copying",
+        tmp_path,
+        steps=2,
+        seed=5,
+        report_n=3,
         train=train,
         measure=lambda model: {"accuracy": copying_accuracy(model, 12, n=4)},
         top1=top1,
@@ -90,7 +90,7 @@ def test_the_training_command_saves_a_loadable_model_and_its_metrics(tmp_path):
     assert seen == {"threads": 1, "top1_dtype": torch.float64} and torch.get_num_threads() == threads
     assert json.loads((tmp_path / "metrics.json").read_text()) == record
     assert record["steps"] == 2 and record["seed"] == 5 and record["top1"] == {"n": 3}
-    assert record["command"].startswith("python -m captum_mamba.evaluation.synthetic.copying --steps 2")
+    assert record["command"] == f"captum-mamba train copying --steps 2 --seed 5 --report-n 3 --out {tmp_path}"
     reloaded = load_copying_model(folder=tmp_path)
     assert next(reloaded.parameters()).dtype == torch.float32
     assert copying_accuracy(reloaded, 12, n=4) == record["accuracy"]

@@ -21,7 +21,6 @@ from captum_mamba.evaluation.synthetic.needle import (
 )
 from captum_mamba.evaluation.synthetic.tasks import needle_batch
 from captum_mamba.evaluation.synthetic.train import ASSETS, build_model, train
-from captum_mamba.evaluation.synthetic.train import main as train_main
 
 MULTILENGTH = "needle_multilength"
 
@@ -40,18 +39,32 @@ def test_training_smoke_loss_goes_down():
     assert loss(trained) < loss(untrained) - 0.05
 
 
-def test_trainer_writes_model_metrics_and_card(tmp_path):
+def test_trainer_writes_model_metrics_and_card(tmp_path, capsys):
     out = tmp_path / "tiny"
-    metrics = train_main(
-        ["--steps", "2", "--min-length", "6", "--max-length", "8", "--eval-lengths", "8", "--card", "--out", str(out)]
-    )
+    args = [
+        "--steps",
+        "2",
+        "--min-length",
+        "6",
+        "--max-length",
+        "8",
+        "--eval-lengths",
+        "8",
+        "--card",
+        "--out",
+        str(out),
+    ]
+    assert cli_main(["train", "needle", *args]) == 0
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "metrics.json", "MODEL_CARD.md"}
-    assert json.loads((out / "metrics.json").read_text())["train_lengths"] == [6, 8]
-    assert metrics["command"].endswith(f"--out {out}") and "--steps 2" in (out / "MODEL_CARD.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_lengths"] == [6, 8] and list(metrics["accuracy_by_length"]) == ["8"]
+    assert metrics["command"] == "captum-mamba train needle " + " ".join(args)
+    assert metrics["command"] in (out / "MODEL_CARD.md").read_text()
     reloaded = load_needle_model(name=str(out))
     assert 0.0 <= needle_top1(reloaded, ["mamba_lrp"], n=4, length=8)["mamba_lrp"]["top1"] <= 1.0
-    with pytest.raises(SystemExit, match="min-length"):
-        train_main(["--min-length", "9", "--max-length", "8", "--out", str(out)])
+    capsys.readouterr()
+    assert cli_main(["train", "needle", "--min-length", "9", "--max-length", "8", "--out", str(out)]) == 2
+    assert "error: need 2 <= --min-length <= --max-length" in capsys.readouterr().err
 
 
 def test_unknown_model_is_named():

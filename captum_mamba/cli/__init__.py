@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "needle": "captum_mamba.cli.needle",
     "explain-dataset": "captum_mamba.cli.explain_dataset",
     "compare": "captum_mamba.cli.compare",
+    "train": "captum_mamba.cli.train",
+    "insights": "captum_mamba.cli.insights",
 }
 """Subcommand name -> the module that parses and runs it, in the order ``--help`` lists them."""
 

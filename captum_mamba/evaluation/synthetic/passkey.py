@@ -1,13 +1,12 @@
 """Passkey retrieval: a causal LM outputs the value that followed a marker; does relevance find it?
 
-``python -m captum_mamba.evaluation.synthetic.passkey`` trains the shipped model
+``captum-mamba train passkey`` (:func:`train_and_save`) trains the shipped model
 (``assets/passkey``) and prints the top-1 report; :func:`passkey_top1` scores any method of
 :data:`~captum_mamba.evaluation.METHODS` on it.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from captum_mamba.evaluation.synthetic.needle import method_scores
 from captum_mamba.evaluation.synthetic.tasks import passkey_batch
 
 PASSKEY_ASSETS = Path(__file__).resolve().parent / "assets" / "passkey"
-TRAINER = "captum_mamba.evaluation.synthetic.passkey"
 
 
 def _answer_logits(model: nn.Module, input_ids: Tensor) -> Tensor:
@@ -75,7 +73,7 @@ def load_passkey_model(dtype: torch.dtype = torch.float32, folder: str | Path = 
     Returns:
         *MambaForCausalLM*.
     """
-    return load_synthetic_lm(folder, "passkey", TRAINER, dtype)
+    return load_synthetic_lm(folder, "passkey", dtype)
 
 
 def passkey_top1(
@@ -111,26 +109,37 @@ def passkey_top1(
     return report
 
 
-def main(argv: list[str] | None = None) -> dict:
+def train_and_save(
+    out: str | Path = PASSKEY_ASSETS,
+    steps: int = 600,
+    seed: int = 0,
+    report_n: int = 100,
+    command: str | None = None,
+) -> dict:
     r"""
-    Train, measure and save the passkey model, then print the top-1 report.
+    Train, measure and save the passkey model, then print the top-1 report: ``captum-mamba train passkey``.
+
+    Args:
+        out (str or Path, optional): output folder. Default: the shipped model's folder, ``assets/passkey``
+        steps (int, optional): optimiser steps. Default: 600
+        seed (int, optional): seed of the training. Default: 0
+        report_n (int, optional): sequences of the top-1 report (0: none). Default: 100
+        command (str, optional): the command line recorded in ``metrics.json``.
+                    Default: the ``captum-mamba train passkey`` command with every option spelled out
 
     Returns:
         *dict*: the metrics written to ``OUT/metrics.json``.
     """
     return train_measure_save(
-        list(sys.argv[1:] if argv is None else argv),
-        TRAINER,
-        __doc__,
-        PASSKEY_ASSETS,
-        default_report_n=100,
+        "passkey",
+        out,
+        steps,
+        seed,
+        report_n,
         train=lambda steps, seed: train_passkey(steps=steps, seed=seed),
         measure=lambda model: {
             "accuracy_by_length": {length: passkey_accuracy(model, length) for length in (32, 64, 128, 256)}
         },
         top1=lambda model, n: passkey_top1(model, n=n),
+        command=command,
     )
-
-
-if __name__ == "__main__":
-    main()

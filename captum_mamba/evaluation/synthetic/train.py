@@ -1,12 +1,12 @@
-"""Train the needle-detection model: ``python -m captum_mamba.evaluation.synthetic.train``."""
+"""Train the needle-detection model: ``captum-mamba train needle`` (:func:`train_and_save`)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
+import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,77 +120,90 @@ def _step(
     losses.append(float(loss.detach()))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m captum_mamba.evaluation.synthetic.train", description=__doc__)
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--out", type=Path, default=ASSETS)
-    parser.add_argument("--min-length", type=int, default=32, help="shortest training sequence (default: 32)")
-    parser.add_argument("--max-length", type=int, default=64, help="longest training sequence (default: 64)")
-    parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default: 5e-3)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--eval-lengths", default="32,64,128,256", help="lengths of the accuracy check (default: 32,64,128,256)"
-    )
-    parser.add_argument("--init", type=Path, help="continue from this saved model folder instead of from scratch")
-    parser.add_argument("--card", action="store_true", help="also write MODEL_CARD.md (model card from the metrics)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> dict:
+def train_and_save(
+    out: str | Path = ASSETS,
+    steps: int = 800,
+    min_length: int = 32,
+    max_length: int = 64,
+    lr: float = 5e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    eval_lengths: Sequence[int] = (32, 64, 128, 256),
+    init: str | Path | None = None,
+    card: bool = False,
+    command: str | None = None,
+) -> dict:
     r"""
-    Train, measure and save a needle model (``config.json``, ``model.safetensors``, ``metrics.json``).
+    Train, measure and save a needle model (``config.json``, ``model.safetensors``, ``metrics.json``),
+    on one CPU thread: ``captum-mamba train needle``.
 
     Args:
-        argv (list[str], optional): command-line arguments; ``None`` reads ``sys.argv``.
+        out (str or Path, optional): output folder. Default: the shipped model's folder, ``assets/needle``
+        steps (int, optional): optimiser steps. Default: 800
+        min_length (int, optional): shortest training sequence. Default: 32
+        max_length (int, optional): longest training sequence. Default: 64
+        lr (float, optional): peak learning rate. Default: 5e-3
+        batch_size (int, optional): sequences per batch. Default: 32
+        seed (int, optional): seed of the initialisation, the lengths and the batches. Default: 0
+        eval_lengths (Sequence[int], optional): lengths of the accuracy check. Default: (32, 64, 128, 256)
+        init (str or Path, optional): continue from this saved model folder instead of from scratch.
+        card (bool, optional): also write ``MODEL_CARD.md`` from the metrics. Default: False
+        command (str, optional): the command line recorded in ``metrics.json`` and the model card.
+                    Default: the ``captum-mamba train needle`` command with every option spelled out
 
     Returns:
         *dict*, the metrics written to ``OUT/metrics.json``.
+
+    Raises:
+        ValueError: unless ``2 <= min_length <= max_length``.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    if not 2 <= args.min_length <= args.max_length:
-        raise SystemExit(f"need 2 <= --min-length <= --max-length, got {args.min_length} and {args.max_length}")
+    if not 2 <= min_length <= max_length:
+        raise ValueError(f"need 2 <= --min-length <= --max-length, got {min_length} and {max_length}")
+    out = Path(out)
+    if command is None:
+        words = ["captum-mamba", "train", "needle", "--steps", str(steps), "--min-length", str(min_length)]
+        words += ["--max-length", str(max_length), "--lr", str(lr), "--batch-size", str(batch_size)]
+        words += ["--seed", str(seed), "--eval-lengths", ",".join(str(n) for n in eval_lengths)]
+        words += [] if init is None else ["--init", str(init)]
+        command = shlex.join([*words, *(["--card"] if card else []), "--out", str(out)])
     torch.set_num_threads(1)
     hf_logging.disable_progress_bar()
     start = time.perf_counter()
     model, losses = train(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        min_length=args.min_length,
-        max_length=args.max_length,
-        lr=args.lr,
-        seed=args.seed,
-        init=args.init,
+        steps=steps,
+        batch_size=batch_size,
+        min_length=min_length,
+        max_length=max_length,
+        lr=lr,
+        seed=seed,
+        init=None if init is None else Path(init),
     )
     seconds = time.perf_counter() - start
-    metrics = {
-        length: accuracy(model, length) for length in (int(part) for part in args.eval_lengths.split(",") if part)
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
-    (args.out / "model.safetensors").chmod(0o644)
+    metrics = {length: accuracy(model, length) for length in eval_lengths}
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    (out / "model.safetensors").chmod(0o644)
     record = {
         "accuracy_by_length": metrics,
         "train_seconds": seconds,
-        "steps": args.steps,
+        "steps": steps,
         "final_loss": losses[-1],
-        "seed": args.seed,
-        "train_lengths": [args.min_length, args.max_length],
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "init": None if args.init is None else str(args.init),
-        "command": " ".join(["python -m captum_mamba.evaluation.synthetic.train", *argv]),
+        "seed": seed,
+        "train_lengths": [min_length, max_length],
+        "lr": lr,
+        "batch_size": batch_size,
+        "init": None if init is None else str(init),
+        "command": command,
     }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=1))
-    if args.card:
-        write_model_card(args.out, record, sum(p.numel() for p in model.parameters()))
+    (out / "metrics.json").write_text(json.dumps(record, indent=1))
+    if card:
+        write_model_card(out, record, sum(p.numel() for p in model.parameters()))
     print(f"accuracy by length {metrics}; {seconds:.0f} s")
     return record
 
 
 def write_model_card(out: Path, metrics: dict, parameters: int) -> Path:
-    """Write ``MODEL_CARD.md`` for a needle model trained by :func:`main` from its ``metrics``."""
+    """Write ``MODEL_CARD.md`` for a needle model trained by :func:`train_and_save` from its ``metrics``."""
     low, high = metrics["train_lengths"]
     rows = "\n".join(f"| {length} | 512 | {value:.3f} |" for length, value in metrics["accuracy_by_length"].items())
     init_note = (
@@ -232,7 +245,3 @@ separates faithful explanations from unfaithful ones; load it with
     path = out / "MODEL_CARD.md"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,180 @@
+"""``captum-mamba train default|needle|passkey|copying``: train (and save) a shipped model.
+
+The training code lives with each model: :mod:`captum_mamba.default.train`,
+:mod:`captum_mamba.evaluation.synthetic.train` (needle), :mod:`~captum_mamba.evaluation.synthetic.passkey`
+and :mod:`~captum_mamba.evaluation.synthetic.copying`; this module parses their options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+SYNTHETIC_REPORT_N: dict[str, int] = {"passkey": 100, "copying": 50}
+"""Default sequences of the top-1 report printed after training each synthetic causal LM."""
+
+
+def _lengths(text: str) -> list[int]:
+    """``"32,64,128"`` -> ``[32, 64, 128]`` (the format of ``--eval-lengths``)."""
+    return [int(part) for part in text.split(",") if part]
+
+
+def _add_default(models: argparse._SubParsersAction) -> None:
+    parser = models.add_parser(
+        "default",
+        help="the embedded sentiment classifier (Rotten Tomatoes; CPU, about 1-2 minutes)",
+        description="Train the default Mamba sentiment classifier on the Rotten Tomatoes sentences.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the training split (default: 2)")
+    parser.add_argument("--max-train", type=int, default=None, help="use only the first N training sentences")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; 1 is bit-reproducible (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the initialization and the batches")
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="held-out share of the data (default: 0.1)")
+    parser.add_argument("--vocab-size", type=int, default=8000, help="word-level vocabulary size incl. specials")
+    parser.add_argument("--max-length", type=int, default=64, help="tokens kept per sentence (default: 64)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (default: 3e-3)")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--state-size", type=int, default=16)
+
+
+def _add_needle(models: argparse._SubParsersAction) -> None:
+    parser = models.add_parser(
+        "needle",
+        help="the needle-detection classifier (synthetic; CPU)",
+        description="Train the needle-detection model (does the needle token appear in the sequence?).",
+    )
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: the shipped model's, assets/needle)"
+    )
+    parser.add_argument("--min-length", type=int, default=32, help="shortest training sequence (default: 32)")
+    parser.add_argument("--max-length", type=int, default=64, help="longest training sequence (default: 64)")
+    parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default: 5e-3)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eval-lengths",
+        type=_lengths,
+        default=[32, 64, 128, 256],
+        help="lengths of the accuracy check (default: 32,64,128,256)",
+    )
+    parser.add_argument("--init", type=Path, help="continue from this saved model folder instead of from scratch")
+    parser.add_argument("--card", action="store_true", help="also write MODEL_CARD.md (model card from the metrics)")
+
+
+def _add_synthetic_lm(models: argparse._SubParsersAction, task: str, summary: str) -> None:
+    parser = models.add_parser(
+        task,
+        help=f"the {task} causal LM (synthetic; CPU)",
+        description=f"{summary} Trains the shipped model and prints the top-1 report.",
+    )
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument(
+        "--out", type=Path, default=None, help=f"output folder (default: the shipped model's, assets/{task})"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--report-n",
+        type=int,
+        default=SYNTHETIC_REPORT_N[task],
+        help=f"sequences of the top-1 report (0: none; default: {SYNTHETIC_REPORT_N[task]})",
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    r"""
+    Register ``train`` and its models ``default``, ``needle``, ``passkey`` and ``copying``.
+
+    Args:
+        subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
+
+    Returns:
+        *argparse.ArgumentParser*: the parser of ``train``.
+    """
+    train = subparsers.add_parser("train", help="train a shipped model: default, needle, passkey or copying")
+    models = train.add_subparsers(dest="model", required=True)
+    _add_default(models)
+    _add_needle(models)
+    _add_synthetic_lm(
+        models,
+        "passkey",
+        "Passkey retrieval: a causal LM outputs the value that followed a marker.",
+    )
+    _add_synthetic_lm(
+        models,
+        "copying",
+        "The copying task: a causal LM reproduces data tokens after a delimiter.",
+    )
+    return train
+
+
+def _train_default(args: argparse.Namespace, command: str) -> int:
+    from dataclasses import fields
+
+    from captum_mamba.default.train import TrainingOptions, train_and_save
+
+    options = TrainingOptions(**{field.name: getattr(args, field.name) for field in fields(TrainingOptions)})
+    train_and_save(args.out, options, command=command)
+    return 0
+
+
+def _train_needle(args: argparse.Namespace, command: str) -> int:
+    from captum_mamba.evaluation.synthetic.train import ASSETS, train_and_save
+
+    try:
+        train_and_save(
+            ASSETS if args.out is None else args.out,
+            steps=args.steps,
+            min_length=args.min_length,
+            max_length=args.max_length,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            eval_lengths=args.eval_lengths,
+            init=args.init,
+            card=args.card,
+            command=command,
+        )
+    except ValueError as error:  # the training lengths (checked before training)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _train_passkey(args: argparse.Namespace, command: str) -> int:
+    from captum_mamba.evaluation.synthetic.passkey import PASSKEY_ASSETS, train_and_save
+
+    out = PASSKEY_ASSETS if args.out is None else args.out
+    train_and_save(out, steps=args.steps, seed=args.seed, report_n=args.report_n, command=command)
+    return 0
+
+
+def _train_copying(args: argparse.Namespace, command: str) -> int:
+    from captum_mamba.evaluation.synthetic.copying import COPYING_ASSETS, train_and_save
+
+    out = COPYING_ASSETS if args.out is None else args.out
+    train_and_save(out, steps=args.steps, seed=args.seed, report_n=args.report_n, command=command)
+    return 0
+
+
+_TRAINERS = {"default": _train_default, "needle": _train_needle, "passkey": _train_passkey, "copying": _train_copying}
+
+
+def run(args: argparse.Namespace) -> int:
+    r"""
+    Train the chosen model and save it, its ``metrics.json`` (with the command line) and, where
+    asked, its model card under ``--out``.
+
+    Args:
+        args (argparse.Namespace): the parsed options of ``train``.
+
+    Returns:
+        *int*: 0, or 2 (with ``error: ...`` on stderr) on invalid training lengths of ``needle``.
+    """
+    return _TRAINERS[args.model](args, "captum-mamba " + shlex.join(args.argv))
