@@ -126,7 +126,7 @@ def test_web_api_answers_bad_input_and_keeps_serving(text_model, example):
     assert {m["name"] for m in client.get("/api/methods").get_json()} == set(METHODS)
 
 
-def test_cli_writes_a_report_and_rejects_bad_input(tmp_path, capsys):
+def test_compare_command_writes_a_report_and_rejects_bad_input(tmp_path, capsys):
     out = tmp_path / "report.html"
     assert main(["compare", TEXT, "--methods", "mamba_lrp", "input_x_gradient", "--html", str(out)]) == 0
     page = out.read_text(encoding="utf-8")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from captum_mamba import MambaLRP
-from captum_mamba.cli import main as cli_main
+from captum_mamba.cli import main
 from captum_mamba.evaluation.synthetic.needle import (
     load_needle_model,
     method_scores,
@@ -54,7 +54,7 @@ def test_trainer_writes_model_metrics_and_card(tmp_path, capsys):
         "--out",
         str(out),
     ]
-    assert cli_main(["train", "needle", *args]) == 0
+    assert main(["train", "needle", *args]) == 0
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "metrics.json", "MODEL_CARD.md"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train_lengths"] == [6, 8] and list(metrics["accuracy_by_length"]) == ["8"]
@@ -63,7 +63,7 @@ def test_trainer_writes_model_metrics_and_card(tmp_path, capsys):
     reloaded = load_needle_model(name=str(out))
     assert 0.0 <= needle_top1(reloaded, ["mamba_lrp"], n=4, length=8)["mamba_lrp"]["top1"] <= 1.0
     capsys.readouterr()
-    assert cli_main(["train", "needle", "--min-length", "9", "--max-length", "8", "--out", str(out)]) == 2
+    assert main(["train", "needle", "--min-length", "9", "--max-length", "8", "--out", str(out)]) == 2
     assert "error: need 2 <= --min-length <= --max-length" in capsys.readouterr().err
 
 
@@ -126,14 +126,14 @@ def test_xra_and_accuracy_grids_are_shares(multilength):
     assert float(k_all) == 1.0  # top-7 of the 7 positions before the read-out always hits
 
 
-def test_needle_cli_writes_the_report_and_the_heatmap(tmp_path, capsys):
+def test_needle_command_writes_the_report_and_the_heatmap(tmp_path, capsys):
     out = tmp_path / "needle"
-    assert cli_main(["needle", "report", "--methods", "mamba_lrp", "saliency", "--n", "6", "--out", str(out)]) == 0
+    assert main(["needle", "report", "--methods", "mamba_lrp", "saliency", "--n", "6", "--out", str(out)]) == 0
     table = (out / "needle_top1.md").read_text()
     assert "| MambaLRP |" in table and "captum-mamba needle report --model needle --methods mamba_lrp saliency" in table
     args = ["needle", "xra", "--model", MULTILENGTH, "--methods", "mamba_lrp", "input_x_gradient"]
     args += ["--lengths", "12", "24", "--depths", "0", "1", "--n", "3", "--out", str(out)]
-    assert cli_main(args) == 0
+    assert main(args) == 0
     result = json.loads((out / "needle_xra.json").read_text())
     assert set(result["xra"]) == {"mamba_lrp", "input_x_gradient"} and len(result["model_accuracy"]) == 2
     assert all(0 <= v <= 1 for grid in result["xra"].values() for row in grid for v in row)

@@ -45,7 +45,7 @@ def test_hits_top_k():
 @pytest.fixture(scope="module")
 def needle_model():
     if not (ASSETS / "model.safetensors").is_file():
-        pytest.fail("the needle model is not shipped: run python -m captum_mamba.evaluation.synthetic.train")
+        pytest.fail("the needle model is not shipped: run captum-mamba train needle")
     return load_needle_model(torch.float64)
 
 

@@ -4,7 +4,7 @@ A 2-layer Mamba (hidden size 64) with mean pooling and a linear head, trained on
 Tomatoes sentence-polarity data (Pang & Lee, 2005) with a word-level tokenizer; it loads offline
 and runs on CPU in milliseconds, so examples, tests and tutorials can explain a real trained
 model. ``assets/MODEL_CARD.md`` documents the data, split, hyper-parameters and held-out
-accuracy; ``python -m captum_mamba.default.train`` rebuilds it.
+accuracy; ``captum-mamba train default`` rebuilds it.
 
 Example::
 
