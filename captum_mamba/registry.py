@@ -87,15 +87,17 @@ class RuleRegistry:
 
     def lookup(self, module_type: type[nn.Module]) -> PropagationRule | None:
         """The rule for ``module_type`` (nearest registered base class), or ``None`` if unknown."""
-        entries = self.entries()
+        declared = {} if self.families is None else self.families.rules()
         for klass in module_type.__mro__:
-            if klass in entries:
-                return _instantiate(entries[klass])
+            if klass in self._rules:
+                return _instantiate(self._rules[klass])
+            if klass in declared:
+                return _instantiate(declared[klass])
         return None
 
     def __contains__(self, module_type: type[nn.Module]) -> bool:
-        entries = self.entries()
-        return any(klass in entries for klass in module_type.__mro__)
+        declared = {} if self.families is None else self.families.rules()
+        return any(klass in self._rules or klass in declared for klass in module_type.__mro__)
 
     def copy(self) -> RuleRegistry:
         """An independent copy (rules are shared, entries are not; the families are the same)."""
@@ -103,7 +105,7 @@ class RuleRegistry:
 
     def entries(self) -> dict[type[nn.Module], RuleSpec]:
         """Every ``{module_type: rule}`` entry: the declared families', then the registered ones."""
-        entries = {} if self.families is None else self.families.rules()
+        entries = {} if self.families is None else dict(self.families.rules())
         entries.update(self._rules)
         return entries
 

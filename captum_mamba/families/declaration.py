@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -65,6 +66,10 @@ class ModelFamily:
 
     def module_rules(self) -> dict[type[nn.Module], RuleSpec]:
         """The MambaLRP rule of every module type the family declares."""
+        return dict(self._module_rules)
+
+    @functools.cached_property
+    def _module_rules(self) -> dict[type[nn.Module], RuleSpec]:
         entries: dict[type[nn.Module], RuleSpec] = {}
         entries.update({module_type: MixerRule(layout=layout) for module_type, layout in self.mixers.items()})
         entries.update(self.norms)
@@ -105,6 +110,7 @@ class FamilyRegistry:
     def __init__(self, families: tuple[ModelFamily, ...] = ()) -> None:
         self._builtin = tuple(families)
         self._registered: list[ModelFamily] = []
+        self._rules: dict[type[nn.Module], RuleSpec] | None = None  # derived, rebuilt after a change
 
     def register(self, family: ModelFamily) -> None:
         r"""
@@ -119,10 +125,12 @@ class FamilyRegistry:
         if any(existing.name == family.name for existing in self.families()):
             raise ValueError(f"a model family named {family.name!r} is already declared")
         self._registered.append(family)
+        self._rules = None
 
     def unregister(self, family: ModelFamily) -> None:
         """Remove a family that :meth:`register` declared."""
         self._registered.remove(family)
+        self._rules = None
 
     @contextmanager
     def registered(self, family: ModelFamily) -> Iterator[ModelFamily]:
@@ -141,7 +149,7 @@ class FamilyRegistry:
         """The family declaring ``module_type`` (or its nearest declared base class)."""
         for klass in module_type.__mro__:
             for family in reversed(self.families()):
-                if klass in family.module_rules():
+                if klass in family._module_rules:
                     return family
         return None
 
@@ -153,9 +161,11 @@ class FamilyRegistry:
                     return family.mixers[klass]
         return None
 
-    def rules(self) -> dict[type[nn.Module], RuleSpec]:
-        """Every declared ``{module type: rule}``; later declarations win."""
-        entries: dict[type[nn.Module], RuleSpec] = {}
-        for family in self.families():
-            entries.update(family.module_rules())
-        return entries
+    def rules(self) -> Mapping[type[nn.Module], RuleSpec]:
+        """Every declared ``{module type: rule}`` (read-only; later declarations win)."""
+        if self._rules is None:
+            entries: dict[type[nn.Module], RuleSpec] = {}
+            for family in self.families():
+                entries.update(family._module_rules)
+            self._rules = entries
+        return self._rules
