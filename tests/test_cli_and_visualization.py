@@ -33,6 +33,8 @@ def test_explain_writes_heatmaps_and_conserving_relevances(tmp_path, capsys):
     assert "prediction: negative" in printed and "lifeless" in printed
     for name in ("heatmap.png", "heatmap.html", "relevances.json"):
         assert (tmp_path / name).stat().st_size > 0
+    page = (tmp_path / "heatmap.html").read_text()
+    assert "red: toward the explained class" in page and "largest |relevance| of each sentence" in page
     (record,) = json.loads((tmp_path / "relevances.json").read_text())
     assert record["tokens"] == ["a", "dull", ",", "lifeless", "and", "boring", "mess", "."]
     # the logit, computed here without any attribution, is the sum of relevances minus the delta (to

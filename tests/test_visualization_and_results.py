@@ -13,11 +13,13 @@ from captum_mamba.results import ExplanationResult
 from captum_mamba.visualization import (
     TokenExplanation,
     compare_methods_figure,
+    heatmap_figure,
     heatmap_html,
     render_terminal,
     visualization_record,
     visualize_text,
 )
+from captum_mamba.visualization.heatmap import COLORBAR_LABEL, wrap_title
 
 from bias_share import bias_share
 from conftest import embeddings_of, tiny_classifier
@@ -66,6 +68,50 @@ def test_side_by_side_heatmap_and_wrapping(explained, tmp_path):
         assert (tmp_path / f"compare.{suffix}").stat().st_size > 1000
     with pytest.raises(ValueError, match="relevances for"):
         compare_methods_figure(TOKENS, {"MambaLRP": [1.0]})
+
+
+def test_heatmap_has_a_colour_legend_that_states_the_scale(tmp_path):
+    rows = [TokenExplanation(["good", "bad"], [2.0, -1.0], title="one"), TokenExplanation(["ok"], [0.5], title="two")]
+    figure = heatmap_figure(rows)
+    tokens_axis, bar_axis = figure.axes
+    assert bar_axis.get_xlabel() == COLORBAR_LABEL
+    assert "red: toward the explained class" in COLORBAR_LABEL and "blue: against it" in COLORBAR_LABEL
+    assert [t.get_text() for t in bar_axis.get_xticklabels()] == ["−max |R|", "0", "+max |R|"]
+    notes = " ".join(t.get_text() for t in figure.texts)
+    assert "scaled to the largest |relevance| of each sentence" in notes
+    texts = [t.get_text() for t in tokens_axis.texts]
+    assert "full colour = ±2" in texts and "full colour = ±0.5" in texts  # each sentence's own scale
+    shared = heatmap_figure(rows, shared_scale=True)
+    assert [t.get_text() for t in shared.axes[1].get_xticklabels()] == ["-2", "0", "+2"]
+    assert "one scale for all sentences" in " ".join(t.get_text() for t in shared.texts)
+    assert not any("full colour" in t.get_text() for t in shared.axes[0].texts)
+    assert len(heatmap_figure(rows, legend=False).axes) == 1
+
+
+def test_long_titles_wrap_at_spaces_and_keep_phrases():
+    sentence = "the acting is wonderful , but the plot is a tedious mess ."
+    title = f"{sentence}  ->  negative (explaining negative, p = 0.75)"
+    assert wrap_title(title, 70) == [sentence, "-> negative (explaining negative, p = 0.75)"]
+    long = " ".join(f"word{i}" for i in range(40))
+    lines = wrap_title(long, 50, max_lines=10)
+    assert len(lines) > 1 and all(len(line) <= 50 for line in lines)
+    assert " ".join(lines).split() == long.split()  # broken at spaces only: every word intact
+    clipped = wrap_title(long, 50, max_lines=2)
+    assert len(clipped) == 2 and clipped[-1].endswith("…") and len(clipped[-1]) <= 50
+    assert wrap_title("short  |  MambaLRP", 70) == ["short  | MambaLRP"]
+    figure = heatmap_figure([TokenExplanation(["a"], [1.0], title=title)], width=50)
+    drawn = [t.get_text() for t in figure.axes[0].texts if t.get_fontweight() == "bold"]
+    assert drawn and all(len(line) <= 50 for line in drawn) and " ".join(drawn).split() == title.split()
+
+
+def test_html_heatmap_legend_and_phrases():
+    rows = [TokenExplanation(["good", "bad"], [2.0, -1.0], title="a film  ->  positive (p = 0.9)", subtitle="s")]
+    page = heatmap_html(rows)
+    assert "red: toward the explained class, blue: against it" in page
+    assert "scaled to the largest |relevance| of each sentence" in page and "s; full colour = ±2" in page
+    assert '<span class="phrase">-&gt; positive (p = 0.9)</span>' in page and 'class="bar"' in page
+    shared = heatmap_html(rows + [TokenExplanation(["x"], [4.0])], shared_scale=True)
+    assert "one scale for all sentences" in shared and "+4" in shared and "full colour = ±" not in shared
 
 
 def test_terminal_rendering_colours_by_sign():
