@@ -6,21 +6,12 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from captum_mamba.visualization.colors import (  # noqa: E402
-    COLOR_MEANING,
-    relevance_rgb,
-    scale_note,
-    scale_of,
-    shared_scale_of,
-)
-from captum_mamba.visualization.html import TokenExplanation, title_phrases  # noqa: E402
+from captum_mamba.visualization.colors import COLOR_MEANING, relevance_rgb, scale_note, scale_of, shared_scale_of
+from captum_mamba.visualization.html import TokenExplanation, title_phrases
 
 #: The colour map of :func:`captum_mamba.visualization.colors.relevance_rgb` (blue, white, red).
 RELEVANCE_CMAP = LinearSegmentedColormap.from_list("relevance", [(0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0)])
@@ -90,7 +81,7 @@ _LEGEND_INCHES = 0.85
 
 def _add_legend(figure: Figure, legend_fraction: float, shared: bool, scale: float, width: int) -> None:
     bar = figure.add_axes((0.08, legend_fraction * 0.55, 0.5, legend_fraction * 0.12))
-    mappable = plt.cm.ScalarMappable(norm=plt.Normalize(-1.0, 1.0), cmap=RELEVANCE_CMAP)
+    mappable = ScalarMappable(norm=Normalize(-1.0, 1.0), cmap=RELEVANCE_CMAP)
     colorbar = figure.colorbar(mappable, cax=bar, orientation="horizontal")
     colorbar.set_ticks([-1.0, 0.0, 1.0])
     if shared:
@@ -138,7 +129,8 @@ def heatmap_figure(
     line_count = sum(0.8 * (len(t) + len(s)) + len(lines) + 0.9 for _, _, t, s, lines in layout) + 0.2
     content = _LINE_INCHES * line_count + 0.1
     extra = _LEGEND_INCHES if legend else 0.0
-    figure = plt.figure(figsize=((width + 2) * _CHAR_INCHES, content + extra))
+    # a bare Figure, not pyplot's: no backend is chosen, and notebooks show it once (as the cell's value)
+    figure = Figure(figsize=((width + 2) * _CHAR_INCHES, content + extra))
     fraction = extra / (content + extra)
     axis = figure.add_axes((0, fraction, 1, 1 - fraction))
     axis.set_xlim(0, width + 2)
@@ -227,5 +219,4 @@ def save_heatmap(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = heatmap_figure(explanations, width, shared_scale=shared_scale)
     figure.savefig(path, dpi=dpi)
-    plt.close(figure)
     return path
