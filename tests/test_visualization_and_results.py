@@ -99,6 +99,7 @@ def test_long_titles_wrap_at_spaces_and_keep_phrases():
     clipped = wrap_title(long, 50, max_lines=2)
     assert len(clipped) == 2 and clipped[-1].endswith("…") and len(clipped[-1]) <= 50
     assert wrap_title("short  |  MambaLRP", 70) == ["short  | MambaLRP"]
+    assert wrap_title("a sentence\nMambaLRP", 70) == ["a sentence", "MambaLRP"]  # newlines kept
     figure = heatmap_figure([TokenExplanation(["a"], [1.0], title=title)], width=50)
     drawn = [t.get_text() for t in figure.axes[0].texts if t.get_fontweight() == "bold"]
     assert drawn and all(len(line) <= 50 for line in drawn) and " ".join(drawn).split() == title.split()
@@ -110,6 +111,7 @@ def test_html_heatmap_legend_and_phrases():
     assert "red: toward the explained class, blue: against it" in page
     assert "scaled to the largest |relevance| of each sentence" in page and "s; full colour = ±2" in page
     assert '<span class="phrase">-&gt; positive (p = 0.9)</span>' in page and 'class="bar"' in page
+    assert "<br>" in heatmap_html([TokenExplanation(["a"], [1.0], title="a text\nMambaLRP")])
     shared = heatmap_html(rows + [TokenExplanation(["x"], [4.0])], shared_scale=True)
     assert "one scale for all sentences" in shared and "+4" in shared and "full colour = ±" not in shared
 

@@ -48,7 +48,7 @@ def wrap_title(title: str, width: int, max_lines: int = 3) -> list[str]:
 
     Phrases are the parts of the title separated by two or more spaces (see
     :func:`captum_mamba.visualization.html.title_phrases`). A phrase that fits on a line is never
-    split; a longer one is wrapped at spaces.
+    split; a longer one is wrapped at spaces. A newline in the title always starts a new line.
     Lines beyond ``max_lines`` are dropped and the last kept line ends with an ellipsis.
 
     Args:
@@ -60,7 +60,16 @@ def wrap_title(title: str, width: int, max_lines: int = 3) -> list[str]:
         *list[str]*: the lines (``[""]`` for an empty title).
     """
     lines: list[str] = []
-    for phrase in title_phrases(title):
+    for paragraph in title.split("\n"):
+        lines.extend(_wrap_paragraph(paragraph, width))
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + [_ellipsize(lines[max_lines - 1], width)]
+    return lines or [""]
+
+
+def _wrap_paragraph(paragraph: str, width: int) -> list[str]:
+    lines: list[str] = []
+    for phrase in title_phrases(paragraph):
         if lines and len(lines[-1]) + 2 + len(phrase) <= width:
             lines[-1] += "  " + phrase
         elif len(phrase) <= width:
@@ -68,9 +77,7 @@ def wrap_title(title: str, width: int, max_lines: int = 3) -> list[str]:
         else:
             pieces = textwrap.wrap(phrase, width, break_long_words=False, break_on_hyphens=False)
             lines.extend(piece if len(piece) <= width else _ellipsize(piece[: width - 1], width) for piece in pieces)
-    if len(lines) > max_lines:
-        lines = lines[: max_lines - 1] + [_ellipsize(lines[max_lines - 1], width)]
-    return lines or [""]
+    return lines
 
 
 _TOKEN_POINTS = 8.0
@@ -187,9 +194,7 @@ def compare_methods_figure(
         if len(values) != len(tokens):
             raise ValueError(f"{method}: {len(values)} relevances for {len(tokens)} tokens")
     rows = [
-        TokenExplanation(
-            tokens, [float(v) for v in values], title=(f"{title}  |  " if title and i == 0 else "") + method
-        )
+        TokenExplanation(tokens, [float(v) for v in values], title=(f"{title}\n" if title and i == 0 else "") + method)
         for i, (method, values) in enumerate(relevances.items())
     ]
     return heatmap_figure(rows, width)

@@ -63,7 +63,10 @@ def title_phrases(title: str) -> list[str]:
 def _title_html(title: str) -> str:
     # phrases are inline blocks: a line breaks between phrases first, and inside a phrase (at
     # spaces) only when the phrase alone is wider than the page
-    return " ".join(f'<span class="phrase">{html.escape(p)}</span>' for p in title_phrases(title))
+    return "<br>".join(
+        " ".join(f'<span class="phrase">{html.escape(p)}</span>' for p in title_phrases(line))
+        for line in title.split("\n")
+    )
 
 
 def _row(explanation: TokenExplanation, scale: float, shared: bool) -> str:
