@@ -28,8 +28,7 @@ def register_inseq_method() -> type:
     Register MambaLRP in inseq's registry of feature attribution methods as ``"mamba_lrp"``.
 
     Registering twice returns the class registered first. The method attributes the input
-    embeddings of decoder-only Hugging Face Mamba models (``MambaForCausalLM``,
-    ``Mamba2ForCausalLM`` and the other families the package supports) with
+    embeddings of decoder-only Hugging Face Mamba models (tested with ``MambaForCausalLM``) with
     :class:`~captum_mamba.MambaLRP`. Loading a model with it makes the model's default
     attributed function ``"logit"``: each generated token's relevances (over the prompt and the
     earlier generated tokens) then sum to its logit up to what biases absorb, which inseq reports
