@@ -86,6 +86,7 @@ def test_heatmap_has_a_colour_legend_that_states_the_scale(tmp_path):
     assert "one scale for all sentences" in " ".join(t.get_text() for t in shared.texts)
     assert not any("full colour" in t.get_text() for t in shared.axes[0].texts)
     assert len(heatmap_figure(rows, legend=False).axes) == 1
+    assert figure._repr_png_().startswith(b"\x89PNG")  # shown in notebooks without pyplot
 
 
 def test_long_titles_wrap_at_spaces_and_keep_phrases():

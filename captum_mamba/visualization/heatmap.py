@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -80,6 +81,15 @@ def _wrap_paragraph(paragraph: str, width: int) -> list[str]:
     return lines
 
 
+class HeatmapFigure(Figure):
+    """A matplotlib ``Figure`` that Jupyter shows as PNG even when pyplot was never imported."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
 _TOKEN_POINTS = 8.0
 _CHAR_INCHES = _TOKEN_POINTS * 0.6 / 72  # advance of one monospace character
 _LINE_INCHES = 0.3
@@ -137,7 +147,7 @@ def heatmap_figure(
     content = _LINE_INCHES * line_count + 0.1
     extra = _LEGEND_INCHES if legend else 0.0
     # a bare Figure, not pyplot's: no backend is chosen, and notebooks show it once (as the cell's value)
-    figure = Figure(figsize=((width + 2) * _CHAR_INCHES, content + extra))
+    figure = HeatmapFigure(figsize=((width + 2) * _CHAR_INCHES, content + extra))
     fraction = extra / (content + extra)
     axis = figure.add_axes((0, fraction, 1, 1 - fraction))
     axis.set_xlim(0, width + 2)
