@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from captum_mamba.cli.errors import UsageError, output_folder, positive_int, replacement, unknown_names

@@ -7,7 +7,6 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from captum_mamba.cli.errors import UsageError, output_folder, positive_int
 

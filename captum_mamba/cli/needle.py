@@ -37,7 +37,9 @@ def _load(args: argparse.Namespace, methods: list[str] | None) -> object:
     try:
         return load_needle_model(torch.float64, name=args.model)
     except ValueError as error:  # not a needle model: unknown name, missing folder, another task's model
-        raise UsageError(f"{error}; give --model with one of them or a folder written by captum-mamba train needle")
+        raise UsageError(
+            f"{error}; give --model with one of them or a folder written by captum-mamba train needle"
+        ) from None
 
 
 def _report(args: argparse.Namespace) -> int:
