@@ -260,3 +260,10 @@ def test_every_option_of_every_subcommand_has_help():
         and not (action.help or "").strip()
     ]
     assert missing == []
+
+
+def test_train_refuses_an_unwritable_out_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "model"  # its folder would be inside a file
+    assert f"output folder --out {out}" in _usage_error(["train", "passkey", "--out", str(out)], capsys)

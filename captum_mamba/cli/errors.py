@@ -111,6 +111,27 @@ def output_folder(path: str | Path, option: str = "--out") -> Path:
     return folder
 
 
+def check_writable(path: str | Path, option: str = "--out") -> Path:
+    r"""
+    Check, without creating anything, that the folder ``path`` could be created and written: its
+    nearest existing ancestor must be a writable folder.
+
+    Args:
+        path (str or Path): the folder given with ``option``.
+        option (str, optional): the option's name, for the message. Default: "--out"
+
+    Returns:
+        *Path*: the folder.
+    """
+    folder = Path(path)
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UsageError(f"cannot write the output folder {option} {folder} (in {existing}); choose a writable folder")
+    return folder
+
+
 def output_file(path: str | Path, option: str) -> Path:
     r"""
     Check that the file ``path`` can be written (its folder is created), before any long computation.
