@@ -55,7 +55,8 @@ def load_needle_model(dtype: torch.dtype = torch.float32, name: str = "needle") 
     Returns:
         *MambaForSequenceClassification* (class 1 = needle present, read-out at the last token).
     """
-    folder = Path(name) if Path(name).is_dir() else ASSETS.parent / name
+    # a folder of that name counts only if it holds a model: "needle" is also the CLI's default --out
+    folder = Path(name) if (Path(name) / "model.safetensors").is_file() else ASSETS.parent / name
     if not (folder / "model.safetensors").is_file():
         raise ValueError(f"no needle model {name!r}; shipped: {', '.join(shipped_needle_models()) or 'none'}")
     if not _is_needle_model(folder):
