@@ -3,6 +3,7 @@
 # tests/test_insights.py). Installs nothing when both are already there.
 set -euo pipefail
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    echo "browser_deps: chromium and chromedriver already installed"
     exit 0
 fi
 sudo=""
@@ -10,6 +11,8 @@ if [ "$(id -u)" != 0 ]; then
     sudo="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
+echo "browser_deps: apt-get update (package lists)"
 $sudo apt-get update -qq >/dev/null
+echo "browser_deps: apt-get install chromium chromium-driver (a few hundred MB; often a minute or two)"
 $sudo apt-get install -y -qq chromium chromium-driver >/dev/null
 chromium --version

@@ -75,7 +75,9 @@ def test_explain_rejects_empty_text_and_bad_target(tmp_path, capsys):
     assert main(["explain", "--out", str(tmp_path), "   "]) == 2
     assert "must contain text" in capsys.readouterr().err
     assert main(["explain", "--out", str(tmp_path), "--target", "7", "fine ."]) == 2
-    assert "target must be one of" in capsys.readouterr().err
+    assert "unknown target '7'; give a label (negative, positive, any case) or an index from 0 to 1" in (
+        capsys.readouterr().err
+    )
 
 
 def test_html_colours_follow_the_sign():

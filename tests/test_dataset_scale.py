@@ -112,11 +112,11 @@ def test_record_deltas_are_the_biases_share(dataset, tmp_path):
 @pytest.mark.parametrize(
     ("content", "extra", "message"),
     [
-        ('{"sentence": "a film"}\n', [], "no column 'text'"),
+        ('{"sentence": "a film"}\n', [], "has no 'text' field"),
         ("", [], "no examples"),
         ('{"text": "   "}\n', [], "empty 'text'"),
-        ('{"text": "a film"}\n', ["--methods", "magic"], "unknown methods"),
-        ("not json\n", [], "not JSON lines"),
+        ('{"text": "a film"}\n', ["--methods", "magic"], "unknown attribution method 'magic'"),
+        ("not json\n", [], "line 1 of"),
     ],
 )
 def test_bad_input_is_named(content, extra, message, tmp_path, capsys):

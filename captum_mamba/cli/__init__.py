@@ -5,6 +5,10 @@ Each subcommand module exposes ``add_parser(subparsers)``, which adds its parser
 library: torch, transformers and captum are imported inside ``run()``, so ``captum-mamba --help``
 answers at once. ``python -m captum_mamba.cli`` and ``torchrun -m captum_mamba.cli`` run
 :func:`main` too.
+
+Errors follow one convention (:mod:`captum_mamba.cli.errors`): a user mistake raises
+:class:`~captum_mamba.cli.errors.UsageError`, which :func:`main` prints as
+``error: <what is wrong>; <what to do>`` with exit status 2; an unexpected exception keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from captum_mamba.cli.errors import UsageError, silence_gpu_advice
 from captum_mamba.cli.explain import SentenceExplanation, explain_sentences
 
 COMMANDS: dict[str, str] = {
@@ -28,7 +33,7 @@ COMMANDS: dict[str, str] = {
 }
 """Subcommand name -> the module that parses and runs it, in the order ``--help`` lists them."""
 
-__all__ = ["COMMANDS", "SentenceExplanation", "build_parser", "explain_sentences", "main"]
+__all__ = ["COMMANDS", "SentenceExplanation", "UsageError", "build_parser", "explain_sentences", "main"]
 
 
 def _command_module(name: str) -> ModuleType:
@@ -42,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         *argparse.ArgumentParser*.
     """
+    from captum_mamba import __version__
+
     parser = argparse.ArgumentParser(prog="captum-mamba", description="MambaLRP explanations for Mamba models.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         _command_module(name).add_parser(subparsers)
@@ -62,4 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # the command as typed, recorded by the commands that write how to reproduce their output
-    return _command_module(args.command).run(args)
+    silence_gpu_advice()
+    try:
+        return _command_module(args.command).run(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

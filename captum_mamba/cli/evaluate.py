@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from pathlib import Path
+import sys
 from typing import TYPE_CHECKING
+
+from captum_mamba.cli.errors import UsageError, output_folder, positive_int, replacement, unknown_names
 
 if TYPE_CHECKING:
     import torch
+
+
+def _check_methods(names: list[str]) -> None:
+    """Refuse unknown method names before loading anything (UsageError listing the known ones)."""
+    from captum_mamba.evaluation.methods import METHODS
+
+    error = unknown_names("attribution method", names, sorted(METHODS))
+    if error is not None:
+        raise error
 
 
 def _held_out(limit: int | None) -> tuple[list[str], list[torch.Tensor], object, object]:
@@ -34,11 +45,21 @@ def _faithfulness(args: argparse.Namespace) -> int:
         write_json,
     )
 
+    methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
+    _check_methods(methods)
+    out = output_folder(args.out)
     _, ids, model, _ = _held_out(args.limit)
+    vocabulary = model.get_input_embeddings().num_embeddings
+    for option, value in (("--replacement", args.replacement), ("--insertion-replacement", args.insertion_replacement)):
+        if value is not None and value.isdigit() and int(value) >= vocabulary:
+            raise UsageError(
+                f"{option} {value} is not a token id of the model (0 to {vocabulary - 1}); give a smaller id"
+            )
+    print(f"faithfulness of {len(methods)} methods on {len(ids)} held-out sentences", file=sys.stderr, flush=True)
     results, seconds = evaluate_faithfulness(
         model,
         ids,
-        list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods,
+        methods,
         steps=args.steps,
         replacement=args.replacement,
         insertion_replacement=args.insertion_replacement,
@@ -46,7 +67,6 @@ def _faithfulness(args: argparse.Namespace) -> int:
     )
     command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
     report = faithfulness_table(results, seconds, command, "Rotten Tomatoes held-out split (seed 0)")
-    out = Path(args.out)
     write_json(report, out / "faithfulness_default.json")
     (out / "faithfulness_default.md").write_text(markdown_table(report), encoding="utf-8")
     plot_faithfulness(report, out / "faithfulness_default.png")
@@ -58,9 +78,9 @@ def _faithfulness(args: argparse.Namespace) -> int:
 def _conservation(args: argparse.Namespace) -> int:
     from captum_mamba.evaluation.report import conservation_points, plot_conservation, write_json
 
+    out = output_folder(args.out)
     _, ids, model, _ = _held_out(args.limit)
     points = conservation_points(model.double(), ids)
-    out = Path(args.out)
     write_json(points, out / "conservation_default.json")
     plot_conservation(
         points, out / "conservation_default.png", f"default model, held-out set (n = {len(ids)}), float64"
@@ -75,6 +95,8 @@ def _bias(args: argparse.Namespace) -> int:
     from captum_mamba.default import LABELS
     from captum_mamba.evaluation.report import top_tokens_by_class, word_list_share, write_json
 
+    _check_methods([args.method])
+    out = output_folder(args.out)
     _, ids, model, tokenizer = _held_out(args.limit)
     counts = top_tokens_by_class(model, ids, tokenizer.id_to_token, method=args.method, k=args.k)
     shares = word_list_share(counts, args.words)
@@ -85,7 +107,7 @@ def _bias(args: argparse.Namespace) -> int:
         "share_of_top_k": {LABELS[c]: s for c, s in shares.items()},
         "top_tokens": {LABELS[c]: counter.most_common(25) for c, counter in counts.items()},
     }
-    write_json(document, Path(args.out) / "bias_default.json")
+    write_json(document, out / "bias_default.json")
     for label, counter in sorted(counts.items()):
         print(f"{LABELS[label]}: share of the word list {shares[label]:.4f}; top: {counter.most_common(12)}")
     return 0
@@ -107,8 +129,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     evaluate = subparsers.add_parser("evaluate", help="evaluate explanations on the default model's held-out set")
     kinds = evaluate.add_subparsers(dest="evaluation", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--limit", type=int, default=None, help="first N held-out sentences (default: all 853)")
-    common.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
+    common.add_argument(
+        "--limit", type=positive_int, default=None, help="first N held-out sentences, N of 1 or more (default: all 853)"
+    )
+    common.add_argument("--out", default="evaluation", help="output folder, created if missing (default: evaluation)")
 
     faith = kinds.add_parser("faithfulness", parents=[common], help="token flipping: ΔA^F, ΔA^I per method, bar plot")
     faith.add_argument(
@@ -118,10 +142,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="method names of captum_mamba.evaluation.METHODS (default: DEFAULT_EVALUATION_METHODS of "
         "captum_mamba.evaluation.report)",
     )
-    faith.add_argument("--steps", type=int, default=10, help="flipping steps (default 10)")
-    faith.add_argument("--replacement", default="zero", help="zero, mean or a token id (default zero)")
+    faith.add_argument("--steps", type=positive_int, default=10, help="flipping steps (default 10)")
+    faith.add_argument(
+        "--replacement", type=replacement, default="zero", help="zero, mean or a token id (default zero)"
+    )
     faith.add_argument(
         "--insertion-replacement",
+        type=replacement,
         default=None,
         help="baseline of the insertion curves: zero, mean or a token id (default: --replacement, then ΔA^I = ΔA^F)",
     )
@@ -131,8 +158,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     bias = kinds.add_parser("bias", parents=[common], help="top-k relevant tokens per class, share of a word list")
     bias.add_argument("--words", nargs="+", default=GENDERED, help="word list (default: gendered words)")
-    bias.add_argument("--method", default="mamba_lrp")
-    bias.add_argument("-k", type=int, default=3)
+    bias.add_argument(
+        "--method", default="mamba_lrp", help="method name of captum_mamba.evaluation.METHODS (default: mamba_lrp)"
+    )
+    bias.add_argument("-k", type=positive_int, default=3, help="most relevant tokens counted per sentence (default 3)")
     return evaluate
 
 
@@ -147,6 +176,6 @@ def run(args: argparse.Namespace) -> int:
         args (argparse.Namespace): the parsed options of ``evaluate``.
 
     Returns:
-        *int*: 0.
+        *int*: 0; a bad option raises :class:`~captum_mamba.cli.errors.UsageError`.
     """
     return _EVALUATIONS[args.evaluation](args)

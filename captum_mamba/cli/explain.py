@@ -7,7 +7,11 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
+
+from captum_mamba.cli.errors import UsageError, output_folder, positive_int
+
+DEFAULT_MAX_TOKENS = 128
+"""Tokens explained per sentence unless ``--max-tokens`` says otherwise (longer ones are cut, with a warning)."""
 
 
 @dataclass
@@ -22,19 +26,48 @@ class SentenceExplanation:
     probability: float
     logit: float
     convergence_delta: float
+    truncated: bool = False
+    """Whether the sentence had more tokens than ``max_tokens`` (only the first ones are explained)."""
+    original_tokens: int | None = None
+    """The sentence's length in tokens before any truncation."""
+
+
+def parse_target(target: str | int, labels: Sequence[str]) -> int:
+    r"""
+    The class index named by ``target``: a label (any case) or an index.
+
+    Args:
+        target (str or int): e.g. ``"positive"``, ``"NEGATIVE"``, ``"1"`` or ``1``.
+        labels (Sequence[str]): the class labels, in index order.
+
+    Returns:
+        *int*: the index; a ``ValueError`` listing the valid labels and indices for anything else.
+    """
+    lowered = [label.lower() for label in labels]
+    text = str(target).strip()
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    if text.isdigit() and int(text) < len(labels):
+        return int(text)
+    raise ValueError(
+        f"unknown target {str(target)!r}; give a label ({', '.join(labels)}, any case) "
+        f"or an index from 0 to {len(labels) - 1}"
+    )
 
 
 def explain_sentences(
-    texts: Sequence[str], target: str | None = None, float64: bool = False
+    texts: Sequence[str], target: str | None = None, float64: bool = False, max_tokens: int = DEFAULT_MAX_TOKENS
 ) -> list[SentenceExplanation]:
     r"""
     Explain the embedded sentiment classifier on ``texts`` with MambaLRP.
 
     Args:
         texts (Sequence[str]): the sentences.
-        target (str, optional): class to explain (``"positive"``/``"negative"`` or its index);
-                    default: each sentence's predicted class.
+        target (str, optional): class to explain (``"positive"``/``"negative"`` in any case, or
+                    its index); default: each sentence's predicted class.
         float64 (bool, optional): run in ``float64`` (exact conservation). Default: False
+        max_tokens (int, optional): tokens explained per sentence; longer sentences are cut and
+                    marked ``truncated`` (with ``original_tokens``). Default: 128
 
     Returns:
         *list[SentenceExplanation]*: one per sentence.
@@ -47,18 +80,16 @@ def explain_sentences(
     texts = [t.strip() for t in texts]
     if not texts or any(not t for t in texts):
         raise ValueError("every sentence to explain must contain text")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    index = None if target is None else parse_target(target, LABELS)
     model, tokenizer = load_default_classifier(dtype=torch.float64 if float64 else torch.float32)
-    input_ids, mask = encode(tokenizer, list(texts))
+    lengths = [len(encoding.ids) for encoding in tokenizer.encode_batch(list(texts))]
+    input_ids, mask = encode(tokenizer, list(texts), max_length=max_tokens)
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=mask).logits
     predicted = logits.argmax(-1)
-    if target is None:
-        targets = predicted
-    else:
-        index = LABELS.index(target) if target in LABELS else int(target)
-        if not 0 <= index < len(LABELS):
-            raise ValueError(f"target must be one of {LABELS} or an index below {len(LABELS)}, got {target!r}")
-        targets = torch.full_like(predicted, index)
+    targets = predicted if index is None else torch.full_like(predicted, index)
     explainer = LayerMambaLRP(model, model.backbone.embeddings)
     relevance, delta = explainer.attribute(
         input_ids, target=targets, additional_forward_args=mask, return_convergence_delta=True
@@ -80,6 +111,8 @@ def explain_sentences(
                 probability=float(probabilities[row, targets[row]]),
                 logit=float(explained_logit[row]),
                 convergence_delta=float(delta[row]),
+                truncated=lengths[row] > max_tokens,
+                original_tokens=lengths[row],
             )
         )
     return results
@@ -111,9 +144,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "explain", help="explain the embedded sentiment model on sentences (default: built-in samples)"
     )
     parser.add_argument("sentences", nargs="*", help="sentences to explain")
-    parser.add_argument("--target", help="class to explain: positive, negative, 0 or 1 (default: predicted)")
+    parser.add_argument(
+        "--target", help="class to explain: positive, negative (any case), 0 or 1 (default: the predicted class)"
+    )
     parser.add_argument(
         "--out", default="explanation", help="output folder for heatmap.png/.html (default: explanation)"
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"tokens explained per sentence; longer ones are cut, with a warning (default {DEFAULT_MAX_TOKENS})",
     )
     parser.add_argument("--float64", action="store_true", help="compute in float64 (exact conservation)")
     return parser
@@ -128,21 +169,25 @@ def run(args: argparse.Namespace) -> int:
         args (argparse.Namespace): the parsed options of ``explain``.
 
     Returns:
-        *int*: 0, or 2 (with ``error: ...`` on stderr) on a bad sentence or target.
+        *int*: 0; a bad sentence, target or ``--out`` raises :class:`~captum_mamba.cli.errors.UsageError`.
     """
     from captum_mamba.default import SAMPLE_SENTENCES
     from captum_mamba.visualization import TokenExplanation, heatmap_html, save_heatmap
 
     texts = args.sentences or SAMPLE_SENTENCES
+    out = output_folder(args.out)
     try:
-        results = explain_sentences(texts, target=args.target, float64=args.float64)
+        results = explain_sentences(texts, target=args.target, float64=args.float64, max_tokens=args.max_tokens)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
     for result in results:
+        if result.truncated:
+            print(
+                f"warning: {result.text[:40]!r}... has {result.original_tokens} tokens; explaining the first "
+                f"{args.max_tokens} (raise --max-tokens to explain more)",
+                file=sys.stderr,
+            )
         _print(result)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rendered = [
         TokenExplanation(
             r.tokens,

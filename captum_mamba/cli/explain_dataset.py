@@ -5,7 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
+
+from captum_mamba.cli.errors import UsageError, output_folder, positive_int, unknown_names
+
+RANDOM_CONFIG_NAMES: tuple[str, ...] = ("mamba-130m", "mamba-1.4b", "tiny")
+"""The names of :data:`~captum_mamba.evaluation.dataset.RANDOM_CONFIGS` (listed here: parsing imports no torch)."""
+DEFAULT_MAX_TOKENS = 128
+"""Same as :data:`captum_mamba.evaluation.dataset.DEFAULT_MAX_TOKENS`."""
+
+
+def _warn(message: warnings.WarningMessage) -> None:
+    print(f"warning: {message.message}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,23 +28,39 @@ def run(args: argparse.Namespace) -> int:
         args (argparse.Namespace): the parsed options of ``explain-dataset``.
 
     Returns:
-        *int*: 0, or 2 (with ``error: ...`` on stderr) on a missing or malformed input.
+        *int*: 0; a missing or malformed input raises :class:`~captum_mamba.cli.errors.UsageError`.
     """
     import torch.distributed as dist
 
     from captum_mamba.evaluation.dataset import default_workload, random_workload, run
+    from captum_mamba.evaluation.methods import METHODS
 
+    if not args.input and not args.random_config:
+        raise UsageError("give --input FILE (.jsonl or .csv) or --random-config NAME")
+    if args.input and args.random_config:
+        raise UsageError("give --input or --random-config, not both")
+    error = unknown_names("attribution method", args.methods, sorted(METHODS))
+    if error is not None:
+        raise error
+    if args.random_config and list(args.methods) != ["mamba_lrp"]:
+        raise UsageError("random-config (causal LM) runs explain with mamba_lrp only; leave out --methods")
+    out = output_folder(args.out)
     try:
-        if args.random_config:
-            workload = random_workload(args.random_config, args.length, args.count)
-        elif args.input:
-            workload = default_workload(Path(args.input), args.text_column, args.label_column)
-        else:
-            raise ValueError("give --input FILE (.jsonl or .csv) or --random-config NAME")
-        summary = run(workload, Path(args.out), args.methods, args.batch_size, args.warmup)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            try:
+                if args.random_config:
+                    workload = random_workload(args.random_config, args.length, args.count)
+                else:
+                    workload = default_workload(Path(args.input), args.text_column, args.label_column, args.max_tokens)
+            except (ValueError, FileNotFoundError) as problem:  # the input file: missing, malformed
+                raise UsageError(str(problem)) from None
+            for message in caught:
+                _warn(message)
+            caught.clear()
+            summary = run(workload, out, args.methods, args.batch_size, args.warmup)
+            for message in caught:
+                _warn(message)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -56,15 +84,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="explain every example of a JSONL/CSV file (or random token sequences); shard with torchrun",
     )
     parser.add_argument("--input", help="a .jsonl or .csv file with a text column (default model)")
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--label-column", default="label")
     parser.add_argument(
-        "--random-config", help="explain random token ids with a random causal LM: mamba-130m, mamba-1.4b, tiny"
+        "--text-column", default="text", help="field (JSONL) or column (CSV) of the text (default: text)"
     )
-    parser.add_argument("--length", type=int, default=2048, help="tokens per random sequence (default 2048)")
-    parser.add_argument("--count", type=int, default=16, help="random sequences (default 16)")
-    parser.add_argument("--methods", nargs="+", default=["mamba_lrp"])
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--label-column", default="label", help="field or column of an integer label, if any (default: label)"
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        default=DEFAULT_MAX_TOKENS,
+        help="tokens explained per text; longer texts are cut, with a warning, and their records say truncated "
+        f"and original_tokens (default {DEFAULT_MAX_TOKENS})",
+    )
+    parser.add_argument(
+        "--random-config",
+        choices=RANDOM_CONFIG_NAMES,
+        help="explain random token ids with a random causal LM: " + ", ".join(RANDOM_CONFIG_NAMES),
+    )
+    parser.add_argument("--length", type=positive_int, default=2048, help="tokens per random sequence (default 2048)")
+    parser.add_argument("--count", type=positive_int, default=16, help="random sequences (default 16)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["mamba_lrp"],
+        help="method names of captum_mamba.evaluation.METHODS (default: mamba_lrp)",
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=32, help="examples per attribution batch (default 32)"
+    )
     parser.add_argument("--warmup", type=int, default=0, help="untimed explanations before timing")
-    parser.add_argument("--out", required=True, help="output folder (shards, results.jsonl, summary.json)")
+    parser.add_argument(
+        "--out", required=True, help="output folder (shards, results.jsonl, summary.json); a rerun resumes there"
+    )
     return parser

@@ -7,25 +7,47 @@ import shlex
 import time
 from pathlib import Path
 
+from captum_mamba.cli.errors import UsageError, output_folder, positive_int, unknown_names
+
 XRA_METHODS: tuple[str, ...] = ("mamba_lrp", "naive_lrp", "input_x_gradient", "saliency")
 """Methods of the default XRA run: MambaLRP and three cheap baselines (any of METHODS with --methods)."""
 HF_PATH_HELP = (
     "differentiate the baselines through Hugging Face's own CPU path (quadratic-time backward) instead of "
     "the package's linear-time scan; same gradients up to rounding"
 )
+THREADS_HELP = "torch CPU threads (default 1)"
+SEED_HELP = "seed of the generated sequences (default 0)"
 XRA_MODEL = "needle_multilength"
 """The default XRA model: the needle model trained on 32 to 256 tokens."""
 
 
-def _report(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, methods: list[str] | None) -> object:
+    """Check the methods and ``--out``, then load the needle model of ``--model`` in float64."""
     import torch
 
     from captum_mamba.evaluation.methods import METHODS
-    from captum_mamba.evaluation.report import write_json
-    from captum_mamba.evaluation.synthetic.needle import load_needle_model, needle_top1
+    from captum_mamba.evaluation.synthetic.needle import load_needle_model
 
+    if methods is not None:
+        error = unknown_names("attribution method", methods, sorted(METHODS))
+        if error is not None:
+            raise error
+    output_folder(args.out)
     torch.set_num_threads(args.threads)
-    model = load_needle_model(torch.float64, name=args.model)
+    try:
+        return load_needle_model(torch.float64, name=args.model)
+    except ValueError as error:  # not a needle model: unknown name, missing folder, another task's model
+        raise UsageError(
+            f"{error}; give --model with one of them or a folder written by captum-mamba train needle"
+        ) from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from captum_mamba.evaluation.methods import METHODS
+    from captum_mamba.evaluation.report import write_json
+    from captum_mamba.evaluation.synthetic.needle import needle_top1
+
+    model = _load(args, args.methods)
     report = needle_top1(model, args.methods, n=args.n, length=args.length, seed=args.seed, fast=not args.hf_path)
     meta = report.pop("_model")
     meta.update(
@@ -52,14 +74,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _xra(args: argparse.Namespace) -> int:
-    import torch
-
     from captum_mamba.evaluation.methods import METHODS
     from captum_mamba.evaluation.report import write_json
-    from captum_mamba.evaluation.synthetic.needle import load_needle_model, model_accuracy_grid, plot_xra, xra_grid
+    from captum_mamba.evaluation.synthetic.needle import model_accuracy_grid, plot_xra, xra_grid
 
-    torch.set_num_threads(args.threads)
-    model = load_needle_model(torch.float64, name=args.model)
+    bad_depths = [d for d in args.depths if not 0.0 <= d <= 1.0]
+    if bad_depths:
+        raise UsageError(f"--depths {bad_depths} outside 0..1; give fractions (0 = first token, 1 = last)")
+    model = _load(args, args.methods)
     grids, seconds = {}, {}
     for method in args.methods:
         start = time.perf_counter()
@@ -145,31 +167,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--methods", nargs="+", default=None, help="method names (default: every method registered in METHODS)"
     )
     report.add_argument("--model", default="needle", help="shipped needle model or trained folder (default: needle)")
-    report.add_argument("--seed", type=int, default=0)
-    report.add_argument("--threads", type=int, default=1)
+    report.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    report.add_argument("--threads", type=positive_int, default=1, help=THREADS_HELP)
     report.add_argument("--hf-path", action="store_true", help=HF_PATH_HELP)
-    report.add_argument("--n", type=int, default=100)
-    report.add_argument("--length", type=int, default=64)
-    report.add_argument("--out", default="needle")
+    report.add_argument("--n", type=positive_int, default=100, help="needle-containing sequences (default 100)")
+    report.add_argument("--length", type=positive_int, default=64, help="tokens per sequence (default 64)")
+    report.add_argument("--out", default="needle", help="output folder for needle_top1.json/.md (default: needle)")
     xra = kinds.add_parser("xra", help="explanation-based retrieval accuracy over depths x lengths (heatmap)")
     xra.add_argument(
         "--methods",
         nargs="+",
         default=list(XRA_METHODS),
+        help=f"method names of captum_mamba.evaluation.METHODS (default: {' '.join(XRA_METHODS)})",
     )
     xra.add_argument(
         "--model",
         default=XRA_MODEL,
         help=f"shipped needle model or trained folder (default: {XRA_MODEL}, trained on 32-256 tokens)",
     )
-    xra.add_argument("--seed", type=int, default=0)
-    xra.add_argument("--threads", type=int, default=1)
+    xra.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    xra.add_argument("--threads", type=positive_int, default=1, help=THREADS_HELP)
     xra.add_argument("--hf-path", action="store_true", help=HF_PATH_HELP)
-    xra.add_argument("--lengths", type=int, nargs="+", default=[32, 64, 128, 256, 512])
-    xra.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
-    xra.add_argument("--n", type=int, default=32)
-    xra.add_argument("-k", type=int, default=1)
-    xra.add_argument("--out", default="needle")
+    xra.add_argument(
+        "--lengths",
+        type=positive_int,
+        nargs="+",
+        default=[32, 64, 128, 256, 512],
+        help="sequence lengths, the heatmap's columns (default: 32 64 128 256 512)",
+    )
+    xra.add_argument(
+        "--depths",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        help="needle depths from 0 (first token) to 1 (last), the heatmap's rows (default: 0 0.25 0.5 0.75 1)",
+    )
+    xra.add_argument("--n", type=positive_int, default=32, help="sequences per cell (default 32)")
+    xra.add_argument("-k", type=positive_int, default=1, help="XRA@k: the needle among the k most relevant (default 1)")
+    xra.add_argument("--out", default="needle", help="output folder for needle_xra.png/.json/.md (default: needle)")
     return needle
 
 
@@ -184,6 +219,6 @@ def run(args: argparse.Namespace) -> int:
         args (argparse.Namespace): the parsed options of ``needle``.
 
     Returns:
-        *int*: 0.
+        *int*: 0; a bad option raises :class:`~captum_mamba.cli.errors.UsageError`.
     """
     return _ANALYSES[args.analysis](args)

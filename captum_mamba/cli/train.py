@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
+
+from captum_mamba.cli.errors import UsageError, check_writable
 
 SYNTHETIC_REPORT_N: dict[str, int] = {"passkey": 100, "copying": 50}
 """Default sequences of the top-1 report printed after training each synthetic causal LM."""
@@ -35,12 +36,12 @@ def _add_default(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.1, help="held-out share of the data (default: 0.1)")
     parser.add_argument("--vocab-size", type=int, default=8000, help="word-level vocabulary size incl. specials")
     parser.add_argument("--max-length", type=int, default=64, help="tokens kept per sentence (default: 64)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="sentences per training batch (default: 32)")
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (default: 3e-3)")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--hidden-size", type=int, default=64)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--state-size", type=int, default=16)
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
+    parser.add_argument("--hidden-size", type=int, default=64, help="model width (default: 64)")
+    parser.add_argument("--layers", type=int, default=2, help="Mamba blocks (default: 2)")
+    parser.add_argument("--state-size", type=int, default=16, help="SSM state size per channel (default: 16)")
 
 
 def _add_needle(models: argparse._SubParsersAction) -> None:
@@ -49,15 +50,15 @@ def _add_needle(models: argparse._SubParsersAction) -> None:
         help="the needle-detection classifier (synthetic; CPU)",
         description="Train the needle-detection model (does the needle token appear in the sequence?).",
     )
-    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--steps", type=int, default=800, help="optimizer steps (default: 800)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: the shipped model's, assets/needle)"
     )
     parser.add_argument("--min-length", type=int, default=32, help="shortest training sequence (default: 32)")
     parser.add_argument("--max-length", type=int, default=64, help="longest training sequence (default: 64)")
     parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (default: 5e-3)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=32, help="sequences per training batch (default: 32)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initialization and the data (default: 0)")
     parser.add_argument(
         "--eval-lengths",
         type=_lengths,
@@ -74,11 +75,11 @@ def _add_synthetic_lm(models: argparse._SubParsersAction, task: str, summary: st
         help=f"the {task} causal LM (synthetic; CPU)",
         description=f"{summary} Trains the shipped model and prints the top-1 report.",
     )
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps (default: 600)")
     parser.add_argument(
         "--out", type=Path, default=None, help=f"output folder (default: the shipped model's, assets/{task})"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initialization and the data (default: 0)")
     parser.add_argument(
         "--report-n",
         type=int,
@@ -142,8 +143,7 @@ def _train_needle(args: argparse.Namespace, command: str) -> int:
             command=command,
         )
     except ValueError as error:  # the training lengths (checked before training)
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from None
     return 0
 
 
@@ -175,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
         args (argparse.Namespace): the parsed options of ``train``.
 
     Returns:
-        *int*: 0, or 2 (with ``error: ...`` on stderr) on invalid training lengths of ``needle``.
+        *int*: 0; invalid training lengths of ``needle`` or an unwritable ``--out`` raise
+        :class:`~captum_mamba.cli.errors.UsageError`.
     """
+    if args.out is not None:
+        check_writable(args.out)
     return _TRAINERS[args.model](args, "captum-mamba " + shlex.join(args.argv))

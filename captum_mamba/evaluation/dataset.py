@@ -3,7 +3,8 @@
 Each process (rank) takes the examples ``i`` with ``i % world_size == rank``, explains them and
 appends one JSON line per example to its shard file ``shard-RRRRR.jsonl`` in the output folder.
 A run skips every example already present in any shard file there, so a killed run resumes
-where it stopped (with any number of processes). After a barrier, rank 0 merges the shards into
+where it stopped (with any number of processes); each record keeps a hash of its input
+(``input_hash``), so an example whose text changed since is explained again, with a warning. After a barrier, rank 0 merges the shards into
 ``results.jsonl`` (ordered by example id) and writes ``summary.json`` (world size, devices,
 examples explained in this run, wall time, throughput).
 
@@ -15,9 +16,11 @@ it runs as a single process.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +39,31 @@ RANDOM_CONFIGS: dict[str, dict[str, int]] = {
 }
 """Randomly initialised causal-LM configurations (seed 0) for throughput runs on random token ids."""
 
+DEFAULT_MAX_TOKENS = 128
+"""Tokens explained per example of a text file unless told otherwise (longer ones are cut, with a warning)."""
+
 
 @dataclass
 class Example:
-    r"""One input: its id, its token ids and, if known, its text and label."""
+    r"""One input: its id, its token ids and, if known, its text, label and length before truncation."""
 
     id: int
     input_ids: list[int]
     text: str | None = None
     label: int | None = None
+    original_tokens: int | None = None
+    """Tokens of the text before it was cut to the limit (None: not cut or not known)."""
+
+    @property
+    def truncated(self) -> bool:
+        """Whether only the first tokens of the text are explained."""
+        return self.original_tokens is not None and self.original_tokens > len(self.input_ids)
+
+    @property
+    def input_hash(self) -> str:
+        """A short hash of the text and token ids: a resumed run redoes an example whose input changed."""
+        key = json.dumps([self.text, self.input_ids], separators=(",", ":"))
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -58,58 +77,119 @@ class Workload:
     description: dict[str, Any] = field(default_factory=dict)
 
 
+def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The rows of a JSONL or CSV file, each with its line number in the file (1-based)."""
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if path.suffix in (".jsonl", ".json"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"line {number} of {path} is not valid JSON ({error.msg} at column {error.colno}); "
+                    "fix that line (one JSON object per line)"
+                ) from None
+            if not isinstance(row, dict):
+                raise ValueError(
+                    f"line {number} of {path} is a JSON {type(row).__name__}, not an object; "
+                    'give one object per line, e.g. {"text": "..."}'
+                )
+            rows.append((number, row))
+    elif path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = [(reader.line_num, row) for row in reader]
+    else:
+        raise ValueError(f"input must be .jsonl or .csv, got {path.name}; convert the file or rename it")
+    return rows
+
+
 def read_examples(
-    path: Path, tokenizer: Any, text_column: str = "text", label_column: str | None = "label"
+    path: Path,
+    tokenizer: Any,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> list[Example]:
     r"""
-    Read a JSONL or CSV file of texts (one example per line / row) and tokenize it.
+    Read a JSONL or CSV file of texts (one example per line / row) and tokenize it. Texts longer
+    than ``max_tokens`` are cut to their first ``max_tokens`` tokens, with one warning for all of
+    them; their examples keep the original length (``original_tokens``).
 
     Args:
         path (Path): ``.jsonl`` / ``.json`` (one JSON object per line) or ``.csv`` (with a header).
         tokenizer: a ``tokenizers.Tokenizer`` (``encode(text).ids``).
         text_column (str): field with the text. Default: "text"
         label_column (str, optional): field with an integer label, if present. Default: "label"
+        max_tokens (int): tokens kept per text. Default: 128
 
     Returns:
-        *list[Example]* with ids ``0 .. n-1`` in file order.
+        *list[Example]* with ids ``0 .. n-1`` in file order. A malformed file raises a ``ValueError``
+        naming the line (a missing file a ``FileNotFoundError``).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no input file at {path}")
-    if path.suffix in (".jsonl", ".json"):
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        try:
-            rows = [json.loads(line) for line in lines]
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not JSON lines: {error}") from error
-    elif path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    else:
-        raise ValueError(f"input must be .jsonl or .csv, got {path.name}")
+        raise FileNotFoundError(f"no input file at {path}; give the path of a .jsonl or .csv file")
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    rows = _read_rows(path)
     if not rows:
-        raise ValueError(f"{path} contains no examples")
-    if text_column not in rows[0]:
-        raise ValueError(f"{path} has no column {text_column!r}; columns: {', '.join(rows[0])}")
+        raise ValueError(f"{path} contains no examples; give a file with at least one text")
     examples = []
-    for index, row in enumerate(rows):
+    for index, (number, row) in enumerate(rows):
+        where = f"example {index} (line {number} of {path.name})"
+        if row.get(text_column) is None:
+            raise ValueError(
+                f"{where} has no {text_column!r} field; fields: {', '.join(k for k in row if k) or 'none'} "
+                "(choose the text's field with --text-column)"
+            )
         text = str(row[text_column]).strip()
         if not text:
-            raise ValueError(f"example {index} of {path} has an empty {text_column!r}")
-        ids = tokenizer.encode(text).ids[:128] or [1]
+            raise ValueError(f"{where} has an empty {text_column!r}; remove the line or give it a text")
+        ids = tokenizer.encode(text).ids or [1]
         label = row.get(label_column) if label_column else None
-        examples.append(Example(index, ids, text, None if label in (None, "") else int(label)))
+        try:
+            label = None if label in (None, "") else int(label)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{where} has the label {label!r}, not an integer; give class indices "
+                "(or name another field with --label-column)"
+            ) from None
+        examples.append(Example(index, ids[:max_tokens], text, label, len(ids) if len(ids) > max_tokens else None))
+    cut = [e for e in examples if e.truncated]
+    if cut:
+        warnings.warn(
+            f"{len(cut)} of {len(examples)} examples have more than {max_tokens} tokens (longest "
+            f"{max(e.original_tokens for e in cut)}); only their first {max_tokens} are explained "
+            "(raise the limit with --max-tokens); their records say truncated and original_tokens",
+            stacklevel=2,
+        )
     return examples
 
 
-def default_workload(path: Path, text_column: str = "text", label_column: str | None = "label") -> Workload:
-    """The shipped sentiment classifier on the texts of ``path``."""
+def default_workload(
+    path: Path, text_column: str = "text", label_column: str | None = "label", max_tokens: int = DEFAULT_MAX_TOKENS
+) -> Workload:
+    r"""
+    The shipped sentiment classifier on the texts of ``path``.
+
+    Args:
+        path (Path): the JSONL or CSV file (see :func:`read_examples`).
+        text_column (str): field with the text. Default: "text"
+        label_column (str, optional): field with an integer label, if present. Default: "label"
+        max_tokens (int): tokens kept per text. Default: 128
+
+    Returns:
+        *Workload*.
+    """
     from captum_mamba.default import load_default_classifier
 
     model, tokenizer = load_default_classifier()
     return Workload(
         model,
-        read_examples(path, tokenizer, text_column, label_column),
+        read_examples(path, tokenizer, text_column, label_column, max_tokens),
         tokenizer.id_to_token,
         True,
         {"model": "default sentiment classifier"},
@@ -139,15 +219,36 @@ def random_workload(config_name: str, length: int, count: int) -> Workload:
 
 def done_ids(out: Path) -> set[int]:
     """Ids of the examples already in the shard files of ``out``."""
-    ids: set[int] = set()
+    return set(done_hashes(out))
+
+
+def done_hashes(out: Path) -> dict[int, set[str | None]]:
+    r"""
+    The input hashes of the records already in the shard files of ``out``, per example id.
+
+    Args:
+        out (Path): the output folder of a run.
+
+    Returns:
+        *dict* id -> the ``input_hash`` of each of its records (None for a record without one,
+        written before records kept it).
+    """
+    hashes: dict[int, set[str | None]] = {}
     for shard in sorted(out.glob("shard-*.jsonl")):
         for line in shard.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 try:
-                    ids.add(int(json.loads(line)["id"]))
-                except (json.JSONDecodeError, KeyError):
+                    record = json.loads(line)
+                    hashes.setdefault(int(record["id"]), set()).add(record.get("input_hash"))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     continue  # a line cut short by a killed run: explained again
-    return ids
+    return hashes
+
+
+def _is_done(example: Example, done: dict[int, set[str | None]]) -> bool:
+    """Whether a record of ``example`` with its current input (or of unknown input) is already written."""
+    hashes = done.get(example.id, set())
+    return example.input_hash in hashes or None in hashes
 
 
 def _batches(examples: Sequence[Example], batch_size: int) -> Iterator[list[Example]]:
@@ -193,8 +294,13 @@ def explain_batch(
     for row, (record, example) in enumerate(zip(records, batch)):
         n = len(example.input_ids)
         record.update(target=int(target[row]), logit=float(explained[row]), label=example.label)
+        record["input_hash"] = example.input_hash
         if example.text is not None:
             record["text"] = example.text
+            record["truncated"] = example.truncated
+            record["original_tokens"] = (
+                len(example.input_ids) if example.original_tokens is None else example.original_tokens
+            )
         if workload.id_to_token is not None:
             record["tokens"] = [workload.id_to_token(i) for i in example.input_ids]
         record["relevances"] = {m: s[row, :n].double().cpu().tolist() for m, s in scores.items()}
@@ -246,8 +352,15 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     if world > 1:
         dist.barrier()
-    done = done_ids(out)
-    mine = [e for e in workload.examples if e.id % world == rank and e.id not in done]
+    done = done_hashes(out)
+    changed = [e.id for e in workload.examples if e.id in done and not _is_done(e, done)]
+    if changed and rank == 0:
+        warnings.warn(
+            f"{len(changed)} examples changed since {out} explained them (ids {changed[:10]}"
+            f"{' ...' if len(changed) > 10 else ''}); explaining them again",
+            stacklevel=2,
+        )
+    mine = [e for e in workload.examples if e.id % world == rank and not _is_done(e, done)]
     model = workload.model.to(device)
     for _ in range(warmup):
         explain_batch(workload, workload.examples[:1], methods, device)
@@ -277,6 +390,12 @@ def run(
     return _merge(out, workload, methods, world, device, gathered)
 
 
+def _current(record: dict[str, Any], hashes: dict[int, str]) -> bool:
+    """Whether ``record`` is of the current input of its example (records without a hash are taken as current)."""
+    expected = hashes.get(record["id"])
+    return expected is None or record.get("input_hash") in (None, expected)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -286,12 +405,16 @@ def _merge(
     out: Path, workload: Workload, methods: Sequence[str], world: int, device: torch.device, gathered: list[Tensor]
 ) -> dict[str, Any]:
     records: dict[int, str] = {}
+    hashes = {e.id: e.input_hash for e in workload.examples}
     for shard in sorted(out.glob("shard-*.jsonl")):
         for line in shard.read_text(encoding="utf-8").splitlines():
             try:
-                records[int(json.loads(line)["id"])] = line
-            except (json.JSONDecodeError, KeyError):
+                record = json.loads(line)
+                record["id"] = int(record["id"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
+            if _current(record, hashes):  # a record of an input changed since is stale: left out
+                records[record["id"]] = line
     (out / "results.jsonl").write_text("".join(records[i] + "\n" for i in sorted(records)), encoding="utf-8")
     explained = int(sum(float(g[0]) for g in gathered))
     seconds = max(float(g[1]) for g in gathered)

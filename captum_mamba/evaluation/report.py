@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -67,7 +68,7 @@ def evaluate_faithfulness(
                     (then ΔA^I = ΔA^F exactly, see :mod:`~captum_mamba.evaluation.flipping`).
         score (str): ``"logit"`` or ``"probability"``.
         batch_size (int): inputs per attribution batch (similar lengths together).
-        progress (bool): print one line per method.
+        progress (bool): print one line per method, and one per batch on stderr while it runs.
 
     Returns:
         *tuple* ``(results, seconds)``: a :class:`FlippingResult` per method (examples in the
@@ -87,7 +88,13 @@ def evaluate_faithfulness(
     seconds: dict[str, float] = {}
     for method in methods:
         parts, order, elapsed = [], [], 0.0
-        for batch in batches:
+        for number, batch in enumerate(batches, 1):
+            if progress:
+                print(
+                    f"  {method}: batch {number}/{len(batches)} ({len(order)}/{len(input_ids)} inputs done)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             ids, mask = _padded([input_ids[i] for i in batch])
             with torch.no_grad():
                 target = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)

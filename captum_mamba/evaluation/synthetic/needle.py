@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,9 +23,22 @@ from captum_mamba.heads import MambaForSequenceClassification  # noqa: E402
 NEEDLE_METHODS: tuple[str, ...] = DEFAULT_EVALUATION_METHODS
 
 
+def _is_needle_model(folder: Path) -> bool:
+    """Whether ``folder`` holds a needle-detection classifier (labels absent/present), not another task's model."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return "MambaForSequenceClassification" in (config.get("architectures") or []) and sorted(
+        (config.get("id2label") or {}).values()
+    ) == ["absent", "present"]
+
+
 def shipped_needle_models() -> list[str]:
-    """Names of the shipped needle models (sub-folders of ``assets/``)."""
-    return sorted(path.parent.name for path in ASSETS.parent.glob("*/model.safetensors"))
+    """Names of the shipped needle models (sub-folders of ``assets/`` holding a needle classifier)."""
+    return sorted(
+        path.parent.name for path in ASSETS.parent.glob("*/model.safetensors") if _is_needle_model(path.parent)
+    )
 
 
 def load_needle_model(dtype: torch.dtype = torch.float32, name: str = "needle") -> MambaForSequenceClassification:
@@ -41,9 +55,15 @@ def load_needle_model(dtype: torch.dtype = torch.float32, name: str = "needle") 
     Returns:
         *MambaForSequenceClassification* (class 1 = needle present, read-out at the last token).
     """
-    folder = Path(name) if Path(name).is_dir() else ASSETS.parent / name
+    # a folder of that name counts only if it holds a model: "needle" is also the CLI's default --out
+    folder = Path(name) if (Path(name) / "model.safetensors").is_file() else ASSETS.parent / name
     if not (folder / "model.safetensors").is_file():
         raise ValueError(f"no needle model {name!r}; shipped: {', '.join(shipped_needle_models()) or 'none'}")
+    if not _is_needle_model(folder):
+        raise ValueError(
+            f"{name!r} is not a needle-detection model (a classifier with labels absent/present); "
+            f"shipped needle models: {', '.join(shipped_needle_models()) or 'none'}"
+        )
     return load_quietly(MambaForSequenceClassification, folder, dtype)
 
 
