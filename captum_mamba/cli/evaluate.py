@@ -113,12 +113,59 @@ def _bias(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eraser(args: argparse.Namespace) -> int:
+    from captum_mamba.evaluation.eraser import eraser_markdown, eraser_table, evaluate_eraser
+    from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS, write_json
+
+    methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
+    _check_methods(methods)
+    out = output_folder(args.out)
+    _, ids, model, _ = _held_out(args.limit)
+    results, seconds = evaluate_eraser(
+        model, ids, methods, removal=args.removal, replacement=args.replacement, progress=True
+    )
+    command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
+    report = eraser_table(results, seconds, command, "Rotten Tomatoes held-out split (seed 0)", args.removal)
+    write_json(report, out / "eraser_default.json")
+    (out / "eraser_default.md").write_text(eraser_markdown(report), encoding="utf-8")
+    print(eraser_markdown(report))
+    print(f"wrote {out}/eraser_default.json and .md")
+    return 0
+
+
+def _quantus(args: argparse.Namespace) -> int:
+    from captum_mamba.evaluation.quantus_metrics import evaluate_quantus, quantus_markdown, quantus_table
+    from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS, write_json
+
+    methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
+    _check_methods(methods)
+    out = output_folder(args.out)
+    _, ids, model, _ = _held_out(args.limit)
+    results, seconds = evaluate_quantus(
+        model,
+        ids,
+        methods,
+        replacement=args.replacement,
+        nr_runs=args.nr_runs,
+        nr_samples=args.nr_samples,
+        progress=True,
+    )
+    command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
+    report = quantus_table(results, seconds, command, "Rotten Tomatoes held-out split (seed 0)")
+    write_json(report, out / "quantus_default.json")
+    (out / "quantus_default.md").write_text(quantus_markdown(report), encoding="utf-8")
+    print(quantus_markdown(report))
+    print(f"wrote {out}/quantus_default.json and .md")
+    return 0
+
+
 GENDERED = ["he", "she", "him", "her", "his", "hers", "man", "woman", "men", "women", "boy", "girl", "actor", "actress"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r"""
-    Register ``evaluate`` and its subcommands ``faithfulness``, ``conservation`` and ``bias``.
+    Register ``evaluate`` and its subcommands ``faithfulness``, ``conservation``, ``bias``, ``eraser``
+    and ``quantus``.
 
     Args:
         subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
@@ -162,10 +209,56 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--method", default="mamba_lrp", help="method name of captum_mamba.evaluation.METHODS (default: mamba_lrp)"
     )
     bias.add_argument("-k", type=positive_int, default=3, help="most relevant tokens counted per sentence (default 3)")
+    _add_metric_parsers(kinds, common)
     return evaluate
 
 
-_EVALUATIONS = {"faithfulness": _faithfulness, "conservation": _conservation, "bias": _bias}
+def _add_metric_parsers(kinds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """The ``eraser`` and ``quantus`` subcommands of ``evaluate``."""
+    methods_help = (
+        "method names of captum_mamba.evaluation.METHODS (default: DEFAULT_EVALUATION_METHODS of "
+        "captum_mamba.evaluation.report)"
+    )
+    eraser = kinds.add_parser(
+        "eraser", parents=[common], help="ERASER AOPC comprehensiveness and sufficiency per method (JSON, Markdown)"
+    )
+    eraser.add_argument("--methods", nargs="+", default=None, help=methods_help)
+    eraser.add_argument(
+        "--removal",
+        choices=("delete", "replace"),
+        default="delete",
+        help="delete removed tokens from the sequence (ERASER) or replace their embeddings (default delete)",
+    )
+    eraser.add_argument(
+        "--replacement", default="zero", help="embedding of a replaced token: zero, mean or a token id (default zero)"
+    )
+    eraser.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+
+    quantus = kinds.add_parser(
+        "quantus",
+        parents=[common],
+        help="Quantus faithfulness correlation, monotonicity correlation, region perturbation, completeness",
+    )
+    quantus.add_argument("--methods", nargs="+", default=None, help=methods_help)
+    quantus.add_argument(
+        "--replacement", default="zero", help="embedding of a removed token: zero, mean or a token id (default zero)"
+    )
+    quantus.add_argument(
+        "--nr-runs", type=int, default=50, help="random subsets of faithfulness correlation (default 50)"
+    )
+    quantus.add_argument(
+        "--nr-samples", type=int, default=10, help="noise samples per token of monotonicity correlation (default 10)"
+    )
+    quantus.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
+
+
+_EVALUATIONS = {
+    "faithfulness": _faithfulness,
+    "conservation": _conservation,
+    "bias": _bias,
+    "eraser": _eraser,
+    "quantus": _quantus,
+}
 
 
 def run(args: argparse.Namespace) -> int:

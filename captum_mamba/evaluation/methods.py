@@ -153,15 +153,43 @@ def token_attributions(
         *Tensor* ``(batch, length)`` of token scores (``float32`` or the model's dtype); padding
         positions are 0.
     """
+    embeds = model.get_input_embeddings()(input_ids).detach()
+    return embedding_attributions(method, model, embeds, target, attention_mask, **attribute_kwargs)
+
+
+def embedding_attributions(
+    method: str | MethodSpec,
+    model: nn.Module,
+    embeds: Tensor,
+    target: Tensor | int,
+    attention_mask: Tensor | None = None,
+    **attribute_kwargs: Any,
+) -> Tensor:
+    r"""
+    Token scores of ``method`` for ``target`` on given input embeddings (e.g. perturbed ones).
+
+    :func:`token_attributions` looks the embeddings of its token ids up and calls this.
+
+    Args:
+        method (str or MethodSpec): a registered name (see :data:`METHODS`) or a spec.
+        model (nn.Module): a Hugging Face-style model (``inputs_embeds``, ``attention_mask``).
+        embeds (Tensor): ``(batch, length, hidden)`` input embeddings.
+        target (Tensor or int): the class (or next token) explained, one per example or one for all.
+        attention_mask (Tensor, optional): ``(batch, length)``, 1 for real tokens.
+        **attribute_kwargs: override the method's ``attribute()`` keyword arguments.
+
+    Returns:
+        *Tensor* ``(batch, length)`` of token scores; padding positions are 0.
+    """
     spec = get_method(method) if isinstance(method, str) else method
     forward = ExplainedLogits(model)
-    embeds = model.get_input_embeddings()(input_ids).detach()
+    embeds = embeds.detach()
     kwargs = dict(spec.attribute_kwargs)
     kwargs.update(attribute_kwargs)
     if spec.name.startswith("smoothgrad") and "stdevs" not in attribute_kwargs:
         kwargs["stdevs"] = kwargs.get("stdevs", 0.1) * _embedding_scale(embeds, attention_mask)
     if isinstance(target, int):
-        target = torch.full((input_ids.shape[0],), target, dtype=torch.long, device=input_ids.device)
+        target = torch.full((embeds.shape[0],), target, dtype=torch.long, device=embeds.device)
     explainer = spec.build(forward, model)
     additional = None if attention_mask is None else (attention_mask,)
     attributions = explainer.attribute(embeds, target=target, additional_forward_args=additional, **kwargs)
