@@ -13,6 +13,7 @@ pytest.importorskip("quantus")
 from captum_mamba.evaluation.quantus_metrics import (  # noqa: E402
     TokenPresenceModel,
     evaluate_quantus,
+    quantus_accepts,
     quantus_explain_func,
     quantus_markdown,
     quantus_table,
@@ -54,3 +55,28 @@ def test_quantus_region_perturbation_equals_the_projects_delta_af():
     report = quantus_table(results, seconds, "captum-mamba evaluate quantus", "four sentences")
     assert set(report["ordering_region_perturbation"]) == {"mamba_lrp", "random"}
     assert "region perturbation" in quantus_markdown(report)
+
+
+def test_batches_quantus_refuses_get_undefined_quantus_metrics_and_keep_delta_af():
+    from captum_mamba.evaluation.methods import METHODS, MethodSpec, register_method
+
+    class AgainstEverything:  # a method whose relevances are all negative
+        def __init__(self, forward, model):
+            self.forward = forward
+
+        def attribute(self, inputs, target=None, additional_forward_args=None):
+            return -inputs.abs() - 1.0
+
+    assert not quantus_accepts(-np.ones((1, 1, 1, 3))) and not quantus_accepts(np.zeros((1, 1, 1, 3)))
+    assert quantus_accepts(np.array([[[[-1.0, 0.5]]]]))
+    register_method(MethodSpec("all_negative", "all negative", AgainstEverything, reduction="sum"))
+    try:
+        model = tiny_classifier(seed=174)
+        ids = [torch.tensor([3, 5, 7]), torch.tensor([1, 4, 9, 2])]
+        results, _ = evaluate_quantus(model, ids, ["all_negative"], nr_runs=4, nr_samples=2)
+    finally:
+        del METHODS["all_negative"]
+    result = results["all_negative"]
+    assert all(np.isnan(v) for v in result.region_perturbation + result.faithfulness_correlation)
+    assert all(np.isfinite(v) for v in result.delta_af_one_token)
+    assert result.summary()["quantus_undefined"] == 2

@@ -155,7 +155,9 @@ class QuantusResult:
             result[f"{name}_sem"] = float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else 0.0
         result["completeness_exact_share"] = float(np.mean(self.completeness_exact)) if self.completeness_exact else 0.0
         gap = np.abs(np.asarray(self.region_perturbation) - np.asarray(self.delta_af_one_token))
+        gap = gap[np.isfinite(gap)]
         result["region_perturbation_vs_delta_af_max_abs_difference"] = float(gap.max()) if gap.size else 0.0
+        result["quantus_undefined"] = int(np.sum(~np.isfinite(np.asarray(self.region_perturbation, dtype=np.float64))))
         return result
 
 
@@ -188,6 +190,23 @@ def _metrics(length: int, nr_runs: int, nr_samples: int) -> dict[str, Any]:
         ),
         "completeness": quantus.Completeness(perturb_baseline=0.0, normalise=False, abs=False, **quiet),
     }
+
+
+def quantus_accepts(attributions: np.ndarray) -> bool:
+    r"""
+    Whether Quantus 0.6 takes a batch of attributions: it refuses (an ``AssertionError`` in
+    ``assert_attributions``) a batch whose attributions are all zero or all negative. Such a batch
+    (e.g. one short sentence whose tokens all speak against the explained class) gets NaN for the
+    Quantus metrics and is counted as ``quantus_undefined`` in the summary; the project's own
+    ΔA^F is still computed for it.
+
+    Args:
+        attributions (np.ndarray): the batch's attributions.
+
+    Returns:
+        *bool*.
+    """
+    return not (np.all(attributions == 0) or np.all(attributions < 0))
 
 
 def evaluate_quantus(
@@ -256,10 +275,16 @@ def evaluate_quantus(
             a = quantus_explain_func(wrapped, x, y, method=method)
             call = {"x_batch": x, "y_batch": y, "a_batch": a, "channel_first": True, "batch_size": len(members)}
             scores: dict[str, Any] = {}
-            for name, metric in _metrics(length, nr_runs, nr_samples).items():
-                metric.a_axes = np.arange(3)  # the token axis; not inferred (length may equal another axis)
-                np.random.seed(seed)
-                scores[name] = metric(model=wrapped, device=str(embeds.device), softmax=False, **call, **explain)
+            if quantus_accepts(a):
+                for name, metric in _metrics(length, nr_runs, nr_samples).items():
+                    metric.a_axes = np.arange(3)  # the token axis; not inferred (length may equal another axis)
+                    np.random.seed(seed)
+                    scores[name] = metric(model=wrapped, device=str(embeds.device), softmax=False, **call, **explain)
+            else:  # Quantus refuses the whole batch: its metrics are undefined (NaN) for these inputs
+                undefined = [float("nan")] * len(members)
+                scores = {name: undefined for name in _metrics(length, nr_runs, nr_samples)}
+                scores["morf"] = scores["lerf"] = np.full((len(members), 1), np.nan)  # curves, one step
+                scores["completeness"] = [False] * len(members)
             region = np.asarray(scores["morf"], dtype=np.float64) - np.asarray(scores["lerf"], dtype=np.float64)
             token_scores = torch.as_tensor(a.reshape(len(members), length))
             own = flipping_curves(wrapped.forward_logits, embeds, token_scores, target, None, filler, steps=None)
@@ -383,4 +408,13 @@ def quantus_markdown(report: dict[str, Any]) -> str:
         f"Spearman correlation of the method orderings by region perturbation and by ΔA^F (10 steps): "
         f"{report['ordering_spearman']:.3f}",
     ]
+    refused = {row["label"]: row.get("quantus_undefined", 0) for row in report["rows"]}
+    refused = {label: n for label, n in refused.items() if n}
+    if refused:
+        listing = ", ".join(f"{label} {n}" for label, n in refused.items())
+        lines += [
+            "",
+            "Inputs Quantus refused (all attributions of a same-length batch negative or zero; the Quantus "
+            f"columns leave them out, the ΔA^F columns keep them): {listing}.",
+        ]
     return "\n".join(lines) + "\n"
