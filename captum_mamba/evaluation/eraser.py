@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_mamba.evaluation.flipping import replacement_vector
-from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, token_attributions
+from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, check_methods, token_attributions
 
 ERASER_BINS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20, 0.50)
 """The rationale sizes of the ERASER AOPC metrics, as fractions of an input's tokens."""
@@ -235,9 +235,7 @@ def evaluate_eraser(
     """
     from captum_mamba.evaluation.report import _batches, _padded
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise KeyError(f"unknown methods {unknown}; known: {', '.join(sorted(METHODS))}")
+    check_methods(methods)
     if not input_ids:
         raise ValueError("no inputs to evaluate")
     forward = ExplainedLogits(model)

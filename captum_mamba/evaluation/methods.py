@@ -79,6 +79,16 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
+def check_methods(names: list[str]) -> None:
+    r"""
+    Raises:
+        KeyError: naming the unknown method names and listing the known ones.
+    """
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise KeyError(f"unknown methods {unknown}; known: {', '.join(sorted(METHODS))}")
+
+
 def get_method(name: str) -> MethodSpec:
     """The registered method called ``name``; a ``KeyError`` listing the known names otherwise."""
     try:

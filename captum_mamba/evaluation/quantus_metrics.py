@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_mamba.evaluation.flipping import flipping_curves, replacement_vector
-from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, embedding_attributions
+from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, check_methods, embedding_attributions
 
 QUANTUS_METRICS: tuple[str, ...] = (
     "faithfulness_correlation",
@@ -244,9 +244,7 @@ def evaluate_quantus(
         import quantus  # noqa: F401
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("the Quantus metrics need quantus: pip install 'captum-mamba[eval]'") from error
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise KeyError(f"unknown methods {unknown}; known: {', '.join(sorted(METHODS))}")
+    check_methods(methods)
     embedding = model.get_input_embeddings()
     filler = replacement_vector(embedding, replacement)
     groups: dict[int, list[int]] = {}

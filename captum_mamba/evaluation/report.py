@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from captum_mamba.evaluation.flipping import FlippingResult, flipping_curves, replacement_vector  # noqa: E402
-from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, token_attributions  # noqa: E402
+from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, check_methods, token_attributions  # noqa: E402
 from captum_mamba.evaluation.provenance import check_destination, with_provenance  # noqa: E402
 
 DEFAULT_EVALUATION_METHODS: tuple[str, ...] = (
@@ -74,9 +74,7 @@ def evaluate_faithfulness(
         *tuple* ``(results, seconds)``: a :class:`FlippingResult` per method (examples in the
         order given) and the attribution time per method.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise KeyError(f"unknown methods {unknown}; known: {', '.join(sorted(METHODS))}")
+    check_methods(methods)
     if not input_ids:
         raise ValueError("no inputs to evaluate")
     forward = ExplainedLogits(model)
