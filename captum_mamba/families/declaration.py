@@ -78,10 +78,6 @@ class ModelFamily:
         entries.update(self.rules)
         return entries
 
-    def module_types(self) -> tuple[type[nn.Module], ...]:
-        """Every module type the family declares."""
-        return tuple(self.module_rules())
-
     def build_lm(self, **overrides: Any) -> nn.Module:
         """The family's causal LM on its tiny test configuration (random weights)."""
         if self.causal_lm is None or self.config is None:
