@@ -24,7 +24,6 @@ token at all (comprehensiveness of a one-token input) is scored as a single repl
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -33,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_mamba.evaluation.flipping import replacement_vector
-from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, check_methods, token_attributions
+from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, check_methods
 
 ERASER_BINS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20, 0.50)
 """The rationale sizes of the ERASER AOPC metrics, as fractions of an input's tokens."""
@@ -233,7 +232,7 @@ def evaluate_eraser(
         *tuple* ``(results, seconds)``: an :class:`EraserResult` per method (examples in the order
         given) and the attribution time per method.
     """
-    from captum_mamba.evaluation.report import _batches, _padded
+    from captum_mamba.evaluation.report import _batches, attributed_batches
 
     check_methods(methods)
     if not input_ids:
@@ -249,14 +248,8 @@ def evaluate_eraser(
     seconds: dict[str, float] = {}
     for method in methods:
         parts, elapsed = [], 0.0
-        for batch in batches:
-            ids, mask = _padded([input_ids[i] for i in batch])
-            with torch.no_grad():
-                target = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
-            start = time.perf_counter()
-            scores = token_attributions(method, model, ids, target, mask)
-            elapsed += time.perf_counter() - start
-            embeds = embedding(ids).detach()
+        for _, mask, target, scores, embeds, spent in attributed_batches(method, model, input_ids, batches):
+            elapsed += spent
             parts.append(eraser_scores(forward, embeds, scores, target, mask, bins, removal, filler))
         results[method] = EraserResult.concatenate(parts).select(inverse)
         seconds[method] = elapsed

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,20 +86,9 @@ def evaluate_faithfulness(
     seconds: dict[str, float] = {}
     for method in methods:
         parts, order, elapsed = [], [], 0.0
-        for number, batch in enumerate(batches, 1):
-            if progress:
-                print(
-                    f"  {method}: batch {number}/{len(batches)} ({len(order)}/{len(input_ids)} inputs done)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            ids, mask = _padded([input_ids[i] for i in batch])
-            with torch.no_grad():
-                target = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
-            start = time.perf_counter()
-            scores = token_attributions(method, model, ids, target, mask)
-            elapsed += time.perf_counter() - start
-            embeds = embedding(ids).detach()
+        explained = attributed_batches(method, model, input_ids, batches, progress=progress)
+        for batch, (_, mask, target, scores, embeds, spent) in zip(batches, explained):
+            elapsed += spent
             parts.append(
                 flipping_curves(
                     forward, embeds, scores, target, mask, filler, steps, score, insertion_replacement=insertion_filler
@@ -204,6 +193,47 @@ def plot_faithfulness(report: dict[str, Any], path: Path) -> Path:
     figure.savefig(path, dpi=130)
     plt.close(figure)
     return path
+
+
+def attributed_batches(
+    method: str,
+    model: nn.Module,
+    input_ids: Sequence[torch.Tensor],
+    batches: list[list[int]],
+    progress: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]]:
+    r"""
+    Explain batches of inputs with one method, as the faithfulness and ERASER evaluations do.
+
+    Args:
+        method (str): a method of :data:`~captum_mamba.evaluation.METHODS`.
+        model (nn.Module): the model.
+        input_ids (Sequence[Tensor]): the inputs, one 1-D tensor of token ids each.
+        batches (list[list[int]]): indices of ``input_ids`` per batch (see ``_batches``).
+        progress (bool, optional): print a line on stderr before each batch. Default: False
+
+    Returns:
+        *Iterator* of ``(ids, mask, target, scores, embeds, seconds)`` per batch: the padded ids and
+        mask, the predicted class explained, the method's token scores, the input embeddings and
+        the attribution time.
+    """
+    embedding = model.get_input_embeddings()
+    done = 0
+    for number, batch in enumerate(batches, 1):
+        if progress:
+            print(
+                f"  {method}: batch {number}/{len(batches)} ({done}/{len(input_ids)} inputs done)",
+                file=sys.stderr,
+                flush=True,
+            )
+        done += len(batch)
+        ids, mask = _padded([input_ids[i] for i in batch])
+        with torch.no_grad():
+            target = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+        start = time.perf_counter()
+        scores = token_attributions(method, model, ids, target, mask)
+        seconds = time.perf_counter() - start
+        yield ids, mask, target, scores, embedding(ids).detach(), seconds
 
 
 def _padded(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
