@@ -1,7 +1,7 @@
 """Model families, each declared once (see :class:`ModelFamily`).
 
 The rule registry, the canonizer and the shared test suite derive from :data:`FAMILIES`, the
-declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba; mamba-ssm when
+declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, Vision Mamba; mamba-ssm when
 it imports) and those declared with :func:`register_family`. Importing this package changes no
 global table.
 """
@@ -12,10 +12,11 @@ from captum_mamba.families.declaration import FamilyRegistry, ModelFamily
 from captum_mamba.families.falcon_mamba import FALCON_MAMBA
 from captum_mamba.families.mamba import MAMBA
 from captum_mamba.families.mamba2 import MAMBA2
+from captum_mamba.families.vim import VIM
 
 
 def _builtin() -> tuple[ModelFamily, ...]:
-    families = [MAMBA, MAMBA2, FALCON_MAMBA]
+    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
     except (ImportError, OSError):
@@ -39,4 +40,4 @@ def register_family(family: ModelFamily) -> None:
     FAMILIES.register(family)
 
 
-__all__ = ["FAMILIES", "FALCON_MAMBA", "MAMBA", "MAMBA2", "FamilyRegistry", "ModelFamily", "register_family"]
+__all__ = ["FAMILIES", "FALCON_MAMBA", "MAMBA", "MAMBA2", "VIM", "FamilyRegistry", "ModelFamily", "register_family"]

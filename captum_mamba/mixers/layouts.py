@@ -7,8 +7,9 @@ differently) and computes the mixer with a :class:`~captum_mamba.mixers.ops.Mixe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +100,23 @@ class Mamba1Layout(MixerLayout):
         check_prefill(cache, self.layer_index(mixer))
         check_padding(mask, mixer.in_proj)
         x, z = mixer.in_proj(mask_padding(hidden, mask)).chunk(2, dim=-1)
+        return mixer.out_proj(self.scan_direction(mixer, ops, x, z, mask, cache).to(dtype))
+
+    def scan_direction(
+        self, mixer: Any, ops: MixerOps, x: Tensor, z: Tensor, mask: Tensor | None = None, cache: Any = None
+    ) -> Tensor:
+        r"""
+        ``gate(SSM(silu(conv(x))), silu(z))``: the mixer between its two projections.
+
+        Args:
+            mixer (nn.Module): the mixer (or a view of one of its scan directions).
+            ops (MixerOps): the rule operations.
+            x, z (Tensor): the two halves of ``in_proj``'s output ``(batch, length, inner)``.
+            mask (Tensor, optional): the padding mask. cache: a prefill cache.
+
+        Returns:
+            *Tensor* ``(batch, length, inner)``, before ``out_proj``.
+        """
         u = mask_padding(ops.silu(mixer, ops.conv(mixer, x, cache), "conv"), mask)
         dt, B, C = self.selection(mixer, u)
         # The model's own precision for its SSM parameters (float32, also in half-precision
@@ -111,8 +129,60 @@ class Mamba1Layout(MixerLayout):
         A = -torch.exp(mixer.A_log.float())
         y, last_state = ops.scan(mixer, u, delta, A, B, C, mixer.D.float())
         if cache is not None and hasattr(cache, "update_recurrent_state"):
-            cache.update_recurrent_state(last_state.to(dtype), self.layer_index(mixer))
-        return mixer.out_proj(ops.gate(mixer, y, ops.silu(mixer, z, "gate")).to(dtype))
+            cache.update_recurrent_state(last_state.to(x.dtype), self.layer_index(mixer))
+        return ops.gate(mixer, y, ops.silu(mixer, z, "gate"))
+
+
+class _ScanDirection:
+    """One scan direction of a bidirectional mixer: its own modules by the forward direction's names."""
+
+    def __init__(self, mixer: nn.Module, names: Mapping[str, str]) -> None:
+        self._mixer = mixer
+        self._names = names
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mixer, self._names.get(name, name))
+
+
+class BidirectionalMamba1Layout(Mamba1Layout):
+    r"""
+    Vision Mamba's bidirectional Mamba-1 mixer (hustvl/Vim, ``bimamba_type="v2"``): one
+    ``in_proj``, a forward scan and a scan over the reversed sequence with its own ``conv1d_b``,
+    ``x_proj_b``, ``dt_proj_b``, ``A_b_log``, ``D_b``, their gated outputs summed (halved with
+    ``if_divide_out``), then ``out_proj`` (and the optional layer scale ``gamma``).
+
+    Each direction is :meth:`Mamba1Layout.scan_direction` with the MambaLRP rules; the flips,
+    the sum and the halving are linear and pass relevance as they are (LRP-0), so relevance
+    from both directions meets at ``in_proj``'s output. mamba-ssm attribute names
+    (``dt_rank``, ``d_state``).
+    """
+
+    kind = "bimamba1"
+    held_constant = ("x_proj", "dt_proj", "x_proj_b", "dt_proj_b")
+    #: The backward direction's names for the forward direction's modules and parameters.
+    backward_names: ClassVar[dict[str, str]] = {
+        "conv1d": "conv1d_b",
+        "x_proj": "x_proj_b",
+        "dt_proj": "dt_proj_b",
+        "A_log": "A_b_log",
+        "D": "D_b",
+    }
+
+    def sizes(self, mixer: nn.Module) -> tuple[int, int]:
+        return mixer.dt_rank, mixer.d_state
+
+    def mix(self, mixer: nn.Module, ops: MixerOps, call: MixerCall) -> Tensor:
+        self.check(mixer)
+        hidden = call.hidden_states
+        if call.attention_mask is not None or call.cache is not None:
+            raise ValueError("a bidirectional Vim mixer explains whole sequences: pass no attention mask or cache")
+        x, z = mixer.in_proj(hidden).chunk(2, dim=-1)
+        forward = self.scan_direction(mixer, ops, x, z)
+        backward = _ScanDirection(mixer, self.backward_names)
+        reverse = self.scan_direction(backward, ops, x.flip(1), z.flip(1)).flip(1)
+        summed = forward + reverse
+        out = mixer.out_proj((summed / 2 if mixer.if_divide_out else summed).to(hidden.dtype))
+        return out * mixer.gamma if getattr(mixer, "init_layer_scale", None) is not None else out
 
 
 class NormalisedSelectionLayout(Mamba1Layout):
