@@ -39,6 +39,10 @@ __all__ = [
     "mamba_lrp_rules",
     "plan_rules",
     "register_rule",
+    "VisionMamba",
+    "load_vim_checkpoint",
+    "patch_relevance",
+    "SignedGammaRule",
 ]
 
 _SOURCES: dict[str, str] = {
@@ -64,6 +68,10 @@ _SOURCES: dict[str, str] = {
     "mamba_lrp_rules": "captum_mamba.rule_context",
     "plan_rules": "captum_mamba.rule_context",
     "register_rule": "captum_mamba.registry",
+    "VisionMamba": "captum_mamba.models",
+    "load_vim_checkpoint": "captum_mamba.models",
+    "patch_relevance": "captum_mamba.image_relevance",
+    "SignedGammaRule": "captum_mamba.rules.gamma",
 }
 """Where each public name lives."""
 
@@ -80,11 +88,14 @@ if TYPE_CHECKING:  # the same names, statically, for type checkers and the API d
         Mamba2ForSequenceClassification,
         MambaForSequenceClassification,
     )
+    from captum_mamba.image_relevance import patch_relevance
     from captum_mamba.layer_mamba_lrp import LayerMambaLRP
     from captum_mamba.llm import MambaLLMAttribution
     from captum_mamba.mamba_lrp import MambaLRP
+    from captum_mamba.models import VisionMamba, load_vim_checkpoint
     from captum_mamba.registry import DEFAULT_REGISTRY, RuleRegistry, register_rule
     from captum_mamba.rule_context import RulePlan, mamba_lrp_rules, plan_rules
+    from captum_mamba.rules.gamma import SignedGammaRule
     from captum_mamba.targets import TokenTargets, last_token_positions
 
 

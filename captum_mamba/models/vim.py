@@ -514,10 +514,19 @@ def load_vim_checkpoint(path: str | Path, variant: str = "vim-small", **options:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else checkpoint
     model = vim_model(variant, **options)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"the checkpoint does not match {variant!r}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}; "
-            "choose the variant the checkpoint was trained as"
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    reshaped = sorted(key for key in set(expected) & set(found) if expected[key] != found[key])
+    if missing or unexpected or reshaped:
+        detail = "; ".join(
+            f"{what} {keys[:3]}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes for", reshaped))
+            if keys
         )
+        raise ValueError(
+            f"the checkpoint does not match {variant!r} ({detail}); choose the variant the checkpoint was trained as, "
+            "or pass its options (embed_dim=..., depth=...)"
+        )
+    model.load_state_dict(state)
     return model.eval()

@@ -4,6 +4,7 @@ from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRu
 
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.block import BlockRule, OwnForwardRule
+from captum_mamba.rules.gamma import SignedGammaRule
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.linear import GradientRule, rule_forward
 from captum_mamba.rules.mixer import MixerRule
@@ -26,6 +27,7 @@ __all__ = [
     "MambaLRPRule",
     "RMSNormRule",
     "SelectiveSSMRule",
+    "SignedGammaRule",
     "SiLUIdentityRule",
     "rule_forward",
 ]
