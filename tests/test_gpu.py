@@ -208,3 +208,70 @@ def test_mamba_ssm_mamba2_conserves_and_matches_its_torch_path():
     logit = float(kernel.double().sum() - delta.double())
     print(f"\nmamba-ssm Mamba2: kernel vs torch {error:.2e}; delta {float(delta):.2e} (logit {logit:.3f})")
     assert error <= TOLERANCE["mamba2"] and abs(float(delta)) <= TOLERANCE["mamba2"] * max(1.0, abs(logit))
+
+
+# --- Vision Mamba (bidirectional blocks) -----------------------------------------------------------
+
+VIM_SIZES = dict(img_size=32, patch_size=4, stride=4, embed_dim=64, depth=3, d_state=16, channels=3, num_classes=5)
+
+
+def _vim(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides) -> torch.nn.Module:
+    from captum_mamba.models import VisionMamba
+
+    torch.manual_seed(seed)
+    model = VisionMamba(**{**VIM_SIZES, **overrides})
+    return model.to(device="cuda", dtype=dtype).eval().requires_grad_(False)
+
+
+def _images(batch: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, 32, 32, generator=generator).to(device="cuda", dtype=dtype)
+
+
+def test_vim_cuda_forward_equals_the_cpu_forward():
+    model = _vim(seed=1)
+    images = _images(4, seed=1)
+    cuda_logits = model(images)
+    cpu_model = _vim(seed=1).cpu()
+    cpu_logits = cpu_model(images.cpu())
+    error = _relative(cuda_logits.cpu(), cpu_logits)
+    print(f"\nVim forward, kernels vs PyTorch: {error:.2e}")
+    assert error <= 1e-4
+
+
+def test_vim_fused_bidirectional_node_equals_the_rule_by_rule_paths(monkeypatch):
+    from captum_mamba.kernels import fused_mixer
+    from captum_mamba.models.vim import VimMamba
+    from captum_mamba.rules import MixerRule
+
+    calls = []
+    original = fused_mixer._FusedBidirectionalMixer.apply
+    monkeypatch.setattr(fused_mixer._FusedBidirectionalMixer, "apply", lambda *a: calls.append(1) or original(*a))
+    model = _vim(seed=2)
+    images = _images(3, seed=2)
+    fused, fused_delta = MambaLRP(model).attribute(images, target=[0, 1, 2], return_convergence_delta=True)
+    assert len(calls) == len(model.layers)
+    unfused, unfused_delta = MambaLRP(model, rules={VimMamba: MixerRule(fused=False)}).attribute(
+        images, target=[0, 1, 2], return_convergence_delta=True
+    )
+    assert len(calls) == len(model.layers)
+    cpu = _vim(seed=2).cpu()
+    torch_path = MambaLRP(cpu).attribute(images.cpu(), target=[0, 1, 2])
+    error, error_torch = _relative(fused, unfused), _relative(fused.cpu(), torch_path)
+    print(f"\nVim fused node: vs rule-by-rule kernels {error:.2e}, vs PyTorch {error_torch:.2e}")
+    assert error <= 1e-5 and error_torch <= 1e-4
+    assert torch.allclose(fused_delta, unfused_delta, atol=1e-4 * float(fused.abs().sum((1, 2, 3)).max()))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_vim_half_precision_on_the_kernels(dtype):
+    from captum_mamba import patch_relevance
+
+    reference_model, half_model = _vim(seed=3), _vim(seed=3, dtype=dtype)
+    images = _images(4, seed=3)
+    reference = patch_relevance(MambaLRP(reference_model).attribute(images, target=1), 4)
+    half, delta = MambaLRP(half_model).attribute(images.to(dtype), target=1, return_convergence_delta=True)
+    half = patch_relevance(half.float(), 4)
+    correlation = float(torch.corrcoef(torch.stack([half.flatten(), reference.flatten()]))[0, 1])
+    print(f"\nVim {dtype}: patch relevance correlation with float32 {correlation:.5f}, delta {delta.tolist()}")
+    assert torch.isfinite(half).all() and correlation > 0.98

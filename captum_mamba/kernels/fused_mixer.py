@@ -186,3 +186,151 @@ class _FusedMambaLRPMixer(torch.autograd.Function):
         rows = grad_xz.permute(1, 0, 2).reshape(grad_xz.shape[1], -1)  # (2 channels, batch * length)
         grad_hidden = (rows.t() @ in_weight).view(batch, -1, in_weight.shape[1])
         return (grad_hidden,) + (None,) * 13
+
+
+# --- Vision Mamba's bidirectional mixer ------------------------------------------------------------
+
+_BIDIRECTIONAL_PARTS = ("in_proj", "conv1d", "x_proj", "dt_proj", "conv1d_b", "x_proj_b", "dt_proj_b", "out_proj")
+_HALF_OR_FLOAT = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def bidirectional_fusable(mixer: nn.Module, hidden_states: Tensor) -> bool:
+    r"""
+    Whether :func:`fused_bidirectional_mixer` computes exactly what the rule-by-rule path would:
+    CUDA inputs in float32, bfloat16 or float16 (the model's dtype), no rule or hook on the
+    mixer's layers, frozen parameters, the kernels importable.
+    """
+    if not (hidden_states.is_cuda and hidden_states.dtype in _HALF_OR_FLOAT):
+        return False
+    for name in _BIDIRECTIONAL_PARTS:
+        part = getattr(mixer, name, None)
+        if part is None or "forward" in part.__dict__ or part._forward_hooks or part._forward_pre_hooks:
+            return False
+        if any(p.requires_grad for p in part.parameters()) or part.weight.dtype != hidden_states.dtype:
+            return False
+    if mixer.x_proj.bias is not None or mixer.x_proj_b.bias is not None:
+        return False
+    if any(getattr(mixer, name).requires_grad for name in ("A_log", "A_b_log", "D", "D_b")):
+        return False
+    return raw_kernels_available()
+
+
+def fused_bidirectional_mixer(mixer: nn.Module, hidden_states: Tensor, rank: int, state: int) -> Tensor:
+    r"""
+    Vision Mamba's bidirectional mixer (``in_proj``, a forward scan and a scan of the reversed
+    sequence, their mean or sum, ``out_proj``) with the SiLU, SSM and gate rules on both
+    directions, as one autograd node; also in bfloat16 / float16 (the kernels' own precisions:
+    the scan accumulates in float32). The layer scale ``gamma``, if any, is applied by the caller.
+
+    Returns:
+        *Tensor* ``(batch, length, hidden)`` in the input's dtype.
+    """
+    directions = [
+        (
+            getattr(mixer, "conv1d" + suffix).weight.squeeze(1),
+            getattr(mixer, "conv1d" + suffix).bias,
+            getattr(mixer, "x_proj" + suffix).weight,
+            getattr(mixer, "dt_proj" + suffix).weight,
+            getattr(mixer, "dt_proj" + suffix).bias,
+            -torch.exp(getattr(mixer, "A_b_log" if suffix else "A_log").float()),
+            getattr(mixer, "D" + suffix).float(),
+        )
+        for suffix in ("", "_b")
+    ]
+    scale = 0.5 if mixer.if_divide_out else 1.0
+    return _FusedBidirectionalMixer.apply(
+        hidden_states,
+        mixer.in_proj.weight,
+        mixer.in_proj.bias,
+        mixer.out_proj.weight,
+        mixer.out_proj.bias,
+        scale,
+        rank,
+        state,
+        *directions[0],
+        *directions[1],
+    )
+
+
+def _direction_forward(
+    x: Tensor, z: Tensor, parts: tuple[Tensor, ...], rank: int, state: int
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One direction on ``(batch, channels, length)`` inputs: the gated scan output and what its backward needs."""
+    scan_cuda, conv_fwd, _ = load_raw_kernels()
+    conv_weight, conv_bias, x_proj_weight, dt_weight, dt_bias, A, D = parts
+    batch, length = x.shape[0], x.shape[-1]
+    conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
+    u = torch.nn.functional.silu(conv)
+    selected = x_proj_weight @ u.permute(1, 0, 2).reshape(u.shape[1], -1)
+    delta = _channels_by_length(dt_weight, selected[:rank], batch)
+    B = selected[rank : rank + state].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
+    C = selected[rank + state :].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
+    y, scan_states, gated = scan_cuda.fwd(u, delta, A, B, C, D, z, dt_bias.float(), True)
+    return gated, (conv, u, delta, B, C, scan_states, y)
+
+
+def _direction_backward(
+    x: Tensor, z: Tensor, saved: tuple[Tensor, ...], parts: tuple[Tensor, ...], half: Tensor
+) -> tuple[Tensor, Tensor]:
+    r"""
+    The rules' backward of one direction, for ``half = 0.5 d gated`` (the gate rule's share):
+    ``(dx, dz)`` with the SSM rule through the scan, the SiLU rule on ``conv`` and on ``z``.
+    """
+    scan_cuda, _, conv_bwd = load_raw_kernels()
+    conv, u, delta, B, C, scan_states, y = saved
+    conv_weight, conv_bias, _, _, dt_bias, A, D = parts
+    grad_x, grad_z = torch.empty_like(x), torch.empty_like(z)
+    grad_u, *_ = scan_cuda.bwd(u, delta, A, B, C, D, z, dt_bias.float(), half, scan_states, y, grad_z, True, False)
+    torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule's dz replaces the kernel's
+    grad_conv = grad_u.mul_(torch.sigmoid(conv))
+    conv_bwd(x, conv_weight, conv_bias, grad_conv, None, None, None, grad_x, False, False)
+    return grad_x, grad_z
+
+
+class _FusedBidirectionalMixer(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        hidden: Tensor,
+        in_weight: Tensor,
+        in_bias: Tensor | None,
+        out_weight: Tensor,
+        out_bias: Tensor | None,
+        scale: float,
+        rank: int,
+        state: int,
+        *parts: Tensor,
+    ) -> Tensor:
+        batch = hidden.shape[0]
+        xz = _channels_by_length(in_weight, hidden.reshape(-1, hidden.shape[-1]).t(), batch)
+        if in_bias is not None:
+            xz = xz + in_bias[None, :, None]
+        x, z = xz.chunk(2, dim=1)
+        x, z = x.contiguous(), z.contiguous()
+        forward_parts, backward_parts = parts[:7], parts[7:]
+        gated, saved_forward = _direction_forward(x, z, forward_parts, rank, state)
+        x_rev, z_rev = x.flip(-1).contiguous(), z.flip(-1).contiguous()
+        gated_rev, saved_backward = _direction_forward(x_rev, z_rev, backward_parts, rank, state)
+        mixed = gated + gated_rev.flip(-1)
+        out = torch.nn.functional.linear(mixed.transpose(1, 2) * scale, out_weight, out_bias)
+        ctx.save_for_backward(x, z, x_rev, z_rev, in_weight, *saved_forward, *saved_backward)
+        ctx.parts = (forward_parts, backward_parts)
+        ctx.out_weight, ctx.scale = out_weight, scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, z, x_rev, z_rev, in_weight, *saved = ctx.saved_tensors
+        forward_parts, backward_parts = ctx.parts
+        batch = grad.shape[0]
+        # the gate rule's half share of d(mixed), with the directions' mean or sum
+        half = _channels_by_length(ctx.out_weight.t(), grad.reshape(-1, grad.shape[-1]).t(), batch)
+        half = (half * (0.5 * ctx.scale)).contiguous()
+        grad_x, grad_z = _direction_backward(x, z, tuple(saved[:7]), forward_parts, half)
+        grad_x_rev, grad_z_rev = _direction_backward(
+            x_rev, z_rev, tuple(saved[7:]), backward_parts, half.flip(-1).contiguous()
+        )
+        grad_xz = torch.cat((grad_x + grad_x_rev.flip(-1), grad_z + grad_z_rev.flip(-1)), dim=1)
+        rows = grad_xz.permute(1, 0, 2).reshape(grad_xz.shape[1], -1)  # (2 channels, batch * length)
+        grad_hidden = (rows.t() @ in_weight).view(batch, -1, in_weight.shape[1])
+        return (grad_hidden,) + (None,) * (7 + len(forward_parts) + len(backward_parts))

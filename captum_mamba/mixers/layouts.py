@@ -176,12 +176,14 @@ class BidirectionalMamba1Layout(Mamba1Layout):
         hidden = call.hidden_states
         if call.attention_mask is not None or call.cache is not None:
             raise ValueError("a bidirectional Vim mixer explains whole sequences: pass no attention mask or cache")
-        x, z = mixer.in_proj(hidden).chunk(2, dim=-1)
-        forward = self.scan_direction(mixer, ops, x, z)
-        backward = _ScanDirection(mixer, self.backward_names)
-        reverse = self.scan_direction(backward, ops, x.flip(1), z.flip(1)).flip(1)
-        summed = forward + reverse
-        out = mixer.out_proj((summed / 2 if mixer.if_divide_out else summed).to(hidden.dtype))
+        out = ops.fused(mixer, call, self)  # both directions as one node on the CUDA kernels
+        if out is None:
+            x, z = mixer.in_proj(hidden).chunk(2, dim=-1)
+            forward = self.scan_direction(mixer, ops, x, z)
+            backward = _ScanDirection(mixer, self.backward_names)
+            reverse = self.scan_direction(backward, ops, x.flip(1), z.flip(1)).flip(1)
+            summed = forward + reverse
+            out = mixer.out_proj((summed / 2 if mixer.if_divide_out else summed).to(hidden.dtype))
         return out * mixer.gamma if getattr(mixer, "init_layer_scale", None) is not None else out
 
 

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_mamba.kernels.cuda import load_causal_conv1d_fn, use_kernel
-from captum_mamba.kernels.fused_mixer import fusable, fused_mixer
+from captum_mamba.kernels.fused_mixer import bidirectional_fusable, fusable, fused_bidirectional_mixer, fused_mixer
 from captum_mamba.mixers.calls import MixerCall, bind_mixer_call
-from captum_mamba.mixers.layouts import Mamba1Layout, MixerLayout
+from captum_mamba.mixers.layouts import BidirectionalMamba1Layout, Mamba1Layout, MixerLayout
 from captum_mamba.mixers.ops import MixerOps
 from captum_mamba.options import current_options
 from captum_mamba.rules.base import MambaLRPRule
@@ -108,6 +108,8 @@ class MixerRule(MambaLRPRule, MixerOps):
         if not self._fuses(mixer, call, layout):
             return None
         rank, state = layout.sizes(mixer)
+        if isinstance(layout, BidirectionalMamba1Layout):
+            return fused_bidirectional_mixer(mixer, call.hidden_states, rank, state)
         return fused_mixer(mixer, call.hidden_states, rank, state)
 
     def _fuses(self, mixer: nn.Module, call: MixerCall, layout: Any) -> bool:
@@ -124,7 +126,11 @@ class MixerRule(MambaLRPRule, MixerOps):
             and getattr(mixer.x_proj, "bias", None) is None
             and self.ssm_rule._use_cuda(hidden)
             and use_kernel(hidden, load_causal_conv1d_fn, current_options().backend)
-            and fusable(mixer, hidden)
+            and (
+                bidirectional_fusable(mixer, hidden)
+                if isinstance(layout, BidirectionalMamba1Layout)
+                else fusable(mixer, hidden)
+            )
         )
 
     def __repr__(self) -> str:
