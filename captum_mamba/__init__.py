@@ -43,6 +43,7 @@ __all__ = [
     "load_vim_checkpoint",
     "patch_relevance",
     "SignedGammaRule",
+    "BoundedInputRule",
 ]
 
 _SOURCES: dict[str, str] = {
@@ -72,6 +73,7 @@ _SOURCES: dict[str, str] = {
     "load_vim_checkpoint": "captum_mamba.models",
     "patch_relevance": "captum_mamba.image_relevance",
     "SignedGammaRule": "captum_mamba.rules.gamma",
+    "BoundedInputRule": "captum_mamba.rules.bounded",
 }
 """Where each public name lives."""
 
@@ -95,6 +97,7 @@ if TYPE_CHECKING:  # the same names, statically, for type checkers and the API d
     from captum_mamba.models import VisionMamba, load_vim_checkpoint
     from captum_mamba.registry import DEFAULT_REGISTRY, RuleRegistry, register_rule
     from captum_mamba.rule_context import RulePlan, mamba_lrp_rules, plan_rules
+    from captum_mamba.rules.bounded import BoundedInputRule
     from captum_mamba.rules.gamma import SignedGammaRule
     from captum_mamba.targets import TokenTargets, last_token_positions
 

@@ -9,6 +9,7 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor, nn
 
+from captum_mamba.input_relevance import collecting_input_relevance
 from captum_mamba.model_calls import (
     Position,
     accepts_logits_to_keep,
@@ -99,20 +100,29 @@ class MambaLRPBase:
             return target.select(output)
         return select_target(select_position(output, position), target)
 
-    def _gradients(
-        self,
-        run: Callable[[], tuple[Tensor, Sequence[Tensor]]],
+    def _relevances(
+        self, run: Callable[[], tuple[Tensor, Sequence[Tensor]]], what: str = "inputs"
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Run ``run`` (forward returning the explained scalars and the leaves) under the rules; backprop once."""
+        r"""
+        Run ``run`` (forward returning the explained scalars and the leaves) under the rules,
+        backprop once; the relevance of each leaf: Gradient x Input plus what a rule recorded for
+        it (:mod:`captum_mamba.input_relevance`).
+
+        Returns:
+            *tuple* ``(explained, relevances)``.
+        """
         with (
             torch.enable_grad(),
             frozen_parameters(self.model),
             mamba_lrp_rules(self.model, self.rules, self.registry, self.plain_gradient_fallback),
             explanation_options(**vars(self.options)),
+            collecting_input_relevance() as recorded,
         ):
             explained, leaves = run()
             if not explained.requires_grad:
                 raise RuntimeError("the explained output does not depend on the attributed tensors")
             gradients = torch.autograd.grad(explained.sum(), tuple(leaves), allow_unused=True)
-        gradients = tuple(torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, gradients))
-        return explained.detach(), gradients
+        products = tuple(
+            leaf.detach() * (torch.zeros_like(leaf) if g is None else g) for leaf, g in zip(leaves, gradients)
+        )
+        return explained.detach(), recorded.completed(leaves, products, what)

@@ -134,11 +134,11 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
             return explained, tap.leaves
 
         try:
-            explained, gradients = self._gradients(run)
+            explained, attributions = self._relevances(
+                run, "layer's " + ("input" if attribute_to_layer_input else "output")
+            )
         finally:
             tap.handle.remove()
-        assert tap.leaves is not None
-        attributions = tuple(a.detach() * g for a, g in zip(tap.leaves, gradients))
         formatted = attributions if tap.is_tuple else attributions[0]
         if not return_convergence_delta:
             return formatted

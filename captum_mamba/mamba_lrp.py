@@ -121,8 +121,7 @@ class MambaLRP(MambaLRPBase, InputXGradient):
             leaves = tuple(x.detach().requires_grad_() for x in inputs_tuple)
             return self._explained_output(leaves, additional_forward_args, target, explained_position), leaves
 
-        explained, gradients = self._gradients(run)
-        attributions = tuple(x.detach() * g for x, g in zip(inputs_tuple, gradients))
+        explained, attributions = self._relevances(run, "inputs")
         formatted = _format_output(is_tuple, attributions)
         if not return_convergence_delta:
             return formatted  # type: ignore[return-value]

@@ -293,3 +293,67 @@ def test_patch_relevance_sums_pixels_per_patch_and_matches_the_patch_embeddings(
     torch.testing.assert_close(patches.flatten(1), embedded, atol=1e-10, rtol=0)
     with pytest.raises(ValueError, match="whole number of 3 x 3 patches"):
         patch_relevance(pixels, 3)
+
+
+def _box_reference(conv: torch.nn.Module, images: torch.Tensor, output_relevance: torch.Tensor, low, high):
+    """z^B from the patch outputs to the pixels, patch by patch, from its formula."""
+    patch = conv.kernel_size[0]
+    low = torch.as_tensor(low, dtype=images.dtype).reshape(1, -1, 1, 1).expand_as(images)
+    high = torch.as_tensor(high, dtype=images.dtype).reshape(1, -1, 1, 1).expand_as(images)
+    relevance = torch.zeros_like(images)
+    for row in range(images.shape[2] // patch):
+        for col in range(images.shape[3] // patch):
+            window = (
+                slice(None),
+                slice(None),
+                slice(row * patch, (row + 1) * patch),
+                slice(col * patch, (col + 1) * patch),
+            )
+            x, lo, hi = images[window][:, None], low[window][:, None], high[window][:, None]
+            w = conv.weight[None]
+            contributions = x * w - lo * w.clamp(min=0) - hi * w.clamp(max=0)  # (batch, dim, channels, p, p)
+            share = output_relevance[:, :, row, col] / contributions.flatten(2).sum(-1)
+            relevance[window] = (contributions * share[..., None, None, None]).sum(1)
+    return relevance
+
+
+def test_bounded_input_rule_at_the_pixels_conserves_and_equals_its_formula():
+    from captum_mamba.rules.bounded import BoundedInputRule
+
+    model = tiny_vim(seed=13)  # biases on: z^B gives the bias's share to the pixels, absorbing nothing
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    mean, std = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+    normalised = (images - torch.tensor(mean).reshape(1, 3, 1, 1)) / torch.tensor(std).reshape(1, 3, 1, 1)
+    normalised[0, 0, 0, 0] = 0.0  # a pixel at exactly zero still gets the bound terms' relevance
+    rule = BoundedInputRule.for_normalised_images(mean, std)
+    explainer = MambaLRP(model, rules={PatchProjection: rule})
+    pixels = explainer.attribute(normalised, target=1)
+    patch_outputs = LayerMambaLRP(model, model.patch_embed.proj, rules={PatchProjection: rule}).attribute(
+        normalised, target=1
+    )
+    torch.testing.assert_close(pixels.sum((1, 2, 3)), patch_outputs.sum((1, 2, 3)), atol=1e-10, rtol=0)
+    expected = _box_reference(model.patch_embed.proj, normalised, patch_outputs, rule.low, rule.high)
+    torch.testing.assert_close(pixels, expected, atol=1e-10, rtol=0)
+    assert pixels[0, 0, 0, 0].abs() > 0
+    # the same pixels through LayerMambaLRP at the projection's input
+    at_input = LayerMambaLRP(model, model.patch_embed.proj, rules={PatchProjection: rule}).attribute(
+        normalised, target=1, attribute_to_layer_input=True
+    )
+    torch.testing.assert_close(at_input, pixels, atol=1e-12, rtol=0)
+
+
+def test_bounded_input_rule_errors_are_clear():
+    from captum_mamba.rules.bounded import BoundedInputRule
+
+    model = tiny_vim(seed=14)
+    explainer = MambaLRP(model, rules={PatchProjection: BoundedInputRule(-1.0, 1.0)})
+    with pytest.raises(ValueError, match=r"outside \[-1.0, 1.0\].*bounds"):
+        explainer.attribute(images_of(1, 14) * 3, target=0)
+
+    def doubled(images):  # the model sees a transformed tensor: its pixel relevance cannot be returned
+        return model(images * 0.5)
+
+    with pytest.raises(ValueError, match="derived from the inputs.*unchanged"):
+        MambaLRP(doubled, model=model, rules={PatchProjection: BoundedInputRule(-1.0, 1.0)}).attribute(
+            images_of(1, 14).clamp(-1, 1), target=0
+        )

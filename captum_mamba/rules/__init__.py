@@ -4,6 +4,7 @@ from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRu
 
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.block import BlockRule, OwnForwardRule
+from captum_mamba.rules.bounded import BoundedInputRule
 from captum_mamba.rules.gamma import SignedGammaRule
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.linear import GradientRule, rule_forward
@@ -15,6 +16,7 @@ from captum_mamba.rules.ssm import SelectiveSSMRule
 __all__ = [
     "Alpha1_Beta0_Rule",
     "BlockRule",
+    "BoundedInputRule",
     "MixerRule",
     "OwnForwardRule",
     "EpsilonRule",
