@@ -38,7 +38,17 @@ def test_help_lists_every_subcommand():
         [sys.executable, "-m", "captum_mamba.cli", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert list(COMMANDS) == ["explain", "evaluate", "needle", "explain-dataset", "compare", "train", "insights"]
+    assert list(COMMANDS) == [
+        "explain",
+        "explain-image",
+        "evaluate",
+        "needle",
+        "explain-dataset",
+        "compare",
+        "compare-images",
+        "train",
+        "insights",
+    ]
     for name in COMMANDS:
         assert f"    {name} " in result.stdout, name
 

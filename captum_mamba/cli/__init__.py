@@ -24,10 +24,12 @@ from captum_mamba.cli.explain import SentenceExplanation, explain_sentences
 
 COMMANDS: dict[str, str] = {
     "explain": "captum_mamba.cli.explain",
+    "explain-image": "captum_mamba.cli.explain_image",
     "evaluate": "captum_mamba.cli.evaluate",
     "needle": "captum_mamba.cli.needle",
     "explain-dataset": "captum_mamba.cli.explain_dataset",
     "compare": "captum_mamba.cli.compare",
+    "compare-images": "captum_mamba.cli.compare_images",
     "train": "captum_mamba.cli.train",
     "insights": "captum_mamba.cli.insights",
 }
