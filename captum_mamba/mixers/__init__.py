@@ -11,10 +11,18 @@ implementation keeps its sizes and sub-modules (Hugging Face, mamba-ssm, ...).
 """
 
 from captum_mamba.mixers.calls import MixerCall, bind_mixer_call, check_padding, check_prefill, mask_padding
-from captum_mamba.mixers.layouts import Mamba1Layout, Mamba2Layout, Mamba2Sizes, MixerLayout, NormalisedSelectionLayout
+from captum_mamba.mixers.layouts import (
+    BidirectionalMamba1Layout,
+    Mamba1Layout,
+    Mamba2Layout,
+    Mamba2Sizes,
+    MixerLayout,
+    NormalisedSelectionLayout,
+)
 from captum_mamba.mixers.ops import MixerOps
 
 __all__ = [
+    "BidirectionalMamba1Layout",
     "Mamba1Layout",
     "Mamba2Layout",
     "Mamba2Sizes",

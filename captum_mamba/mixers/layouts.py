@@ -111,8 +111,10 @@ class Mamba1Layout(MixerLayout):
         Args:
             mixer (nn.Module): the mixer (or a view of one of its scan directions).
             ops (MixerOps): the rule operations.
-            x, z (Tensor): the two halves of ``in_proj``'s output ``(batch, length, inner)``.
-            mask (Tensor, optional): the padding mask. cache: a prefill cache.
+            x (Tensor): the SSM half of ``in_proj``'s output ``(batch, length, inner)``.
+            z (Tensor): the gate half, same shape.
+            mask (Tensor, optional): the padding mask.
+            cache (Any, optional): a prefill cache.
 
         Returns:
             *Tensor* ``(batch, length, inner)``, before ``out_proj``.
