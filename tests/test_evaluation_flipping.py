@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from captum_mamba.evaluation.flipping import FlippingResult, flipping_curves, replacement_vector
+from captum_mamba.evaluation.flipping import FlippingResult, deletion_curves, flipping_curves, replacement_vector
 
 
 def _bag_of_embeddings(seed: int = 0, length: int = 5, hidden: int = 4, classes: int = 3):
@@ -31,6 +31,16 @@ def test_curves_of_a_linear_model_are_cumulative_sums_of_the_relevances():
     expected_insertion = torch.cat([torch.zeros_like(logit), ordered.cumsum(1)], dim=1)
     torch.testing.assert_close(result.morf_insertion.double(), expected_insertion, atol=1e-5, rtol=1e-5)
     assert result.fractions == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
+
+
+def test_deletion_curves_are_the_deletion_half_of_flipping_curves():
+    forward, embeds, target, relevance = _bag_of_embeddings(seed=2)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    full = flipping_curves(forward, embeds, relevance, target, mask, steps=3)
+    fractions, morf, lerf = deletion_curves(forward, embeds, relevance, target, mask, steps=3)
+    assert fractions == full.fractions
+    torch.testing.assert_close(morf, full.morf)
+    torch.testing.assert_close(lerf, full.lerf)
 
 
 def test_the_true_ordering_maximises_delta_af_and_random_orderings_average_zero():

@@ -1,4 +1,5 @@
-"""``captum-mamba evaluate``: faithfulness, conservation and bias on the default model's held-out set."""
+"""``captum-mamba evaluate``: faithfulness, conservation and bias on the default model's held-out set,
+and the image evaluation of the shipped Vision Mamba models (``evaluate images``)."""
 
 from __future__ import annotations
 
@@ -159,13 +160,60 @@ def _quantus(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_TASK_NAMES: tuple[str, ...] = ("digits", "shapes")
+"""The image tasks of ``evaluate images`` (those of ``captum_mamba.images.tasks.IMAGE_TASKS``)."""
+DEFAULT_IMAGE_OUT = "benchmarks/results/images"
+
+
+def _images(args: argparse.Namespace) -> int:
+    from captum_mamba.evaluation.provenance import UntraceableResultError, check_destination
+    from captum_mamba.images.evaluation import DEFAULT_IMAGE_METHODS, IMAGE_METHODS
+
+    methods = list(DEFAULT_IMAGE_METHODS) if args.methods is None else args.methods
+    error = unknown_names("image attribution method", methods, list(IMAGE_METHODS))
+    if error is not None:
+        raise error
+    out = output_folder(args.out)
+    stem = f"images_{args.task}"
+    try:  # refuse an untraceable destination before the computation, not after it
+        check_destination(out / f"{stem}.json")
+    except UntraceableResultError as refusal:
+        raise UsageError(f"{refusal} Or give --out a folder outside benchmarks/results/") from None
+
+    from captum_mamba.images.evaluation import evaluate_images, image_markdown, image_table, write_image_report
+    from captum_mamba.images.tasks import IMAGE_TASKS, class_names, load_image_model, sample_images
+
+    if args.task not in IMAGE_TASKS:
+        raise UsageError(f"unknown image task {args.task!r}; choose from {', '.join(IMAGE_TASKS)}")
+    model = load_image_model(args.task).eval()
+    split = sample_images(args.task, args.n)
+    count = int(split.images.shape[0])
+    print(f"image evaluation of {len(methods)} methods on {count} {args.task} images", file=sys.stderr, flush=True)
+    evaluation = evaluate_images(
+        model,
+        split,
+        methods,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        explained=args.explain,
+        keep=min(args.examples, count),
+        progress=True,
+    )
+    command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
+    dataset = f"{args.task}: {count} images of sample_images({args.task!r}, {args.n})"
+    write_image_report(evaluation, out, stem, command, dataset, split.denormalise, class_names(args.task))
+    print(image_markdown(image_table(evaluation, command, dataset)))
+    print(f"wrote {out}/{stem}.json, {stem}.md and {stem}_heatmaps.png")
+    return 0
+
+
 GENDERED = ["he", "she", "him", "her", "his", "hers", "man", "woman", "men", "women", "boy", "girl", "actor", "actress"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r"""
-    Register ``evaluate`` and its subcommands ``faithfulness``, ``conservation``, ``bias``, ``eraser``
-    and ``quantus``.
+    Register ``evaluate`` and its subcommands ``faithfulness``, ``conservation``, ``bias``, ``eraser``,
+    ``quantus`` and ``images``.
 
     Args:
         subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
@@ -173,7 +221,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Returns:
         *argparse.ArgumentParser*: the parser of ``evaluate``.
     """
-    evaluate = subparsers.add_parser("evaluate", help="evaluate explanations on the default model's held-out set")
+    evaluate = subparsers.add_parser(
+        "evaluate", help="evaluate explanations on the default model's held-out set (or the image models)"
+    )
     kinds = evaluate.add_subparsers(dest="evaluation", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -210,7 +260,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     bias.add_argument("-k", type=positive_int, default=3, help="most relevant tokens counted per sentence (default 3)")
     _add_metric_parsers(kinds, common)
+    _add_images_parser(kinds)
     return evaluate
+
+
+def _add_images_parser(kinds: argparse._SubParsersAction) -> None:
+    """The ``images`` subcommand of ``evaluate`` (its own options: no ``--limit``, another ``--out``)."""
+    images = kinds.add_parser(
+        "images",
+        help="Vision Mamba image explanations: patch flipping (ΔA^F), pointing game and mass accuracy, heatmap grid",
+    )
+    images.add_argument("--task", required=True, choices=IMAGE_TASK_NAMES, help="the shipped image task")
+    images.add_argument("--n", type=positive_int, default=64, help="images sampled from the task (default 64)")
+    images.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method names of captum_mamba.images.evaluation.IMAGE_METHODS (default: all: mamba_lrp, naive_lrp, "
+        "input_x_gradient, integrated_gradients, smoothgrad, attention_rollout, random)",
+    )
+    images.add_argument(
+        "--out",
+        default=DEFAULT_IMAGE_OUT,
+        help=f"output folder, created if missing (default: {DEFAULT_IMAGE_OUT}; needs a clean, committed tree)",
+    )
+    images.add_argument("--steps", type=positive_int, default=16, help="patch-flipping steps (default 16)")
+    images.add_argument(
+        "--explain",
+        choices=("prediction", "label"),
+        default="prediction",
+        help="the class explained: the model's prediction or the true label (default prediction)",
+    )
+    images.add_argument("--batch-size", type=positive_int, default=16, help="images per attribution batch (default 16)")
+    images.add_argument(
+        "--examples", type=positive_int, default=4, help="rows (images) of the heatmap grid PNG (default 4)"
+    )
+    images.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
 
 
 def _add_metric_parsers(kinds: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -258,6 +343,7 @@ _EVALUATIONS = {
     "bias": _bias,
     "eraser": _eraser,
     "quantus": _quantus,
+    "images": _images,
 }
 
 

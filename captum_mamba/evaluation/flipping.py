@@ -182,6 +182,77 @@ def flipping_curves(
     Returns:
         *FlippingResult*.
     """
+    fractions, curves = _curves(
+        forward,
+        embeds,
+        scores,
+        target,
+        attention_mask,
+        replacement,
+        steps,
+        score,
+        batch_size,
+        progress,
+        insertion_replacement=insertion_replacement,
+        insertion=True,
+    )
+    return FlippingResult(fractions, morf=curves[0], morf_insertion=curves[1], lerf=curves[2], lerf_insertion=curves[3])
+
+
+@torch.no_grad()
+def deletion_curves(
+    forward: Callable[[Tensor, Tensor | None], Tensor],
+    embeds: Tensor,
+    scores: Tensor,
+    target: Tensor | int,
+    attention_mask: Tensor | None = None,
+    replacement: Tensor | None = None,
+    steps: int | None = 10,
+    score: Score = "logit",
+    batch_size: int = 256,
+    progress: bool = False,
+) -> tuple[list[float], Tensor, Tensor]:
+    r"""
+    The MoRF / LeRF deletion curves of :func:`flipping_curves` alone (half the forward calls).
+
+    Args: as :func:`flipping_curves` (without ``insertion_replacement``).
+
+    Returns:
+        *tuple* ``(fractions, morf, lerf)``: the fraction grid and the two ``(batch, steps + 1)``
+        curves, equal to :func:`flipping_curves`'s ``morf`` and ``lerf``.
+    """
+    fractions, (morf, lerf) = _curves(
+        forward,
+        embeds,
+        scores,
+        target,
+        attention_mask,
+        replacement,
+        steps,
+        score,
+        batch_size,
+        progress,
+        insertion_replacement=None,
+        insertion=False,
+    )
+    return fractions, morf, lerf
+
+
+def _curves(
+    forward: Callable[[Tensor, Tensor | None], Tensor],
+    embeds: Tensor,
+    scores: Tensor,
+    target: Tensor | int,
+    attention_mask: Tensor | None,
+    replacement: Tensor | None,
+    steps: int | None,
+    score: Score,
+    batch_size: int,
+    progress: bool,
+    insertion_replacement: Tensor | None,
+    insertion: bool,
+) -> tuple[list[float], list[Tensor]]:
+    """The fraction grid and the curves: MoRF deletion, [MoRF insertion,] LeRF deletion, [LeRF insertion]."""
     if score not in ("logit", "probability"):
         raise ValueError(f"score must be 'logit' or 'probability', got {score!r}")
     batch, length, _ = embeds.shape
@@ -214,12 +285,13 @@ def flipping_curves(
     for order in (morf_order, lerf_order):
         changed = _changed_masks(order, counts, length)
         jobs.append((changed, filler))  # deletion: the first k positions replaced
-        jobs.append((~changed & mask[:, None, :], insertion_filler))  # insertion: all but the first k replaced
+        if insertion:
+            jobs.append((~changed & mask[:, None, :], insertion_filler))  # insertion: all but the first k replaced
     curves = [
         _evaluate(forward, embeds, attention_mask, changed, fill, target, score, batch_size, progress)
         for changed, fill in jobs
     ]
-    return FlippingResult(fractions, morf=curves[0], morf_insertion=curves[1], lerf=curves[2], lerf_insertion=curves[3])
+    return fractions, curves
 
 
 def _evaluate(

@@ -22,7 +22,7 @@ refused with an error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,21 +47,35 @@ def _mixers(model: nn.Module) -> list[nn.Module]:
     return mixers
 
 
-def hidden_attention(mixer: nn.Module, hidden_states: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def hidden_attention(
+    mixer: nn.Module, hidden_states: Tensor, direction: Literal["forward", "backward"] = "forward"
+) -> tuple[Tensor, Tensor, Tensor]:
     r"""
-    The hidden attention of one Mamba-1 mixer for its input.
+    The hidden attention of one Mamba-1 mixer (or of one scan direction of a bidirectional one) for its input.
 
     Args:
-        mixer (nn.Module): a Hugging Face ``MambaMixer`` (or ``FalconMambaMixer``).
+        mixer (nn.Module): a Hugging Face ``MambaMixer`` (or ``FalconMambaMixer``), or a
+                    bidirectional Vim mixer (:class:`~captum_mamba.models.vim.VimMamba`).
         hidden_states (Tensor): the mixer's input ``(batch, length, hidden)``.
+        direction (str, optional): ``"forward"``, or ``"backward"`` for the scan of a
+                    bidirectional mixer over the reversed sequence (with its ``conv1d_b``,
+                    ``x_proj_b``, ``dt_proj_b``, ``A_b_log``). Default: "forward"
 
     Returns:
         *tuple* ``(alpha, u, gate)``: ``alpha`` ``(batch, channels, length, length)`` (query ``t``
         by key ``j``, zero above the diagonal), the scan input ``u`` and ``silu(z)``, both
-        ``(batch, length, channels)``. ``y = einsum("bdtj,bjd->btd", alpha, u) + D u``.
+        ``(batch, length, channels)``. ``y = einsum("bdtj,bjd->btd", alpha, u) + D u``. For
+        ``"backward"`` all three are in the scan's order, i.e. position ``t`` is token
+        ``length - 1 - t`` (flip both axes of ``alpha`` for the tokens' order).
     """
     layout = FAMILIES.mixer_layout(type(mixer))
     x, z = mixer.in_proj(hidden_states).chunk(2, dim=-1)
+    if direction == "backward":
+        if not hasattr(layout, "backward"):
+            raise ValueError(f"{type(mixer).__name__} has one scan direction; ask for direction='forward'")
+        mixer, x, z = layout.backward(mixer), x.flip(1), z.flip(1)
+    elif direction != "forward":
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
     u = F.silu(causal_conv(mixer, x, None))
     dt, B, C = layout.selection(mixer, u)
     delta = F.softplus(dt @ mixer.dt_proj.weight.T + mixer.dt_proj.bias).double()

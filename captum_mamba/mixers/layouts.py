@@ -173,6 +173,20 @@ class BidirectionalMamba1Layout(Mamba1Layout):
     def sizes(self, mixer: nn.Module) -> tuple[int, int]:
         return mixer.dt_rank, mixer.d_state
 
+    def backward(self, mixer: nn.Module) -> Any:
+        r"""
+        The backward scan direction of ``mixer`` as a mixer-like view.
+
+        Args:
+            mixer (nn.Module): the bidirectional mixer.
+
+        Returns:
+            A view whose ``conv1d``, ``x_proj``, ``dt_proj``, ``A_log`` and ``D`` are the backward
+            direction's (``conv1d_b``, ...); every other attribute is the mixer's own. It runs on
+            the reversed sequence.
+        """
+        return _ScanDirection(mixer, self.backward_names)
+
     def mix(self, mixer: nn.Module, ops: MixerOps, call: MixerCall) -> Tensor:
         self.check(mixer)
         hidden = call.hidden_states
@@ -182,8 +196,7 @@ class BidirectionalMamba1Layout(Mamba1Layout):
         if out is None:
             x, z = mixer.in_proj(hidden).chunk(2, dim=-1)
             forward = self.scan_direction(mixer, ops, x, z)
-            backward = _ScanDirection(mixer, self.backward_names)
-            reverse = self.scan_direction(backward, ops, x.flip(1), z.flip(1)).flip(1)
+            reverse = self.scan_direction(self.backward(mixer), ops, x.flip(1), z.flip(1)).flip(1)
             summed = forward + reverse
             out = mixer.out_proj((summed / 2 if mixer.if_divide_out else summed).to(hidden.dtype))
         return out * mixer.gamma if getattr(mixer, "init_layer_scale", None) is not None else out
