@@ -22,7 +22,8 @@ from matplotlib import image as mpimage
 from captum_mamba import MambaLRP
 from captum_mamba.cli import main
 from captum_mamba.cli.explain_image import read_image
-from captum_mamba.compare import IMAGE_METHODS, ImageMethod, compare_images, render_image_comparison
+from captum_mamba.compare import compare_images, render_image_comparison
+from captum_mamba.images.methods import IMAGE_METHODS, ImageMethodSpec
 from captum_mamba.models import VisionMamba
 from captum_mamba.models.vim import PatchProjection
 from captum_mamba.rules.gamma import SignedGammaRule
@@ -240,10 +241,11 @@ def test_compare_images_takes_a_model_and_images(files, monkeypatch):
         assert label in page
     assert f"&Sigma; {examples[0].rows[0].total:+.4f}" in page
 
-    def broken(model, images, targets, gamma):
+    def broken(model, images, targets):
         raise RuntimeError("no gradients today")
 
-    monkeypatch.setitem(IMAGE_METHODS, "saliency", ImageMethod("saliency", "Saliency", "broken", broken, False))
+    broken_saliency = ImageMethodSpec("saliency", "Saliency", broken, "broken", additive=False)
+    monkeypatch.setitem(IMAGE_METHODS, "saliency", broken_saliency)
     (example,) = compare_images(model, images[:1], ["mamba_lrp", "saliency"])
     assert example.rows[1].error == "RuntimeError: no gradients today" and example.rows[0].error is None
     assert "no gradients today" in render_image_comparison([example], "tiny Vim")

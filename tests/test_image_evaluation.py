@@ -17,19 +17,18 @@ from torch import nn
 from captum_mamba.cli import main
 from captum_mamba.evaluation.hidden_attention import hidden_attention
 from captum_mamba.images.evaluation import (
-    DEFAULT_IMAGE_METHODS,
-    IMAGE_METHODS,
     evaluate_images,
     image_attributions,
-    images_to_patches,
     mean_sem,
     patch_flipping,
-    patches_to_images,
     pointing_game,
     relevance_mass_accuracy,
     relevance_rank_accuracy,
     write_image_report,
 )
+from captum_mamba.images.methods import EVALUATED_IMAGE_METHODS as DEFAULT_IMAGE_METHODS
+from captum_mamba.images.methods import IMAGE_METHODS
+from captum_mamba.images.patches import images_to_patches, patches_to_images
 from captum_mamba.images.rollout import block_attention, direction_attention, rollout_matrix, rollout_patch_scores
 from captum_mamba.models.vim import VisionMamba
 
@@ -69,7 +68,7 @@ def test_every_method_gives_pixel_and_patch_relevance():
     assert not torch.allclose(lrp, naive)  # the ablation changes the rules
     again, _ = image_attributions("smoothgrad", model, batch, 1)
     torch.testing.assert_close(again, image_attributions("smoothgrad", model, batch, 1)[0])  # seeded noise
-    with pytest.raises(KeyError, match="unknown image methods"):
+    with pytest.raises(ValueError, match="unknown image methods"):
         image_attributions("nope", model, batch, 0)
 
 

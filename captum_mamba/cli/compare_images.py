@@ -25,10 +25,10 @@ the first four). The predicted class is explained. Put image files before --meth
 
 
 def _methods(names: list[str] | None) -> list[str]:
-    from captum_mamba.compare.image_methods import DEFAULT_IMAGE_METHODS, IMAGE_METHODS
+    from captum_mamba.images.methods import COMPARED_IMAGE_METHODS, IMAGE_METHODS
 
     if names is None:
-        return list(DEFAULT_IMAGE_METHODS)
+        return list(COMPARED_IMAGE_METHODS)
     hint = "; --methods takes every word after it: put the image files before --methods"
     error = unknown_names("image attribution method", names, ["all", *IMAGE_METHODS], hint)
     if error is not None:

@@ -167,9 +167,9 @@ DEFAULT_IMAGE_OUT = "benchmarks/results/images"
 
 def _images(args: argparse.Namespace) -> int:
     from captum_mamba.evaluation.provenance import UntraceableResultError, check_destination
-    from captum_mamba.images.evaluation import DEFAULT_IMAGE_METHODS, IMAGE_METHODS
+    from captum_mamba.images.methods import EVALUATED_IMAGE_METHODS, IMAGE_METHODS
 
-    methods = list(DEFAULT_IMAGE_METHODS) if args.methods is None else args.methods
+    methods = list(EVALUATED_IMAGE_METHODS) if args.methods is None else args.methods
     error = unknown_names("image attribution method", methods, list(IMAGE_METHODS))
     if error is not None:
         raise error
@@ -276,7 +276,7 @@ def _add_images_parser(kinds: argparse._SubParsersAction) -> None:
         "--methods",
         nargs="+",
         default=None,
-        help="method names of captum_mamba.images.evaluation.IMAGE_METHODS (default: all: mamba_lrp, naive_lrp, "
+        help="method names of captum_mamba.images.methods.IMAGE_METHODS (default: all: mamba_lrp, naive_lrp, "
         "input_x_gradient, integrated_gradients, smoothgrad, attention_rollout, random)",
     )
     images.add_argument(

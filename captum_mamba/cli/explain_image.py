@@ -403,7 +403,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from captum_mamba.compare.image_methods import IMAGE_METHODS, attribute_images
+    from captum_mamba.images.methods import IMAGE_METHODS, attribute_images
     from captum_mamba.visualization.image import ImageExplanation, image_report_html
 
     label = IMAGE_METHODS[args.method].label

@@ -12,7 +12,7 @@ Example::
     >>> write_report("compare.html", [example], ["mamba_lrp", "integrated_gradients"], text_model.name, 2048)
 
 Images have their own page (:mod:`captum_mamba.compare.image_compare`): one row per image, one
-heatmap per method of :data:`~captum_mamba.compare.image_methods.IMAGE_METHODS`::
+heatmap per method of :data:`~captum_mamba.images.methods.IMAGE_METHODS`::
 
     >>> examples = compare_images(vim, images, ["mamba_lrp", "integrated_gradients"])
     >>> write_image_comparison("images.html", examples, "my Vim")
@@ -25,13 +25,6 @@ from captum_mamba.compare.image_compare import (
     render_image_comparison,
     write_image_comparison,
 )
-from captum_mamba.compare.image_methods import (
-    DEFAULT_IMAGE_METHODS,
-    IMAGE_METHODS,
-    ImageAttribution,
-    ImageMethod,
-    attribute_images,
-)
 from captum_mamba.compare.page import render_page, write_report
 from captum_mamba.compare.payload import DEFAULT_COMPARE_METHODS, MethodRow, check_methods, compare_text
 from captum_mamba.compare.server import ComparisonServer, create_app
@@ -39,17 +32,12 @@ from captum_mamba.compare.text_model import ComparisonInputError, TextModel
 
 __all__ = [
     "DEFAULT_COMPARE_METHODS",
-    "DEFAULT_IMAGE_METHODS",
-    "IMAGE_METHODS",
     "ComparisonInputError",
     "ComparisonServer",
-    "ImageAttribution",
     "ImageExample",
-    "ImageMethod",
     "ImageMethodRow",
     "MethodRow",
     "TextModel",
-    "attribute_images",
     "check_methods",
     "compare_images",
     "compare_text",

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from captum_mamba.compare.image_methods import (
-    DEFAULT_IMAGE_METHODS,
+from captum_mamba.images.methods import (
+    COMPARED_IMAGE_METHODS,
     IMAGE_METHODS,
     attribute_images,
     check_image_methods,
@@ -102,7 +102,7 @@ def _channel_mask(masks: Any, index: int) -> np.ndarray | None:
 def compare_images(
     model: nn.Module,
     images: Tensor,
-    methods: Sequence[str] = DEFAULT_IMAGE_METHODS,
+    methods: Sequence[str] = COMPARED_IMAGE_METHODS,
     labels: Sequence[int | None] | Tensor | None = None,
     class_names: Sequence[str] | None = None,
     display: Tensor | None = None,
@@ -112,12 +112,12 @@ def compare_images(
 ) -> list[ImageExample]:
     r"""
     Explain a classifier's prediction on each image with several methods of
-    :data:`~captum_mamba.compare.image_methods.IMAGE_METHODS`, side by side.
+    :data:`~captum_mamba.images.methods.IMAGE_METHODS`, side by side.
 
     Args:
         model (nn.Module): the classifier (e.g. a :class:`~captum_mamba.models.vim.VisionMamba`), in eval mode.
         images (Tensor): ``(batch, channels, height, width)``, normalised as the model expects.
-        methods (Sequence[str], optional): the method names. Default: :data:`DEFAULT_IMAGE_METHODS`
+        methods (Sequence[str], optional): the method names. Default: :data:`COMPARED_IMAGE_METHODS`
         labels (Sequence[int] or Tensor, optional): the true classes, shown next to the prediction.
         class_names (Sequence[str], optional): class names by index. Default: the indices.
         display (Tensor, optional): the images as shown, ``[0, 1]``, same shape as ``images``.
@@ -300,7 +300,7 @@ def render_image_comparison(
     </table>
   </section>
 </main>
-<footer>captum_mamba comparison view. Methods from <code>captum_mamba.compare.image_methods.IMAGE_METHODS</code>.</footer>
+<footer>captum_mamba comparison view. Methods from <code>captum_mamba.images.methods.IMAGE_METHODS</code>.</footer>
 </body>
 </html>
 """

@@ -32,10 +32,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -45,15 +44,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from captum_mamba.evaluation.flipping import deletion_curves  # noqa: E402
-from captum_mamba.evaluation.methods import ablated_rules  # noqa: E402
-from captum_mamba.images.rollout import rollout_patch_scores  # noqa: E402
-from captum_mamba.mamba_lrp import MambaLRP  # noqa: E402
+from captum_mamba.images.methods import (  # noqa: E402
+    EVALUATED_IMAGE_METHODS,
+    IMAGE_METHODS,
+    ImageMethodSpec,
+    check_image_methods,
+)
+from captum_mamba.images.patches import (  # noqa: E402
+    images_to_patches,
+    patch_geometry,
+    patch_relevance,
+    patches_to_images,
+)
 
 Baseline = float | Sequence[float] | Tensor
 Explained = Literal["prediction", "label"]
@@ -71,214 +78,6 @@ class ImageSplit(Protocol):
 
 # --------------------------------------------------------------------------------------------
 # methods
-
-
-@dataclass(frozen=True)
-class ImageMethodSpec:
-    r"""
-    An image attribution method known to the image evaluation.
-
-    Args:
-        name (str): registry key, e.g. ``"mamba_lrp"``.
-        label (str): display name, e.g. ``"MambaLRP"``.
-        explain (Callable): ``explain(model, images, target) -> Tensor``: the relevance of every
-                    pixel, ``(batch, channels, height, width)`` or already ``(batch, height, width)``.
-        description (str): one line for tables.
-        family (str): ``"lrp"``, ``"gradient"``, ``"attention"`` or ``"control"``.
-    """
-
-    name: str
-    label: str
-    explain: Callable[[nn.Module, Tensor, Tensor], Tensor]
-    description: str = ""
-    family: str = "gradient"
-
-
-IMAGE_METHODS: dict[str, ImageMethodSpec] = {}
-"""The registered image methods by name (see :func:`register_image_method`)."""
-
-
-def register_image_method(spec: ImageMethodSpec) -> ImageMethodSpec:
-    r"""
-    Add (or replace) a method in :data:`IMAGE_METHODS`.
-
-    Args:
-        spec (ImageMethodSpec): the method.
-
-    Returns:
-        *ImageMethodSpec* ``spec``.
-    """
-    IMAGE_METHODS[spec.name] = spec
-    return spec
-
-
-def check_image_methods(names: Sequence[str]) -> None:
-    r"""
-    Args:
-        names (Sequence[str]): method names.
-
-    Raises:
-        KeyError: naming the unknown method names and listing the known ones.
-    """
-    unknown = [name for name in names if name not in IMAGE_METHODS]
-    if unknown:
-        raise KeyError(f"unknown image methods {unknown}; known: {', '.join(IMAGE_METHODS)}")
-
-
-@contextlib.contextmanager
-def _seeded(device: torch.device, seed: int = 0) -> Iterator[None]:
-    """Seed torch's generators for the block and restore their states afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def _mamba_lrp(model: nn.Module, images: Tensor, target: Tensor) -> Tensor:
-    return MambaLRP(model).attribute(images, target=target)
-
-
-def _naive_lrp(model: nn.Module, images: Tensor, target: Tensor) -> Tensor:
-    # the text naive_lrp's ablation: the mixers' SiLU, SSM and gate rules off (gradient x input
-    # through them); the norm rule and the patch projection's gamma rule stay
-    return MambaLRP(model, rules=ablated_rules(model, {"silu", "ssm", "gate"})).attribute(images, target=target)
-
-
-def _input_x_gradient(model: nn.Module, images: Tensor, target: Tensor) -> Tensor:
-    return InputXGradient(model).attribute(images, target=target)
-
-
-def _integrated_gradients(model: nn.Module, images: Tensor, target: Tensor) -> Tensor:
-    return IntegratedGradients(model).attribute(
-        images, baselines=0.0, target=target, n_steps=32, internal_batch_size=128
-    )
-
-
-def _smoothgrad(model: nn.Module, images: Tensor, target: Tensor) -> Tensor:
-    # noise standard deviation 0.1 x the batch's pixel standard deviation (as the text smoothgrad
-    # scales by the embeddings' std); seeded, so a batch always gets the same noise
-    stdev = 0.1 * float(images.detach().std()) if images.numel() > 1 else 0.1
-    with _seeded(images.device):
-        return NoiseTunnel(InputXGradient(model)).attribute(
-            images, nt_type="smoothgrad", nt_samples=16, nt_samples_batch_size=16, stdevs=stdev, target=target
-        )
-
-
-def _attention_rollout(model: nn.Module, images: Tensor, target: Tensor) -> Tensor:
-    # class-independent: the rollout ignores the target
-    scores = rollout_patch_scores(model, images)
-    (patch_h, patch_w), _ = patch_geometry(model)
-    return upsample_patches(scores, (patch_h, patch_w), tuple(images.shape[-2:])).to(images.dtype)
-
-
-def _random(model: nn.Module, images: Tensor, target: Tensor) -> Tensor:
-    generator = torch.Generator().manual_seed(0)
-    shape = (images.shape[0], *images.shape[-2:])
-    return torch.rand(shape, generator=generator, dtype=torch.float64).to(images)
-
-
-def _builtin_image_methods() -> None:
-    builtins = [
-        ImageMethodSpec("mamba_lrp", "MambaLRP", _mamba_lrp, "all MambaLRP rules; LRP-gamma on the pixels", "lrp"),
-        ImageMethodSpec(
-            "naive_lrp",
-            "naive LRP",
-            _naive_lrp,
-            "MambaLRP with the mixers' SiLU, SSM and gate rules off (norm and pixel rules kept)",
-            "lrp",
-        ),
-        ImageMethodSpec("input_x_gradient", "Gradient x Input", _input_x_gradient, "Gradient x Input"),
-        ImageMethodSpec(
-            "integrated_gradients",
-            "Integrated Gradients",
-            _integrated_gradients,
-            "Integrated Gradients from the normalised-zero image, 32 steps",
-        ),
-        ImageMethodSpec(
-            "smoothgrad",
-            "SmoothGrad",
-            _smoothgrad,
-            "NoiseTunnel(InputXGradient), 16 samples, noise 0.1 x the images' std",
-        ),
-        ImageMethodSpec(
-            "attention_rollout",
-            "AttnRoll",
-            _attention_rollout,
-            "attention rollout over Vim's bidirectional hidden attention (class token's row)",
-            "attention",
-        ),
-        ImageMethodSpec("random", "random", _random, "uniform random pixel scores (control)", "control"),
-    ]
-    for spec in builtins:
-        register_image_method(spec)
-
-
-_builtin_image_methods()
-DEFAULT_IMAGE_METHODS: tuple[str, ...] = tuple(IMAGE_METHODS)
-"""The built-in image methods, in table order."""
-
-
-def patch_geometry(model: nn.Module) -> tuple[tuple[int, int], tuple[int, int]]:
-    r"""
-    The patch size and patch grid of a Vision Mamba.
-
-    Args:
-        model (nn.Module): a model with ``patch_embed.patch_size``, ``.grid_size`` and ``.stride``.
-
-    Returns:
-        *tuple* ``((patch_height, patch_width), (grid_height, grid_width))``.
-
-    Raises:
-        ValueError: for overlapping patches (stride other than the patch size), which a patch
-                    relevance or a patch flip cannot separate.
-    """
-    embed = model.patch_embed
-    patch = tuple(int(p) for p in embed.patch_size)
-    stride = getattr(embed, "stride", patch)
-    stride = tuple(int(s) for s in (stride if isinstance(stride, (tuple, list)) else (stride, stride)))
-    if stride != patch:
-        raise ValueError(
-            f"patch evaluation needs non-overlapping patches; the model has patch {patch}, stride {stride}"
-        )
-    return patch, tuple(int(g) for g in embed.grid_size)  # type: ignore[return-value]
-
-
-def patch_relevance(pixel_relevance: Tensor, patch_size: tuple[int, int], grid_size: tuple[int, int]) -> Tensor:
-    r"""
-    The relevance of each patch: the sum over its pixels.
-
-    Args:
-        pixel_relevance (Tensor): ``(batch, height, width)``.
-        patch_size (tuple[int, int]): ``(patch_height, patch_width)``.
-        grid_size (tuple[int, int]): ``(grid_height, grid_width)``; pixels right of or below the
-                    grid (which the patch embedding never reads) are left out.
-
-    Returns:
-        *Tensor* ``(batch, grid_height, grid_width)``.
-    """
-    (ph, pw), (gh, gw) = patch_size, grid_size
-    covered = pixel_relevance[:, : gh * ph, : gw * pw]
-    return covered.reshape(-1, gh, ph, gw, pw).sum((2, 4))
-
-
-def upsample_patches(patch_scores: Tensor, patch_size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
-    r"""
-    Spread patch scores over their pixels: each pixel gets its patch's score divided by the
-    patch's area, so that :func:`patch_relevance` gives the scores back.
-
-    Args:
-        patch_scores (Tensor): ``(batch, grid_height, grid_width)``.
-        patch_size (tuple[int, int]): ``(patch_height, patch_width)``.
-        image_size (tuple[int, int]): ``(height, width)``; pixels outside the grid get 0.
-
-    Returns:
-        *Tensor* ``(batch, height, width)``.
-    """
-    (ph, pw), (height, width) = patch_size, image_size
-    pixels = patch_scores.repeat_interleave(ph, dim=1).repeat_interleave(pw, dim=2) / (ph * pw)
-    out = pixels.new_zeros(patch_scores.shape[0], height, width)
-    out[:, : pixels.shape[1], : pixels.shape[2]] = pixels
-    return out
 
 
 def image_attributions(
@@ -313,48 +112,6 @@ def image_attributions(
 
 # --------------------------------------------------------------------------------------------
 # patch flipping
-
-
-def images_to_patches(images: Tensor, patch_size: tuple[int, int], grid_size: tuple[int, int]) -> Tensor:
-    r"""
-    Cut images into their patches, in the patch embedding's (raster) order.
-
-    Args:
-        images (Tensor): ``(batch, channels, height, width)``.
-        patch_size (tuple[int, int]): ``(patch_height, patch_width)``.
-        grid_size (tuple[int, int]): ``(grid_height, grid_width)``.
-
-    Returns:
-        *Tensor* ``(batch, grid_height * grid_width, channels * patch_height * patch_width)``.
-    """
-    (ph, pw), (gh, gw) = patch_size, grid_size
-    batch, channels = images.shape[:2]
-    covered = images[:, :, : gh * ph, : gw * pw].reshape(batch, channels, gh, ph, gw, pw)
-    return covered.permute(0, 2, 4, 1, 3, 5).reshape(batch, gh * gw, channels * ph * pw)
-
-
-def patches_to_images(
-    patches: Tensor, patch_size: tuple[int, int], grid_size: tuple[int, int], image_size: tuple[int, int]
-) -> Tensor:
-    r"""
-    The inverse of :func:`images_to_patches` (pixels outside the grid, unread by the model, are 0).
-
-    Args:
-        patches (Tensor): ``(batch, grid_height * grid_width, channels * patch_height * patch_width)``.
-        patch_size (tuple[int, int]): ``(patch_height, patch_width)``.
-        grid_size (tuple[int, int]): ``(grid_height, grid_width)``.
-        image_size (tuple[int, int]): ``(height, width)``.
-
-    Returns:
-        *Tensor* ``(batch, channels, height, width)``.
-    """
-    (ph, pw), (gh, gw) = patch_size, grid_size
-    batch = patches.shape[0]
-    channels = patches.shape[-1] // (ph * pw)
-    grid = patches.reshape(batch, gh, gw, channels, ph, pw).permute(0, 3, 1, 4, 2, 5)
-    images = patches.new_zeros(batch, channels, *image_size)
-    images[:, :, : gh * ph, : gw * pw] = grid.reshape(batch, channels, gh * ph, gw * pw)
-    return images
 
 
 @dataclass
@@ -660,7 +417,7 @@ def mean_sem(values: Tensor) -> tuple[float, float, int]:
 def evaluate_images(
     model: nn.Module,
     split: ImageSplit,
-    methods: Sequence[str] = DEFAULT_IMAGE_METHODS,
+    methods: Sequence[str] = EVALUATED_IMAGE_METHODS,
     steps: int = 16,
     batch_size: int = 16,
     explained: Explained = "prediction",
