@@ -13,6 +13,7 @@ APPLICATIONS = {
     "default",
     "insights",
     "cli",
+    "images",
 }
 
 
