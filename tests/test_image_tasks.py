@@ -21,7 +21,15 @@ from captum_mamba.images.data import (
     shape_template,
     shapes_dataset,
 )
-from captum_mamba.images.tasks import ASSETS_DIR, IMAGE_TASKS, class_names, load_image_model, sample_images
+from captum_mamba.images.tasks import (
+    ASSETS_DIR,
+    IMAGE_TASKS,
+    class_names,
+    load_image_model,
+    sample_images,
+    task_split,
+    task_test_split,
+)
 from captum_mamba.images.train import evaluate, train_vim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,10 +133,8 @@ def test_shipped_model_reaches_its_recorded_accuracy(task):
     model = load_image_model(task)
     assert not model.training
     assert model.num_classes == len(class_names(task))
-    from captum_mamba.images.tasks import task_split
-
     torch.set_num_threads(1)
-    test = task_split(task, metrics["seed"]).test
+    test = task_test_split(task, metrics["seed"])
     assert len(test) == metrics["test_size"]
     result = evaluate(model, test)
     # one image's leeway: a different thread count may flip a near-tie
@@ -158,9 +164,8 @@ def test_shipped_metrics_name_a_clean_commit(task):
 def test_sample_images_are_the_first_test_images(task):
     batch = sample_images(task, count=5)
     assert len(batch) == 5
-    from captum_mamba.images.tasks import task_split
-
-    test = task_split(task, 0, train_size=1).test if task == "shapes" else digits_split(0).test
+    test = task_split(task, 0, train_size=1).test
+    assert torch.equal(task_test_split(task).images, test.images)
     assert torch.equal(batch.images, test.images[:5]) and torch.equal(batch.labels, test.labels[:5])
     assert (batch.masks is not None) == (task == "shapes")
     assert batch.images.shape[1] == (1 if task == "digits" else 3)

@@ -71,6 +71,25 @@ def task_split(task: str, seed: int = 0, train_size: int | None = None) -> Train
     return shapes_split(seed, train_size=8000 if train_size is None else train_size, test_size=SHAPES_TEST_SIZE)
 
 
+def task_test_split(task: str, seed: int = 0) -> ImageSplit:
+    r"""
+    The held-out test images of a task (``task_split(task, seed).test``, without making the training images).
+
+    Args:
+        task (str): ``"digits"`` or ``"shapes"``.
+        seed (int, optional): seed of the split (digits) or of the generator (shapes). Default: 0
+
+    Returns:
+        *ImageSplit*: 359 digits, or 1,000 shapes scenes with their masks.
+    """
+    from captum_mamba.images.data import digits_split, shapes_dataset
+
+    if check_task(task) == "digits":
+        return digits_split(seed).test
+    # shapes_split(seed).test is shapes_dataset(test_size, 2 * seed + 1)
+    return shapes_dataset(SHAPES_TEST_SIZE, seed=2 * seed + 1)
+
+
 def load_image_model(task: str) -> VisionMamba:
     r"""
     A task's shipped Vision Mamba classifier, loaded offline from ``captum_mamba/images/assets/<task>/``.
@@ -103,17 +122,17 @@ def sample_images(task: str, count: int = 8) -> ImageSplit:
     Raises:
         ValueError: for an unknown task or a ``count`` below 1 or above the test split's size.
     """
-    from captum_mamba.images.data import digits_split, shapes_dataset
+    from captum_mamba.images.data import shapes_dataset
 
     check_task(task)
     limit = SHAPES_TEST_SIZE if task == "shapes" else DIGITS_TEST_SIZE
     if not 1 <= count <= limit:
         raise ValueError(f"count must lie in 1..{limit} for the {task} task, got {count}")
     if task == "shapes":
-        # shapes_split(seed=0).test is shapes_dataset(SHAPES_TEST_SIZE, seed=2 * 0 + 1), and image i of
-        # a shapes dataset depends on (seed, i) only: its first images need not draw the others
+        # the test scenes are shapes_dataset(SHAPES_TEST_SIZE, seed=2 * 0 + 1), and image i of a
+        # shapes dataset depends on (seed, i) only: the first ones need not draw the others
         return shapes_dataset(count, seed=1)
-    return digits_split(0).test.head(count)
+    return task_test_split(task).head(count)
 
 
 def class_names(task: str) -> list[str]:
@@ -143,4 +162,5 @@ __all__ = [
     "load_image_model",
     "sample_images",
     "task_split",
+    "task_test_split",
 ]

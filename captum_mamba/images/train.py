@@ -410,6 +410,11 @@ def write_model_card(out: Path, metrics: dict[str, Any]) -> None:
         for name, value in metrics["test_accuracy_per_class"].items()
     )
     record = metrics["provenance"]
+    shift = (
+        f"training images randomly translated by up to {options['shift']} pixels (black fill)"
+        if options["shift"]
+        else "no data augmentation"
+    )
     title = "handwritten digits (scikit-learn)" if task == "digits" else "red-shape classification with known masks"
     text = f"""# captum_mamba image model `{task}`: tiny Vision Mamba, {title}
 
@@ -437,8 +442,7 @@ tutorials can explain a real trained image model offline, on CPU. Load it with
 - Seed {metrics["seed"]} (`torch.manual_seed`, the batch order, the split), `torch.set_num_threads({metrics["threads"]})`, CPU, float32.
 - {metrics["epochs"]} epochs, {metrics["steps"]} steps of batch size {options["batch_size"]}; AdamW (lr {options["lr"]}, weight decay
   {options["weight_decay"]} on linear and convolution weights only), linear warm-up over {metrics["warmup_steps"]} steps then
-  cosine decay to 0, gradient-norm clipping at {CLIP_NORM}, cross-entropy loss; random translations of up to
-  {options["shift"]} pixels (0: none).
+  cosine decay to 0, gradient-norm clipping at {CLIP_NORM}, cross-entropy loss; {shift}.
 - Training time: {metrics["train_seconds"]:.1f} s on {metrics["machine"]} (evaluation excluded; it varies
   with the machine and its load).
 - Code: commit `{record["commit"]}` (clean tree: {record["dirty"] is False}); torch {record["torch"]}, Python {record["python"]}.
