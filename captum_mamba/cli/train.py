@@ -1,8 +1,9 @@
-"""``captum-mamba train default|needle|passkey|copying``: train (and save) a shipped model.
+"""``captum-mamba train default|needle|passkey|copying|vim-digits|vim-shapes``: train (and save) a shipped model.
 
 The training code lives with each model: :mod:`captum_mamba.default.train`,
-:mod:`captum_mamba.evaluation.synthetic.train` (needle), :mod:`~captum_mamba.evaluation.synthetic.passkey`
-and :mod:`~captum_mamba.evaluation.synthetic.copying`; this module parses their options.
+:mod:`captum_mamba.evaluation.synthetic.train` (needle), :mod:`~captum_mamba.evaluation.synthetic.passkey`,
+:mod:`~captum_mamba.evaluation.synthetic.copying` and :mod:`captum_mamba.images.train` (the tiny
+Vision Mamba image classifiers); this module parses their options.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from captum_mamba.cli.errors import UsageError, check_writable
+from captum_mamba.cli.errors import UsageError, check_writable, positive_int
 
 SYNTHETIC_REPORT_N: dict[str, int] = {"passkey": 100, "copying": 50}
 """Default sequences of the top-1 report printed after training each synthetic causal LM."""
@@ -88,9 +89,66 @@ def _add_synthetic_lm(models: argparse._SubParsersAction, task: str, summary: st
     )
 
 
+VIM_TASKS: dict[str, str] = {
+    "vim-digits": "the tiny Vision Mamba on scikit-learn's digits (CPU, a few minutes)",
+    "vim-shapes": "the tiny Vision Mamba on the red-shape task with known masks (CPU, a few minutes)",
+}
+"""The image models' subcommands of ``train`` (``vim-<task>``) and their one-line help."""
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a float above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _add_vim(models: argparse._SubParsersAction, name: str) -> None:
+    # the defaults shown are the shipped model's; None means "the task's default" (captum_mamba.images.train.TASK_DEFAULTS)
+    task = name.removeprefix("vim-")
+    parser = models.add_parser(
+        name,
+        help=VIM_TASKS[name],
+        description=f"Train the tiny Vision Mamba classifier of the {task} image task "
+        f"(the shipped one: --out captum_mamba/images/assets/{task}).",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="passes over the training images")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the data, init and batches")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch CPU threads; 1 is bit-reproducible (default: 1)"
+    )
+    parser.add_argument("--max-train", type=positive_int, default=None, help="use only the first N training images")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="images per optimiser step")
+    parser.add_argument("--lr", type=_positive_float, default=None, help="AdamW peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay")
+    parser.add_argument("--embed-dim", type=positive_int, default=None, help="model width")
+    parser.add_argument("--depth", type=positive_int, default=None, help="Vim blocks")
+    parser.add_argument("--d-state", type=positive_int, default=None, help="SSM state size")
+    parser.add_argument("--shift", type=_non_negative_int, default=None, help="random translation in pixels")
+    if task == "shapes":
+        parser.add_argument("--train-size", type=positive_int, default=None, help="generated training scenes")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r"""
-    Register ``train`` and its models ``default``, ``needle``, ``passkey`` and ``copying``.
+    Register ``train`` and its models ``default``, ``needle``, ``passkey``, ``copying``,
+    ``vim-digits`` and ``vim-shapes``.
 
     Args:
         subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
@@ -98,7 +156,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Returns:
         *argparse.ArgumentParser*: the parser of ``train``.
     """
-    train = subparsers.add_parser("train", help="train a shipped model: default, needle, passkey or copying")
+    train = subparsers.add_parser(
+        "train", help="train a shipped model: default, needle, passkey, copying, vim-digits or vim-shapes"
+    )
     models = train.add_subparsers(dest="model", required=True)
     _add_default(models)
     _add_needle(models)
@@ -112,6 +172,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "copying",
         "The copying task: a causal LM reproduces data tokens after a delimiter.",
     )
+    for name in VIM_TASKS:
+        _add_vim(models, name)
     return train
 
 
@@ -163,7 +225,35 @@ def _train_copying(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-_TRAINERS = {"default": _train_default, "needle": _train_needle, "passkey": _train_passkey, "copying": _train_copying}
+def _train_vim(args: argparse.Namespace, command: str) -> int:
+    from captum_mamba.images.train import train_vim
+
+    names = ("batch_size", "lr", "weight_decay", "embed_dim", "depth", "d_state", "shift", "train_size")
+    hyperparameters = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    try:
+        train_vim(
+            args.model.removeprefix("vim-"),
+            args.out,
+            seed=args.seed,
+            epochs=args.epochs,
+            threads=args.threads,
+            max_train=args.max_train,
+            command=command,
+            **hyperparameters,
+        )
+    except ValueError as error:  # an invalid setting, checked before training
+        raise UsageError(f"{error}; see captum-mamba train {args.model} --help") from None
+    return 0
+
+
+_TRAINERS = {
+    "default": _train_default,
+    "needle": _train_needle,
+    "passkey": _train_passkey,
+    "copying": _train_copying,
+    "vim-digits": _train_vim,
+    "vim-shapes": _train_vim,
+}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,8 +265,8 @@ def run(args: argparse.Namespace) -> int:
         args (argparse.Namespace): the parsed options of ``train``.
 
     Returns:
-        *int*: 0; invalid training lengths of ``needle`` or an unwritable ``--out`` raise
-        :class:`~captum_mamba.cli.errors.UsageError`.
+        *int*: 0; invalid training lengths of ``needle``, invalid settings of ``vim-<task>`` or an
+        unwritable ``--out`` raise :class:`~captum_mamba.cli.errors.UsageError`.
     """
     if args.out is not None:
         check_writable(args.out)

@@ -218,10 +218,10 @@ def differentiable_selective_scan(
         decay = torch.exp(d.unsqueeze(-1) * A)
         drive = (d * u[:, start:stop]).unsqueeze(-1) * B[:, start:stop].unsqueeze(2)
         states = []
-        # unbind, not decay[:, t]: the backward of one unbind stacks the step gradients once,
-        # where each indexing's backward would write a zero-filled full-chunk gradient (quadratic)
-        for decay_t, drive_t in zip(decay.unbind(1), drive.unbind(1)):
-            h = decay_t * h + drive_t
+        # unbind, not decay[:, t]: the backward of a per-step index would fill a zero tensor of the
+        # whole chunk for every step (quadratic); unbind's backward stacks the step gradients once
+        for step_decay, step_drive in zip(decay.unbind(1), drive.unbind(1)):
+            h = step_decay * h + step_drive
             states.append(h)
         outputs.append(torch.einsum("btdn,btn->btd", torch.stack(states, 1), C[:, start:stop]))
     y = torch.cat(outputs, dim=1)
