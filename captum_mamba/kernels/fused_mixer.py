@@ -108,17 +108,25 @@ def fused_mixer(mixer: nn.Module, hidden_states: Tensor, rank: int, state: int) 
         hidden_states,
         mixer.in_proj.weight,
         mixer.in_proj.bias,
-        mixer.conv1d.weight.squeeze(1),
-        mixer.conv1d.bias,
-        mixer.x_proj.weight,
-        mixer.dt_proj.weight,
-        mixer.dt_proj.bias,
-        -torch.exp(mixer.A_log.float()),
-        mixer.D.float(),
         mixer.out_proj.weight,
         mixer.out_proj.bias,
         rank,
         state,
+        *_direction_parts(mixer, ""),
+    )
+
+
+def _direction_parts(mixer: nn.Module, suffix: str) -> tuple[Tensor, ...]:
+    """What one scan direction reads: conv weight and bias, ``x_proj``, ``dt_proj`` weight and bias, ``A``, ``D``."""
+    conv, dt_proj = getattr(mixer, "conv1d" + suffix), getattr(mixer, "dt_proj" + suffix)
+    return (
+        conv.weight.squeeze(1),
+        conv.bias,
+        getattr(mixer, "x_proj" + suffix).weight,
+        dt_proj.weight,
+        dt_proj.bias,
+        -torch.exp(getattr(mixer, "A_b_log" if suffix else "A_log").float()),
+        getattr(mixer, "D" + suffix).float(),
     )
 
 
@@ -128,6 +136,28 @@ def _channels_by_length(weight: Tensor, rows: Tensor, batch: int) -> Tensor:
     return product.view(product.shape[0], batch, -1).permute(1, 0, 2)
 
 
+def _in_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``x, z = in_proj(hidden)`` in ``(batch, channels, length)``, each contiguous."""
+    xz = _channels_by_length(weight, hidden.reshape(-1, hidden.shape[-1]).t(), hidden.shape[0])
+    if bias is not None:
+        xz = xz + bias[None, :, None]
+    x, z = xz.chunk(2, dim=1)
+    return x.contiguous(), z.contiguous()
+
+
+def _in_projection_backward(grad_x: Tensor, grad_z: Tensor, weight: Tensor) -> Tensor:
+    """``in_proj``'s input gradient ``(batch, length, hidden)`` from ``dx``, ``dz`` ``(batch, channels, length)``."""
+    grad_xz = torch.cat((grad_x, grad_z), dim=1)
+    rows = grad_xz.permute(1, 0, 2).reshape(grad_xz.shape[1], -1)  # (2 channels, batch * length)
+    return (rows.t() @ weight).view(grad_xz.shape[0], -1, weight.shape[1])
+
+
+def _out_projection_backward(grad: Tensor, weight: Tensor, scale: float) -> Tensor:
+    """``scale * out_projᵀ grad`` in ``(batch, channels, length)``, contiguous."""
+    product = _channels_by_length(weight.t(), grad.reshape(-1, grad.shape[-1]).t(), grad.shape[0])
+    return (product * scale).contiguous()
+
+
 class _FusedMambaLRPMixer(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -135,57 +165,24 @@ class _FusedMambaLRPMixer(torch.autograd.Function):
         hidden: Tensor,
         in_weight: Tensor,
         in_bias: Tensor | None,
-        conv_weight: Tensor,
-        conv_bias: Tensor | None,
-        x_proj_weight: Tensor,
-        dt_weight: Tensor,
-        dt_bias: Tensor,
-        A: Tensor,
-        D: Tensor,
         out_weight: Tensor,
         out_bias: Tensor | None,
         rank: int,
         state: int,
+        *parts: Tensor,
     ) -> Tensor:
-        scan_cuda, conv_fwd, _ = load_raw_kernels()
-        batch, length, _ = hidden.shape
-        xz = _channels_by_length(in_weight, hidden.reshape(-1, hidden.shape[-1]).t(), batch)
-        if in_bias is not None:
-            xz = xz + in_bias[None, :, None]
-        x, z = xz.chunk(2, dim=1)
-        conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
-        u = torch.nn.functional.silu(conv)
-        u_rows = u.permute(1, 0, 2).reshape(u.shape[1], -1)  # (channels, batch * length)
-        selected = x_proj_weight @ u_rows
-        delta = _channels_by_length(dt_weight, selected[:rank], batch)
-        # (batch, groups = 1, state, length), the kernel's layout for input-dependent B and C
-        B = selected[rank : rank + state].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
-        C = selected[rank + state :].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
-        y, scan_states, gated = scan_cuda.fwd(u, delta, A, B, C, D, z, dt_bias.float(), True)
-        out = torch.nn.functional.linear(gated.transpose(1, 2), out_weight, out_bias)
-        ctx.save_for_backward(xz, conv, u, delta, A, B, C, D, dt_bias, scan_states, y, in_weight, conv_weight)
-        ctx.out_weight = out_weight
-        ctx.has_conv_bias = conv_bias is not None
-        ctx.conv_bias = conv_bias
-        return out
+        x, z = _in_projection(hidden, in_weight, in_bias)
+        gated, saved = _direction_forward(x, z, parts, rank, state)
+        ctx.save_for_backward(x, z, in_weight, *saved)
+        ctx.parts, ctx.out_weight = parts, out_weight
+        return torch.nn.functional.linear(gated.transpose(1, 2), out_weight, out_bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        scan_cuda, _, conv_bwd = load_raw_kernels()
-        xz, conv, u, delta, A, B, C, D, dt_bias, scan_states, y, in_weight, conv_weight = ctx.saved_tensors
-        batch = grad.shape[0]
-        grad_gated = _channels_by_length(ctx.out_weight.t(), grad.reshape(-1, grad.shape[-1]).t(), batch)
-        x, z = xz.chunk(2, dim=1)
-        grad_xz = torch.empty_like(xz)
-        grad_x, grad_z = grad_xz.chunk(2, dim=1)
-        half = grad_gated.mul_(0.5)
-        grad_u, *_ = scan_cuda.bwd(u, delta, A, B, C, D, z, dt_bias.float(), half, scan_states, y, grad_z, True, False)
-        torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule's dz replaces the kernel's
-        grad_conv = grad_u.mul_(torch.sigmoid(conv))
-        conv_bwd(x, conv_weight, ctx.conv_bias, grad_conv, None, None, None, grad_x, False, False)
-        rows = grad_xz.permute(1, 0, 2).reshape(grad_xz.shape[1], -1)  # (2 channels, batch * length)
-        grad_hidden = (rows.t() @ in_weight).view(batch, -1, in_weight.shape[1])
-        return (grad_hidden,) + (None,) * 13
+        x, z, in_weight, *saved = ctx.saved_tensors
+        half = _out_projection_backward(grad, ctx.out_weight, 0.5)  # the gate rule's half share
+        grad_x, grad_z = _direction_backward(x, z, tuple(saved), ctx.parts, half)
+        return (_in_projection_backward(grad_x, grad_z, in_weight),) + (None,) * (6 + len(ctx.parts))
 
 
 # --- Vision Mamba's bidirectional mixer ------------------------------------------------------------
@@ -225,30 +222,17 @@ def fused_bidirectional_mixer(mixer: nn.Module, hidden_states: Tensor, rank: int
     Returns:
         *Tensor* ``(batch, length, hidden)`` in the input's dtype.
     """
-    directions = [
-        (
-            getattr(mixer, "conv1d" + suffix).weight.squeeze(1),
-            getattr(mixer, "conv1d" + suffix).bias,
-            getattr(mixer, "x_proj" + suffix).weight,
-            getattr(mixer, "dt_proj" + suffix).weight,
-            getattr(mixer, "dt_proj" + suffix).bias,
-            -torch.exp(getattr(mixer, "A_b_log" if suffix else "A_log").float()),
-            getattr(mixer, "D" + suffix).float(),
-        )
-        for suffix in ("", "_b")
-    ]
-    scale = 0.5 if mixer.if_divide_out else 1.0
     return _FusedBidirectionalMixer.apply(
         hidden_states,
         mixer.in_proj.weight,
         mixer.in_proj.bias,
         mixer.out_proj.weight,
         mixer.out_proj.bias,
-        scale,
+        0.5 if mixer.if_divide_out else 1.0,
         rank,
         state,
-        *directions[0],
-        *directions[1],
+        *_direction_parts(mixer, ""),
+        *_direction_parts(mixer, "_b"),
     )
 
 
@@ -301,36 +285,26 @@ class _FusedBidirectionalMixer(torch.autograd.Function):
         state: int,
         *parts: Tensor,
     ) -> Tensor:
-        batch = hidden.shape[0]
-        xz = _channels_by_length(in_weight, hidden.reshape(-1, hidden.shape[-1]).t(), batch)
-        if in_bias is not None:
-            xz = xz + in_bias[None, :, None]
-        x, z = xz.chunk(2, dim=1)
-        x, z = x.contiguous(), z.contiguous()
+        x, z = _in_projection(hidden, in_weight, in_bias)
         forward_parts, backward_parts = parts[:7], parts[7:]
         gated, saved_forward = _direction_forward(x, z, forward_parts, rank, state)
         x_rev, z_rev = x.flip(-1).contiguous(), z.flip(-1).contiguous()
         gated_rev, saved_backward = _direction_forward(x_rev, z_rev, backward_parts, rank, state)
         mixed = gated + gated_rev.flip(-1)
-        out = torch.nn.functional.linear(mixed.transpose(1, 2) * scale, out_weight, out_bias)
         ctx.save_for_backward(x, z, x_rev, z_rev, in_weight, *saved_forward, *saved_backward)
         ctx.parts = (forward_parts, backward_parts)
         ctx.out_weight, ctx.scale = out_weight, scale
-        return out
+        return torch.nn.functional.linear(mixed.transpose(1, 2) * scale, out_weight, out_bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, z, x_rev, z_rev, in_weight, *saved = ctx.saved_tensors
         forward_parts, backward_parts = ctx.parts
-        batch = grad.shape[0]
         # the gate rule's half share of d(mixed), with the directions' mean or sum
-        half = _channels_by_length(ctx.out_weight.t(), grad.reshape(-1, grad.shape[-1]).t(), batch)
-        half = (half * (0.5 * ctx.scale)).contiguous()
+        half = _out_projection_backward(grad, ctx.out_weight, 0.5 * ctx.scale)
         grad_x, grad_z = _direction_backward(x, z, tuple(saved[:7]), forward_parts, half)
         grad_x_rev, grad_z_rev = _direction_backward(
             x_rev, z_rev, tuple(saved[7:]), backward_parts, half.flip(-1).contiguous()
         )
-        grad_xz = torch.cat((grad_x + grad_x_rev.flip(-1), grad_z + grad_z_rev.flip(-1)), dim=1)
-        rows = grad_xz.permute(1, 0, 2).reshape(grad_xz.shape[1], -1)  # (2 channels, batch * length)
-        grad_hidden = (rows.t() @ in_weight).view(batch, -1, in_weight.shape[1])
+        grad_hidden = _in_projection_backward(grad_x + grad_x_rev.flip(-1), grad_z + grad_z_rev.flip(-1), in_weight)
         return (grad_hidden,) + (None,) * (7 + len(forward_parts) + len(backward_parts))
