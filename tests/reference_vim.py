@@ -1,6 +1,6 @@
 """A from-scratch MambaLRP for the package's Vision Mamba, written from the papers' equations.
 
-It shares no code with the package: explicit loops over time for the causal convolutions and both
+It shares no code with the package (the causal convolution is the text reference's): explicit loops over time for the causal convolutions and both
 selective scans, the rules written out inline (SiLU Eq. 4, SSM Eqs. 6-7, gate Eq. 9, norms held
 constant), and the LRP-γ rule of the patch projection computed directly from its contributions
 ``z_jk = x_j w_jk`` patch by patch (no gradient trick).
@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from reference import _causal_conv_silu as causal_conv_silu
 
 
 def _rms_norm(norm: torch.nn.Module, x: Tensor) -> Tensor:
@@ -30,19 +32,7 @@ def _direction(mixer: torch.nn.Module, x: Tensor, z: Tensor, suffix: str) -> Ten
     A = -torch.exp(getattr(mixer, "A_b_log" if suffix else "A_log").float()).to(x.dtype)
     D = getattr(mixer, "D" + suffix).float().to(x.dtype)
     batch, length, channels = x.shape
-    kernel = conv.weight[:, 0, :]
-    width = kernel.shape[1]
-    steps = []
-    for t in range(length):
-        acc = torch.zeros(batch, channels, dtype=x.dtype)
-        for k in range(width):
-            source = t - (width - 1) + k
-            if source >= 0:
-                acc = acc + kernel[:, k] * x[:, source]
-        if conv.bias is not None:
-            acc = acc + conv.bias
-        steps.append(acc)
-    u = _silu_rule(torch.stack(steps, 1))
+    u = causal_conv_silu(conv, x, conv.bias, None)  # explicit loop over time; SiLU rule (Eq. 4)
     rank, state = mixer.dt_rank, mixer.d_state
     selection = u.detach() @ x_proj.weight.T  # the selection is held constant (Eqs. 6-7)
     dt, B, C = selection[..., :rank], selection[..., rank : rank + state], selection[..., rank + state :]
