@@ -26,6 +26,7 @@ torch.set_num_threads(1)
 #: Test modules that face the models (families, rules, references, Captum API): CI runs them on
 #: the oldest transformers release of the tested range too (``pytest -m model_facing``).
 MODEL_FACING = {
+    "test_attention_rules",
     "test_batches",
     "test_canonize",
     "test_captum_api",

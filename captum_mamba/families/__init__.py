@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from captum_mamba.families.declaration import FamilyRegistry, ModelFamily
 from captum_mamba.families.falcon_mamba import FALCON_MAMBA
+from captum_mamba.families.llama import LLAMA, QWEN3
 from captum_mamba.families.mamba import MAMBA
 from captum_mamba.families.mamba2 import MAMBA2
 from captum_mamba.families.vim import VIM
 
 
 def _builtin() -> tuple[ModelFamily, ...]:
-    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM]
+    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
     except (ImportError, OSError):
@@ -40,4 +41,15 @@ def register_family(family: ModelFamily) -> None:
     FAMILIES.register(family)
 
 
-__all__ = ["FAMILIES", "FALCON_MAMBA", "MAMBA", "MAMBA2", "VIM", "FamilyRegistry", "ModelFamily", "register_family"]
+__all__ = [
+    "FAMILIES",
+    "FALCON_MAMBA",
+    "MAMBA",
+    "MAMBA2",
+    "VIM",
+    "LLAMA",
+    "QWEN3",
+    "FamilyRegistry",
+    "ModelFamily",
+    "register_family",
+]

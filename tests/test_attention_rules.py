@@ -1,0 +1,259 @@
+"""Attention rules (AttnLRP, CP-LRP) at transformers' attention interface, on tiny Llama and Qwen3.
+
+The reference is written here from the rules' equations with explicit loops over heads and
+positions (importing no package rule code): RMSNorms with the normaliser held constant, rotary
+embeddings applied to q and k, the uniform (half) rule on q·kᵀ and on A·V (AttnLRP) or the
+attention weights held constant (CP-LRP), the SwiGLU MLP with the SiLU identity rule and the
+half rule on its product.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers.models.llama import modeling_llama
+from transformers.models.qwen3 import modeling_qwen3
+
+from captum_mamba import LayerMambaLRP, MambaLRP, UnsupportedModuleError, mamba_lrp_rules
+from captum_mamba.rules import GradientRule
+from captum_mamba.rules.attention import AttentionRule
+
+from conftest import _rms_norm_without_narrowing
+
+VOCAB = 40
+SIZES = dict(
+    vocab_size=VOCAB,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=4,
+    use_cache=False,
+    tie_word_embeddings=False,
+)
+MODELS = {
+    "llama": (LlamaConfig, LlamaForCausalLM, modeling_llama.LlamaAttention),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM, modeling_qwen3.Qwen3Attention),
+}
+
+
+@pytest.fixture(autouse=True)
+def faithful_float64_norms(monkeypatch):
+    """HF's RMSNorms compute in float32: remove the cast, so float64 comparisons are exact."""
+    for norm in (modeling_llama.LlamaRMSNorm, modeling_qwen3.Qwen3RMSNorm):
+        monkeypatch.setattr(norm, "forward", _rms_norm_without_narrowing)
+
+
+def build(name: str, seed: int = 0, implementation: str = "sdpa", **overrides) -> torch.nn.Module:
+    config_type, model_type, _ = MODELS[name]
+    torch.manual_seed(seed)
+    config = config_type(**{**SIZES, **overrides})
+    config._attn_implementation = implementation
+    model = model_type(config).double().eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+            if "norm" in parameter_name:
+                parameter.copy_(1 + 0.3 * noise)
+            else:
+                parameter.copy_(0.4 * noise)
+    return model
+
+
+def embeds_of(model: torch.nn.Module, batch: int, length: int, seed: int) -> torch.Tensor:
+    ids = torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+    return model.get_input_embeddings()(ids).detach()
+
+
+# --- the reference ------------------------------------------------------------------------------
+
+
+def _rms(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    scale = 1.0 / torch.sqrt((x * x).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return x * scale.detach() * norm.weight
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _half(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The uniform rule on a product of two relevance carriers."""
+    return 0.5 * a * b.detach() + 0.5 * a.detach() * b
+
+
+def _attention(attention: torch.nn.Module, x: torch.Tensor, cos, sin, mode: str) -> torch.Tensor:
+    batch, length, _ = x.shape
+    heads, kv_heads, dim = 4, 2, attention.head_dim
+    q = (x @ attention.q_proj.weight.T).reshape(batch, length, heads, dim)
+    k = (x @ attention.k_proj.weight.T).reshape(batch, length, kv_heads, dim)
+    v = (x @ attention.v_proj.weight.T).reshape(batch, length, kv_heads, dim)
+    if hasattr(attention, "q_norm"):  # Qwen3: RMSNorm per head on q and k
+        q, k = _rms(attention.q_norm, q), _rms(attention.k_norm, k)
+    rows = []
+    for b in range(batch):
+        head_outputs = []
+        for h in range(heads):
+            g = h // (heads // kv_heads)  # grouped-query: query head h reads key/value head g
+            qh = _rotate(q[b, :, h], cos[b], sin[b])
+            kh = _rotate(k[b, :, g], cos[b], sin[b])
+            outputs = []
+            for t in range(length):
+                scores = []
+                for s in range(t + 1):  # causal
+                    product = _half(qh[t], kh[s]) if mode == "attnlrp" else qh[t] * kh[s]
+                    scores.append(product.sum() * dim**-0.5)
+                weights = torch.softmax(torch.stack(scores), dim=0)
+                out = torch.zeros(dim, dtype=x.dtype)
+                for s in range(t + 1):
+                    value = v[b, s, g]
+                    out = out + (_half(weights[s], value) if mode == "attnlrp" else weights[s].detach() * value)
+                outputs.append(out)
+            head_outputs.append(torch.stack(outputs))
+        rows.append(torch.cat(head_outputs, dim=-1))
+    return torch.stack(rows) @ attention.o_proj.weight.T
+
+
+def _mlp(mlp: torch.nn.Module, x: torch.Tensor, product_rule: bool = True) -> torch.Tensor:
+    gate = x @ mlp.gate_proj.weight.T
+    activated = gate * torch.sigmoid(gate).detach()  # SiLU identity rule
+    values = x @ mlp.up_proj.weight.T
+    product = _half(activated, values) if product_rule else activated * values
+    return product @ mlp.down_proj.weight.T
+
+
+def reference(
+    model: torch.nn.Module, embeds: torch.Tensor, target: int, mode: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relevance of the embeddings, explained logit at the last position)."""
+    x = embeds.clone().requires_grad_()
+    positions = torch.arange(x.shape[1])[None].expand(x.shape[0], -1)
+    cos, sin = model.model.rotary_emb(x, positions)  # constants of the positions
+    hidden = x
+    for layer in model.model.layers:
+        hidden = hidden + _attention(layer.self_attn, _rms(layer.input_layernorm, hidden), cos, sin, mode)
+        hidden = hidden + _mlp(layer.mlp, _rms(layer.post_attention_layernorm, hidden))
+    logit = (_rms(model.model.norm, hidden)[:, -1] @ model.lm_head.weight.T)[:, target]
+    (gradient,) = torch.autograd.grad(logit.sum(), x)
+    return (x * gradient).detach(), logit.detach()
+
+
+def _explainer(name: str, model: torch.nn.Module, mode: str, **kwargs) -> MambaLRP:
+    return MambaLRP(model, rules={MODELS[name][2]: AttentionRule(mode)}, **kwargs)
+
+
+# --- the tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_forward_with_rules_equals_the_model_forward(name, implementation):
+    model = build(name, seed=1, implementation=implementation)
+    embeds = embeds_of(model, 2, 7, seed=1)
+    with torch.no_grad():
+        original = model(inputs_embeds=embeds).logits
+        with mamba_lrp_rules(model):
+            ruled = model(inputs_embeds=embeds).logits
+    # eager attention computes its softmax in float32 even for float64 models; the rules never narrow
+    torch.testing.assert_close(ruled, original, atol=1e-10 if implementation == "sdpa" else 1e-5, rtol=0)
+    assert model.config._attn_implementation == implementation  # restored
+
+
+@pytest.mark.parametrize("mode", ["attnlrp", "cp"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_relevances_equal_the_loop_based_reference(name, mode):
+    model = build(name, seed=2)
+    embeds = embeds_of(model, 2, 6, seed=2)
+    expected, logit = reference(model, embeds, target=5, mode=mode)
+    relevance, delta = _explainer(name, model, mode).attribute(embeds, target=5, return_convergence_delta=True)
+    torch.testing.assert_close(relevance, expected, atol=1e-10, rtol=0)
+    # the delta equals the one the reference computes (exactly zero for CP-LRP on this bias-free model)
+    torch.testing.assert_close(delta, expected.sum((1, 2)) - logit, atol=1e-10, rtol=0)
+    if mode == "cp":
+        assert delta.abs().max() < 1e-10
+    else:
+        assert delta.abs().max() > 1e-6  # the softmax rule is not conservative
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cp_lrp_conserves_at_every_layer(name):
+    model = build(name, seed=3)
+    ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logit = model(input_ids=ids).logits[:, -1, 4]
+    rules = {MODELS[name][2]: AttentionRule("cp")}
+    for layer in [model.get_input_embeddings(), *model.model.layers]:
+        for to_input in (False, True):
+            relevance = LayerMambaLRP(model, layer, rules=rules).attribute(
+                ids, target=4, attribute_to_layer_input=to_input and layer is not model.get_input_embeddings()
+            )
+            relevance = relevance[0] if isinstance(relevance, tuple) else relevance
+            torch.testing.assert_close(relevance.sum((1, 2)), logit, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_negative_controls(name):
+    model = build(name, seed=4)
+    embeds = embeds_of(model, 2, 6, seed=4)
+    expected, logit = reference(model, embeds, target=1, mode="attnlrp")
+    leaf = embeds.clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(model(inputs_embeds=leaf).logits[:, -1, 1].sum(), leaf)
+    plain = (leaf * gradient).detach()
+    assert ((plain.sum((1, 2)) - logit).abs() > 0.1 * logit.abs()).any()  # Gradient x Input misses the logit
+    without_attention_rule = MambaLRP(model, rules={MODELS[name][2]: GradientRule()}).attribute(embeds, target=1)
+    assert (without_attention_rule - expected).abs().max() > 1e-4  # dropping the rule breaks the equality
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_right_padded_batch_equals_rows_alone(name):
+    model = build(name, seed=5)
+    ids = torch.randint(0, VOCAB, (3, 7), generator=torch.Generator().manual_seed(5))
+    lengths = [7, 4, 2]
+    mask = torch.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        mask[row, :length] = 1
+    rules = {MODELS[name][2]: AttentionRule("attnlrp")}
+    explainer = LayerMambaLRP(model, model.get_input_embeddings(), rules=rules)
+    together = explainer.attribute(ids, target=[1, 2, 3], additional_forward_args=mask).sum(-1)
+    for row, length in enumerate(lengths):
+        alone = explainer.attribute(ids[row : row + 1, :length], target=row + 1).sum(-1)
+        torch.testing.assert_close(together[row, :length], alone[0], atol=1e-10, rtol=0)
+        assert torch.all(together[row, length:] == 0)
+
+
+def test_cp_lrp_can_be_chosen_per_module():
+    model = build("llama", seed=6)
+    embeds = embeds_of(model, 1, 5, seed=6)
+    first, second = (layer.self_attn for layer in model.model.layers)
+    first.rule = AttentionRule("cp")  # Captum's convention: a module's own rule wins
+    try:
+        plan = MambaLRP(model).rule_plan()
+        assert plan.rules["model.layers.0.self_attn"].mode == "cp"
+        assert plan.rules["model.layers.1.self_attn"].mode == "attnlrp"
+        mixed = MambaLRP(model).attribute(embeds, target=0)
+    finally:
+        del first.rule
+    everywhere_cp = _explainer("llama", model, "cp").attribute(embeds, target=0)
+    everywhere_attnlrp = _explainer("llama", model, "attnlrp").attribute(embeds, target=0)
+    assert (mixed - everywhere_cp).abs().max() > 1e-8 and (mixed - everywhere_attnlrp).abs().max() > 1e-8
+
+
+def test_unknown_mode_and_unsupported_module_are_clear():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        AttentionRule("softmax")
+
+    class Mystery(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    model = build("llama", seed=7)
+    model.model.layers[0].mystery = torch.nn.Linear(2, 2)
+    model.model.layers[0].extra = Mystery()
+    model.model.layers[0].extra.weight = torch.nn.Parameter(torch.zeros(1))
+    with pytest.raises(UnsupportedModuleError, match=r"Mystery.*model\.layers\.0\.extra.*register_rule"):
+        MambaLRP(model).attribute(embeds_of(model, 1, 3, seed=7), target=0)
