@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import BambaConfig, BambaForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers.models.bamba import modeling_bamba
 from transformers.models.llama import modeling_llama
 from transformers.models.qwen3 import modeling_qwen3
 
@@ -19,7 +20,8 @@ from captum_mamba import LayerMambaLRP, MambaLRP, UnsupportedModuleError, mamba_
 from captum_mamba.rules import GradientRule
 from captum_mamba.rules.attention import AttentionRule
 
-from conftest import _rms_norm_without_narrowing
+from conftest import _gated_rms_norm_without_narrowing, _rms_norm_without_narrowing, randomise
+from reference_attention import reference, reference_logits
 
 VOCAB = 40
 SIZES = dict(
@@ -33,114 +35,48 @@ SIZES = dict(
     use_cache=False,
     tie_word_embeddings=False,
 )
+#: Bamba: Mamba-2 layers around one attention layer (partial rotary embeddings), MLPs everywhere.
+BAMBA_SIZES = dict(
+    attn_layer_indices=[1],
+    num_hidden_layers=3,
+    mamba_n_heads=4,
+    mamba_d_head=8,
+    mamba_n_groups=1,
+    mamba_d_state=8,
+    mamba_d_conv=4,
+    mamba_expand=2,
+    mamba_chunk_size=16,
+    mamba_conv_bias=False,
+    mamba_proj_bias=False,
+)
 MODELS = {
     "llama": (LlamaConfig, LlamaForCausalLM, modeling_llama.LlamaAttention),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM, modeling_qwen3.Qwen3Attention),
+    "bamba": (BambaConfig, BambaForCausalLM, modeling_bamba.BambaAttention),
 }
 
 
 @pytest.fixture(autouse=True)
 def faithful_float64_norms(monkeypatch):
     """HF's RMSNorms compute in float32: remove the cast, so float64 comparisons are exact."""
-    for norm in (modeling_llama.LlamaRMSNorm, modeling_qwen3.Qwen3RMSNorm):
+    for norm in (modeling_llama.LlamaRMSNorm, modeling_qwen3.Qwen3RMSNorm, modeling_bamba.BambaRMSNorm):
         monkeypatch.setattr(norm, "forward", _rms_norm_without_narrowing)
+    monkeypatch.setattr(modeling_bamba.BambaRMSNormGated, "forward", _gated_rms_norm_without_narrowing)
 
 
 def build(name: str, seed: int = 0, implementation: str = "sdpa", **overrides) -> torch.nn.Module:
     config_type, model_type, _ = MODELS[name]
     torch.manual_seed(seed)
-    config = config_type(**{**SIZES, **overrides})
+    config = config_type(**{**SIZES, **(BAMBA_SIZES if name == "bamba" else {}), **overrides})
     config._attn_implementation = implementation
-    model = model_type(config).double().eval()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter_name, parameter in model.named_parameters():
-            noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
-            if "norm" in parameter_name:
-                parameter.copy_(1 + 0.3 * noise)
-            else:
-                parameter.copy_(0.4 * noise)
+    # float32 weights (as the mixers keep their SSM parameters) of order one, then float64 arithmetic
+    model = randomise(model_type(config), seed).double().eval()
     return model
 
 
 def embeds_of(model: torch.nn.Module, batch: int, length: int, seed: int) -> torch.Tensor:
     ids = torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
     return model.get_input_embeddings()(ids).detach()
-
-
-# --- the reference ------------------------------------------------------------------------------
-
-
-def _rms(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    scale = 1.0 / torch.sqrt((x * x).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return x * scale.detach() * norm.weight
-
-
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
-def _half(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The uniform rule on a product of two relevance carriers."""
-    return 0.5 * a * b.detach() + 0.5 * a.detach() * b
-
-
-def _attention(attention: torch.nn.Module, x: torch.Tensor, cos, sin, mode: str) -> torch.Tensor:
-    batch, length, _ = x.shape
-    heads, kv_heads, dim = 4, 2, attention.head_dim
-    q = (x @ attention.q_proj.weight.T).reshape(batch, length, heads, dim)
-    k = (x @ attention.k_proj.weight.T).reshape(batch, length, kv_heads, dim)
-    v = (x @ attention.v_proj.weight.T).reshape(batch, length, kv_heads, dim)
-    if hasattr(attention, "q_norm"):  # Qwen3: RMSNorm per head on q and k
-        q, k = _rms(attention.q_norm, q), _rms(attention.k_norm, k)
-    rows = []
-    for b in range(batch):
-        head_outputs = []
-        for h in range(heads):
-            g = h // (heads // kv_heads)  # grouped-query: query head h reads key/value head g
-            qh = _rotate(q[b, :, h], cos[b], sin[b])
-            kh = _rotate(k[b, :, g], cos[b], sin[b])
-            outputs = []
-            for t in range(length):
-                scores = []
-                for s in range(t + 1):  # causal
-                    product = _half(qh[t], kh[s]) if mode == "attnlrp" else qh[t] * kh[s]
-                    scores.append(product.sum() * dim**-0.5)
-                weights = torch.softmax(torch.stack(scores), dim=0)
-                out = torch.zeros(dim, dtype=x.dtype)
-                for s in range(t + 1):
-                    value = v[b, s, g]
-                    out = out + (_half(weights[s], value) if mode == "attnlrp" else weights[s].detach() * value)
-                outputs.append(out)
-            head_outputs.append(torch.stack(outputs))
-        rows.append(torch.cat(head_outputs, dim=-1))
-    return torch.stack(rows) @ attention.o_proj.weight.T
-
-
-def _mlp(mlp: torch.nn.Module, x: torch.Tensor, product_rule: bool = True) -> torch.Tensor:
-    gate = x @ mlp.gate_proj.weight.T
-    activated = gate * torch.sigmoid(gate).detach()  # SiLU identity rule
-    values = x @ mlp.up_proj.weight.T
-    product = _half(activated, values) if product_rule else activated * values
-    return product @ mlp.down_proj.weight.T
-
-
-def reference(
-    model: torch.nn.Module, embeds: torch.Tensor, target: int, mode: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(relevance of the embeddings, explained logit at the last position)."""
-    x = embeds.clone().requires_grad_()
-    positions = torch.arange(x.shape[1])[None].expand(x.shape[0], -1)
-    cos, sin = model.model.rotary_emb(x, positions)  # constants of the positions
-    hidden = x
-    for layer in model.model.layers:
-        hidden = hidden + _attention(layer.self_attn, _rms(layer.input_layernorm, hidden), cos, sin, mode)
-        hidden = hidden + _mlp(layer.mlp, _rms(layer.post_attention_layernorm, hidden))
-    logit = (_rms(model.model.norm, hidden)[:, -1] @ model.lm_head.weight.T)[:, target]
-    (gradient,) = torch.autograd.grad(logit.sum(), x)
-    return (x * gradient).detach(), logit.detach()
 
 
 def _explainer(name: str, model: torch.nn.Module, mode: str, **kwargs) -> MambaLRP:
@@ -159,8 +95,12 @@ def test_forward_with_rules_equals_the_model_forward(name, implementation):
         original = model(inputs_embeds=embeds).logits
         with mamba_lrp_rules(model):
             ruled = model(inputs_embeds=embeds).logits
-    # eager attention computes its softmax in float32 even for float64 models; the rules never narrow
-    torch.testing.assert_close(ruled, original, atol=1e-10 if implementation == "sdpa" else 1e-5, rtol=0)
+    # eager attention computes its softmax in float32 even for float64 models, and so does Bamba's
+    # PyTorch Mamba-2 path its scan; the rules never narrow (and equal the float64 reference, below)
+    exact = implementation == "sdpa" and name != "bamba"
+    torch.testing.assert_close(ruled, original, atol=1e-10 if exact else 1e-5, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(ruled[:, -1], reference_logits(model, embeds, "cp"), atol=1e-10, rtol=0)
     assert model.config._attn_implementation == implementation  # restored
 
 
@@ -184,8 +124,8 @@ def test_relevances_equal_the_loop_based_reference(name, mode):
 def test_cp_lrp_conserves_at_every_layer(name):
     model = build(name, seed=3)
     ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        logit = model(input_ids=ids).logits[:, -1, 4]
+    with torch.no_grad():  # the logit from the float64 reference forward, computed independently
+        logit = reference_logits(model, model.get_input_embeddings()(ids), "cp")[:, 4]
     rules = {MODELS[name][2]: AttentionRule("cp")}
     for layer in [model.get_input_embeddings(), *model.model.layers]:
         for to_input in (False, True):

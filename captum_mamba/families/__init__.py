@@ -8,6 +8,7 @@ global table.
 
 from __future__ import annotations
 
+from captum_mamba.families.bamba import BAMBA
 from captum_mamba.families.declaration import FamilyRegistry, ModelFamily
 from captum_mamba.families.falcon_mamba import FALCON_MAMBA
 from captum_mamba.families.llama import LLAMA, QWEN3
@@ -17,7 +18,7 @@ from captum_mamba.families.vim import VIM
 
 
 def _builtin() -> tuple[ModelFamily, ...]:
-    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3]
+    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3, BAMBA]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
     except (ImportError, OSError):
