@@ -46,8 +46,9 @@ class MambaLLMAttribution(LLMGradientAttribution):
     Captum's ``LLMGradientAttribution`` with MambaLRP on the embedding layer of a causal LM.
 
     Args:
-        model (nn.Module): a Hugging Face causal LM of a supported family (Mamba, Mamba2,
-                    FalconMamba) with ``get_input_embeddings()`` and ``generate()``.
+        model (nn.Module): a Hugging Face causal LM of a declared family (Mamba, Mamba2,
+                    FalconMamba, Llama, Qwen3, Bamba, ...) with ``get_input_embeddings()`` and
+                    ``generate()``.
         tokenizer: its Hugging Face tokenizer.
         explain (str, optional): ``"log_prob"`` (Captum's convention: the log-probability of
                     each target token) or ``"logit"`` (its logit; relevances then sum to it).

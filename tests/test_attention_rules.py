@@ -197,3 +197,36 @@ def test_unknown_mode_and_unsupported_module_are_clear():
     model.model.layers[0].extra.weight = torch.nn.Parameter(torch.zeros(1))
     with pytest.raises(UnsupportedModuleError, match=r"Mystery.*model\.layers\.0\.extra.*register_rule"):
         MambaLRP(model).attribute(embeds_of(model, 1, 3, seed=7), target=0)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_captum_llm_attribution_and_noise_tunnel(name):
+    from captum.attr import LLMGradientAttribution, NoiseTunnel, TextTokenInput
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from captum_mamba.llm import MambaLLMAttribution
+
+    words = "the cat sat on mat a dog ran".split()
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3, **{w: i + 4 for i, w in enumerate(words)}}
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, pad_token="[PAD]", unk_token="[UNK]")
+    model = build(name, seed=8)
+    layer = LayerMambaLRP(model, model.get_input_embeddings(), rules={MODELS[name][2]: AttentionRule("cp")})
+    captum_result = LLMGradientAttribution(layer, tokenizer).attribute(
+        TextTokenInput("the cat sat on the", tokenizer), target="mat a"
+    )
+    assert captum_result.token_attr.shape == (2, 5) and torch.isfinite(captum_result.token_attr).all()
+    ours = MambaLLMAttribution(
+        model, tokenizer, explain="logit", rules={MODELS[name][2]: AttentionRule("cp")}
+    ).attribute(TextTokenInput("the cat sat on the", tokenizer), target="mat")
+    ids = torch.tensor([tokenizer.encode("the cat sat on the")])
+    with torch.no_grad():  # explained logits (not log-probabilities): CP-LRP relevances sum to them exactly
+        logit = reference_logits(model, model.get_input_embeddings()(ids), "cp")[0, vocab["mat"]]
+    torch.testing.assert_close(ours.seq_attr.sum().double(), logit, atol=1e-8, rtol=0)
+    embeds = embeds_of(model, 1, 5, seed=8)
+    smoothed = NoiseTunnel(_explainer(name, model, "attnlrp")).attribute(
+        embeds, target=2, nt_type="smoothgrad", nt_samples=3, stdevs=0.01
+    )
+    assert smoothed.shape == embeds.shape and torch.isfinite(smoothed).all()
