@@ -44,6 +44,7 @@ __all__ = [
     "patch_relevance",
     "SignedGammaRule",
     "BoundedInputRule",
+    "relevance_split",
 ]
 
 _SOURCES: dict[str, str] = {
@@ -74,6 +75,7 @@ _SOURCES: dict[str, str] = {
     "patch_relevance": "captum_mamba.image_relevance",
     "SignedGammaRule": "captum_mamba.rules.gamma",
     "BoundedInputRule": "captum_mamba.rules.bounded",
+    "relevance_split": "captum_mamba.relevance_split",
 }
 """Where each public name lives."""
 
@@ -96,6 +98,7 @@ if TYPE_CHECKING:  # the same names, statically, for type checkers and the API d
     from captum_mamba.mamba_lrp import MambaLRP
     from captum_mamba.models import VisionMamba, load_vim_checkpoint
     from captum_mamba.registry import DEFAULT_REGISTRY, RuleRegistry, register_rule
+    from captum_mamba.relevance_split import relevance_split
     from captum_mamba.rule_context import RulePlan, mamba_lrp_rules, plan_rules
     from captum_mamba.rules.bounded import BoundedInputRule
     from captum_mamba.rules.gamma import SignedGammaRule

@@ -230,3 +230,25 @@ def test_captum_llm_attribution_and_noise_tunnel(name):
         embeds, target=2, nt_type="smoothgrad", nt_samples=3, stdevs=0.01
     )
     assert smoothed.shape == embeds.shape and torch.isfinite(smoothed).all()
+
+
+def test_relevance_split_by_layer_kind_equals_layer_mamba_lrp_per_module():
+    from captum_mamba import relevance_split
+
+    model = build("bamba", seed=9)
+    embeds = embeds_of(model, 2, 6, seed=9)
+    rules = {MODELS["bamba"][2]: AttentionRule("cp")}
+    rows = relevance_split(MambaLRP(model, rules=rules), embeds, target=3)
+    assert [(row.layer, row.kind) for row in rows] == [
+        (0, "ssm"),
+        (0, "mlp"),
+        (1, "attention"),
+        (1, "mlp"),
+        (2, "ssm"),
+        (2, "mlp"),
+    ]
+    modules = dict(model.named_modules())
+    for row in rows:
+        alone = LayerMambaLRP(model, modules[row.module], rules=rules).attribute(embeds, target=3)
+        alone = alone[0] if isinstance(alone, tuple) else alone
+        torch.testing.assert_close(row.relevance, alone.sum((1, 2)), atol=1e-10, rtol=0)
