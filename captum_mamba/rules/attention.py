@@ -5,8 +5,9 @@ embeddings and ``q``/``k`` norms, which are linear maps or get their own norm ru
 the function its config names in ``config._attn_implementation`` through
 ``ALL_ATTENTION_FUNCTIONS``. While an :class:`AttentionRule` runs a module, that name is
 switched to :data:`ATTENTION_NAME`, a function registered here that computes the same attention
-(eager arithmetic; the masks of the eager and SDPA implementations are both understood) with
-the rule applied, so every family's attention is covered without copying its modeling code.
+(through PyTorch's ``scaled_dot_product_attention``; the masks of the eager and SDPA
+implementations are both understood) with the rule applied as gradient scalings, so every
+family's attention is covered without copying its modeling code.
 
 * **AttnLRP** (Achtibat et al., ICML 2024): the softmax by its Gradient x Input rule (which, in
   a Gradient x Input engine, is the softmax's own gradient; it does not conserve, the rest is
@@ -28,6 +29,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_mamba.rules.base import MambaLRPRule
@@ -39,35 +41,6 @@ MODES = ("attnlrp", "cp")
 _ACTIVE: ContextVar[AttentionRule | None] = ContextVar("captum_mamba_attention_rule", default=None)
 
 
-class _HalfMatmul(torch.autograd.Function):
-    """``a @ b`` whose backward gives each factor half of its gradient (the uniform rule on a bilinear product)."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(a, b)
-        return a @ b
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        a, b = ctx.saved_tensors
-        half = 0.5 * grad
-        return half @ b.transpose(-1, -2), a.transpose(-1, -2) @ half
-
-
-def half_matmul(a: Tensor, b: Tensor) -> Tensor:
-    r"""
-    ``a @ b`` with the uniform rule: relevance splits evenly between the two factors.
-
-    Args:
-        a (Tensor): ``(..., n, k)``.
-        b (Tensor): ``(..., k, m)``.
-
-    Returns:
-        *Tensor* ``(..., n, m)``, equal to ``a @ b``.
-    """
-    return _HalfMatmul.apply(a, b)
-
-
 def repeat_heads(states: Tensor, groups: int) -> Tensor:
     """Grouped-query attention: each key/value head serves ``groups`` query heads (a linear copy)."""
     if groups == 1:
@@ -76,18 +49,27 @@ def repeat_heads(states: Tensor, groups: int) -> Tensor:
     return states[:, :, None].expand(batch, heads, groups, length, dim).reshape(batch, heads * groups, length, dim)
 
 
-def _masked_scores(scores: Tensor, attention_mask: Tensor | None, causal: bool) -> Tensor:
-    """Apply an eager (additive float), SDPA (boolean, True = attend) or absent (causal) mask."""
-    if attention_mask is not None:
-        mask = attention_mask[..., : scores.shape[-1]]
-        if mask.dtype == torch.bool:
-            return scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        return scores + mask.to(scores.dtype)
-    if causal and scores.shape[-2] > 1:
-        queries, keys = scores.shape[-2:]
-        allowed = torch.ones(queries, keys, dtype=torch.bool, device=scores.device).tril(keys - queries)
-        return scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-    return scores
+class _ScaledGradient(torch.autograd.Function):
+    """The identity whose backward multiplies the gradient by a constant."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, factor: float) -> Tensor:  # type: ignore[override]
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.factor, None
+
+
+def _additive_mask(attention_mask: Tensor | None, keys: int, dtype: torch.dtype) -> Tensor | None:
+    """An eager (additive float) or SDPA (boolean, True = attend) mask as an additive float mask."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask[..., :keys]
+    if mask.dtype == torch.bool:  # the most negative number, not -inf: a fully masked row stays finite
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return mask.to(dtype)
 
 
 def attention_with_rules(
@@ -99,11 +81,21 @@ def attention_with_rules(
     scaling: float | None = None,
     dropout: float = 0.0,
     **kwargs: Any,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, None]:
     r"""
     The attention function registered as :data:`ATTENTION_NAME` (transformers' interface:
     ``(module, query, key, value, attention_mask, scaling, dropout, **kwargs) -> (output, weights)``),
     with the rule of the :class:`AttentionRule` running the module.
+
+    The rules are gradient scalings around PyTorch's ``scaled_dot_product_attention`` (whatever
+    kernel it picks: flash / memory-efficient on CUDA, linear memory in the length). With
+    ``S = s·QKᵀ``, ``A = softmax(S)``, ``O = AV`` and the uniform rule on both products, the
+    backward gives ``dV = 0.5·Aᵀ dO`` and ``dA = 0.5·dO Vᵀ``, then ``dQ = 0.5·s·softmax'(dA) K``:
+    a quarter of the plain gradient for ``Q`` and ``K`` and half for ``V``. CP-LRP detaches ``Q``
+    and ``K`` (``A`` constant). Grouped-query heads are repeated after the scalings (a linear copy).
+
+    Returns:
+        *tuple* ``(output (batch, length, heads, head_dim), None)``.
 
     Raises:
         NotImplementedError: for attention variants the rules do not cover (logit soft-capping,
@@ -117,19 +109,18 @@ def attention_with_rules(
             raise NotImplementedError(f"the attention rules do not cover {unsupported!r} attention")
     if dropout and module.training:
         raise NotImplementedError("explain a model in eval mode (attention dropout is active)")
+    if rule.mode == "attnlrp":
+        query, key, value = (_ScaledGradient.apply(t, f) for t, f in ((query, 0.25), (key, 0.25), (value, 0.5)))
+    else:  # CP-LRP: the attention weights are constants of q and k
+        query, key = query.detach(), key.detach()
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_heads(key, groups), repeat_heads(value, groups)
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    key_t = key.transpose(-1, -2)
-    scores = (half_matmul(query, key_t) if rule.mode == "attnlrp" else query @ key_t) * scale
-    scores = _masked_scores(scores, attention_mask, getattr(module, "is_causal", True))
-    # in float32 or wider, as eager attention computes it, never narrowing a float64 model
-    weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(query.dtype)
-    if rule.mode == "cp":
-        output = weights.detach() @ value  # CP-LRP: the attention weights held constant
-    else:
-        output = half_matmul(weights, value)
-    return output.transpose(1, 2).contiguous(), weights
+    mask = _additive_mask(attention_mask, key.shape[-2], query.dtype)
+    causal = mask is None and getattr(module, "is_causal", True) and query.shape[-2] > 1
+    if causal and query.shape[-2] != key.shape[-2]:
+        raise NotImplementedError("the attention rules explain whole sequences (no cached prefix)")
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal, scale=scaling)
+    return output.transpose(1, 2).contiguous(), None
 
 
 def _register() -> None:
@@ -195,4 +186,4 @@ def _active(rule: AttentionRule) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
-__all__ = ["ATTENTION_NAME", "AttentionRule", "attention_with_rules", "half_matmul", "repeat_heads"]
+__all__ = ["ATTENTION_NAME", "AttentionRule", "attention_with_rules", "repeat_heads"]
