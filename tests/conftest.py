@@ -37,6 +37,7 @@ MODEL_FACING = {
     "test_families",
     "test_family_suite",
     "test_forward_equivalence",
+    "test_hybrid_families_nh",
     "test_llm_attribution",
     "test_long_context_options",
     "test_model_restored",

@@ -11,14 +11,16 @@ from __future__ import annotations
 from captum_mamba.families.bamba import BAMBA
 from captum_mamba.families.declaration import FamilyRegistry, ModelFamily
 from captum_mamba.families.falcon_mamba import FALCON_MAMBA
+from captum_mamba.families.granitemoehybrid import GRANITEMOEHYBRID
 from captum_mamba.families.llama import LLAMA, QWEN3
 from captum_mamba.families.mamba import MAMBA
 from captum_mamba.families.mamba2 import MAMBA2
+from captum_mamba.families.nemotron_h import NEMOTRON_H
 from captum_mamba.families.vim import VIM
 
 
 def _builtin() -> tuple[ModelFamily, ...]:
-    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3, BAMBA]
+    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3, BAMBA, NEMOTRON_H, GRANITEMOEHYBRID]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
     except (ImportError, OSError):
@@ -45,8 +47,10 @@ def register_family(family: ModelFamily) -> None:
 __all__ = [
     "FAMILIES",
     "FALCON_MAMBA",
+    "GRANITEMOEHYBRID",
     "MAMBA",
     "MAMBA2",
+    "NEMOTRON_H",
     "VIM",
     "LLAMA",
     "QWEN3",

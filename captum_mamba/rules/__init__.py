@@ -2,6 +2,7 @@
 
 from captum.attr._utils.lrp_rules import Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule
 
+from captum_mamba.rules.activation import SquaredReLUIdentityRule
 from captum_mamba.rules.attention import AttentionRule
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.block import BlockRule, OwnForwardRule
@@ -10,7 +11,7 @@ from captum_mamba.rules.gamma import SignedGammaRule
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.linear import GradientRule, rule_forward
 from captum_mamba.rules.mixer import MixerRule
-from captum_mamba.rules.mlp import GatedMLPRule
+from captum_mamba.rules.mlp import GatedMLPRule, MLPRule
 from captum_mamba.rules.norm import GatedRMSNormRule, LayerNormRule, RMSNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 from captum_mamba.rules.ssm import SelectiveSSMRule
@@ -30,10 +31,12 @@ __all__ = [
     "GradientRule",
     "IdentityRule",
     "LayerNormRule",
+    "MLPRule",
     "MambaLRPRule",
     "RMSNormRule",
     "SelectiveSSMRule",
     "SignedGammaRule",
     "SiLUIdentityRule",
+    "SquaredReLUIdentityRule",
     "rule_forward",
 ]

@@ -1,8 +1,10 @@
-r"""Gated MLPs (SwiGLU): ``down(act(gate(x)) * up(x))``.
+r"""MLP rules: gated MLPs (SwiGLU) ``down(act(gate(x)) * up(x))`` and plain MLPs ``down(act(up(x)))``.
 
-The activation module runs under its own rule (SiLU: ``x·[σ(x)]const``, MambaLRP Eq. 4; the
-identity rule for the activation, as AttnLRP prescribes), the product of the two branches
-gets the uniform (half) rule (as Mamba's gate, Eq. 9), the projections are linear.
+The activation module runs under its own rule, an identity rule that passes relevance element-wise
+(SiLU: ``x·[σ(x)]const``, MambaLRP Eq. 4; squared ReLU: ``x·[relu(x)]const``, see
+:mod:`captum_mamba.rules.activation`; the identity rule for activations, as AttnLRP prescribes),
+the product of a gated MLP's two branches gets the uniform (half) rule (as Mamba's gate, Eq. 9),
+the projections are linear (LRP-0).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class GatedMLPRule(MambaLRPRule):
         up_proj (str, optional): the value branch's projection. Default: "up_proj"
         down_proj (str, optional): the output projection. Default: "down_proj"
         act (str, optional): the activation module on the gate branch. Default: "act_fn"
+        gate_up_proj (str, optional): one projection whose output holds both branches, the gate
+                    branch's half first (IBM Granite's ``input_linear``); replaces ``gate_proj``
+                    and ``up_proj``. Default: None
     """
 
     replaces_forward = True
@@ -37,16 +42,62 @@ class GatedMLPRule(MambaLRPRule):
         up_proj: str = "up_proj",
         down_proj: str = "down_proj",
         act: str = "act_fn",
+        gate_up_proj: str | None = None,
     ) -> None:
         self.gate_rule = gate
         self.names = (gate_proj, up_proj, down_proj, act)
+        self.gate_up_proj = gate_up_proj
 
     def module_forward(self, mlp: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
-        gate_proj, up_proj, down_proj, act = (getattr(mlp, name) for name in self.names)
-        activated = act(gate_proj(x))  # the activation module's own rule applies
-        values = up_proj(x)
+        gate_proj, up_proj, down_proj, act = self.names
+        if self.gate_up_proj is None:
+            gate, values = getattr(mlp, gate_proj)(x), getattr(mlp, up_proj)(x)
+        else:  # one linear map, split in two: still linear in x for each branch
+            gate, values = getattr(mlp, self.gate_up_proj)(x).chunk(2, dim=-1)
+        activated = getattr(mlp, act)(gate)  # the activation module's own rule applies
         product = activated * values if self.gate_rule is None else self.gate_rule.apply(activated, values)
-        return down_proj(product)
+        return getattr(mlp, down_proj)(product)
 
     def __repr__(self) -> str:
         return f"GatedMLPRule({'half rule' if self.gate_rule is not None else 'plain product'})"
+
+
+class MLPRule(MambaLRPRule):
+    r"""
+    A plain (ungated) MLP ``down(act(up(x)))`` (Nemotron-H's, with a squared ReLU): the two
+    projections are linear (LRP-0) and the activation gets an identity-style rule, which passes
+    relevance element-wise, so the MLP conserves it.
+
+    Args:
+        activation (MambaLRPRule, optional): the activation's rule, applied with its ``apply``
+                    (e.g. :class:`~captum_mamba.rules.activation.SquaredReLUIdentityRule` for a
+                    squared ReLU kept as a function). Default: None (the activation module runs
+                    under its own declared rule, e.g. Hugging Face's ``ReLUSquaredActivation``
+                    under ``SquaredReLUIdentityRule``)
+        up_proj (str, optional): the input projection. Default: "up_proj"
+        down_proj (str, optional): the output projection. Default: "down_proj"
+        act (str, optional): the activation module (used when ``activation`` is None).
+                    Default: "act_fn"
+    """
+
+    replaces_forward = True
+
+    def __init__(
+        self,
+        activation: MambaLRPRule | None = None,
+        up_proj: str = "up_proj",
+        down_proj: str = "down_proj",
+        act: str = "act_fn",
+    ) -> None:
+        self.activation = activation
+        self.names = (up_proj, down_proj, act)
+
+    def module_forward(self, mlp: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
+        up_proj, down_proj, act = self.names
+        hidden = getattr(mlp, up_proj)(x)
+        # the activation passes relevance element-wise (identity-style rule), the projections are linear
+        activated = getattr(mlp, act)(hidden) if self.activation is None else self.activation.apply(hidden)
+        return getattr(mlp, down_proj)(activated)
+
+    def __repr__(self) -> str:
+        return f"MLPRule({self.activation!r})" if self.activation is not None else "MLPRule()"
