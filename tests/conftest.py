@@ -41,6 +41,7 @@ MODEL_FACING = {
     "test_llm_attribution",
     "test_long_context_options",
     "test_model_restored",
+    "test_moe_families",
     "test_new_user_defects",
     "test_padding_and_targets",
     "test_reference",

@@ -60,8 +60,10 @@ def _mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None, mask: Te
     rank, state = mixer.time_step_rank, mixer.ssm_state_size
     dbc = u @ mixer.x_proj.weight.T
     dt, B, C = dbc[..., :rank], dbc[..., rank : rank + state], dbc[..., rank + state :]
-    if hasattr(mixer, "b_layernorm"):  # FalconMamba
+    if hasattr(mixer, "rms_eps"):  # FalconMamba: weightless norms on dt, B, C
         dt, B, C = (_weightless_rms(t, mixer.rms_eps) for t in (dt, B, C))
+    elif hasattr(mixer, "b_layernorm"):  # Jamba: RMSNorms with weights on dt, B, C
+        dt, B, C = _rms_norm(mixer.dt_layernorm, dt), _rms_norm(mixer.b_layernorm, B), _rms_norm(mixer.c_layernorm, C)
     delta = F.softplus(dt @ mixer.dt_proj.weight.T + mixer.dt_proj.bias.float()).detach()  # Eqs. (6-7)
     B, C = B.detach(), C.detach()
     A = -torch.exp(mixer.A_log.float()).to(x.dtype)

@@ -1,9 +1,9 @@
 """Model families, each declared once (see :class:`ModelFamily`).
 
 The rule registry, the canonizer and the shared test suite derive from :data:`FAMILIES`, the
-declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, Vision Mamba; mamba-ssm when
-it imports) and those declared with :func:`register_family`. Importing this package changes no
-global table.
+declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, Vision Mamba, Llama,
+Qwen3, Bamba, Jamba, Qwen3-MoE; mamba-ssm when it imports) and those declared with
+:func:`register_family`. Importing this package changes no global table.
 """
 
 from __future__ import annotations
@@ -12,15 +12,17 @@ from captum_mamba.families.bamba import BAMBA
 from captum_mamba.families.declaration import FamilyRegistry, ModelFamily
 from captum_mamba.families.falcon_mamba import FALCON_MAMBA
 from captum_mamba.families.granitemoehybrid import GRANITEMOEHYBRID
+from captum_mamba.families.jamba import JAMBA
 from captum_mamba.families.llama import LLAMA, QWEN3
 from captum_mamba.families.mamba import MAMBA
 from captum_mamba.families.mamba2 import MAMBA2
 from captum_mamba.families.nemotron_h import NEMOTRON_H
+from captum_mamba.families.qwen3_moe import QWEN3_MOE
 from captum_mamba.families.vim import VIM
 
 
 def _builtin() -> tuple[ModelFamily, ...]:
-    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3, BAMBA, NEMOTRON_H, GRANITEMOEHYBRID]
+    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3, BAMBA, NEMOTRON_H, GRANITEMOEHYBRID, JAMBA, QWEN3_MOE]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
     except (ImportError, OSError):
@@ -54,6 +56,9 @@ __all__ = [
     "VIM",
     "LLAMA",
     "QWEN3",
+    "BAMBA",
+    "JAMBA",
+    "QWEN3_MOE",
     "FamilyRegistry",
     "ModelFamily",
     "register_family",

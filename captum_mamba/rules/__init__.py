@@ -12,6 +12,7 @@ from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.linear import GradientRule, rule_forward
 from captum_mamba.rules.mixer import MixerRule
 from captum_mamba.rules.mlp import GatedMLPRule, MLPRule
+from captum_mamba.rules.moe import ExpertsRule
 from captum_mamba.rules.norm import GatedRMSNormRule, LayerNormRule, RMSNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 from captum_mamba.rules.ssm import SelectiveSSMRule
@@ -25,6 +26,7 @@ __all__ = [
     "MixerRule",
     "OwnForwardRule",
     "EpsilonRule",
+    "ExpertsRule",
     "GammaRule",
     "GateHalfRule",
     "GatedRMSNormRule",
