@@ -2,9 +2,9 @@ r"""How relevance splits across the layer kinds of a model: SSM mixers, attentio
 
 Each block adds its update to the residual stream, ``h + update(norm(h))``; the relevance of an
 update (the sum of its output's relevances) is the share of the explained output that flows
-through that mixer, attention or MLP, the rest passing the skip connection. One forward and one
-backward pass give every module's share (:func:`relevance_split`), the same numbers as
-``LayerMambaLRP(model, module)`` would give one module at a time.
+through that mixer, attention, MLP or mixture of experts, the rest passing the skip connection.
+One forward and one backward pass give every module's share (:func:`relevance_split`), the same
+numbers as ``LayerMambaLRP(model, module)`` would give one module at a time.
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from captum_mamba.attribution_base import _DEFAULT, MambaLRPBase
 from captum_mamba.model_calls import check_float_inputs
 from captum_mamba.rules.attention import AttentionRule
 from captum_mamba.rules.mixer import MixerRule
-from captum_mamba.rules.mlp import GatedMLPRule
+from captum_mamba.rules.mlp import GatedMLPRule, MLPRule
+from captum_mamba.rules.moe import ExpertsRule
 
 #: The layer kind of a module by the class of its rule (extended by :func:`register_layer_kind`).
 LAYER_KINDS: dict[type[PropagationRule], str] = {
     MixerRule: "ssm",
     AttentionRule: "attention",
     GatedMLPRule: "mlp",
+    MLPRule: "mlp",
+    ExpertsRule: "moe",  # the experts module: the routed part of a mixture of experts (a shared expert is an MLP)
 }
 
 
@@ -58,10 +61,12 @@ class SplitRow:
 
     Args:
         module (str): the module's name in the model.
-        kind (str): ``"ssm"``, ``"attention"``, ``"mlp"``, ...
+        kind (str): ``"ssm"``, ``"attention"``, ``"mlp"``, ``"moe"``, ...
         layer (int or None): the index of the layer (the first number in the name), if any.
         relevance (Tensor): ``(batch,)`` the sum of the relevances of the module's output (summed
-                    over its calls, for a block shared by several layers).
+                    over its calls, for a block shared by several layers; an output with the
+                    tokens flattened, ``(batch·length, ...)`` as an experts module's, summed per
+                    sequence).
     """
 
     module: str
@@ -139,8 +144,10 @@ def relevance_split(
         for handle in handles:
             handle.remove()
     per_module: dict[str, Tensor] = {}
+    batch = inputs_tuple[0].shape[0]
     for (name, _), relevance in zip(order, relevances[len(inputs_tuple) :]):
-        total = relevance.flatten(1).sum(1)
+        # (batch, ...), or the tokens flattened batch-major, (batch·length, ...), as experts take them
+        total = relevance.reshape(batch, -1).sum(1)
         per_module[name] = per_module[name] + total if name in per_module else total
     rows = []
     for name in sorted(per_module, key=called.__getitem__):

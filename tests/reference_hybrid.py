@@ -8,6 +8,15 @@ identity rules (squared ReLU ``x·[relu(x)]const``, SiLU ``x·[σ(x)]const``) an
 gated MLP's product; the µP multipliers as the constants they are. The Mamba-2 mixers come from
 the Mamba reference (``reference.py``), the RMSNorm and the rotary embedding from
 ``reference_attention.py``.
+
+The mixture-of-experts layers: each model's router written out (Nemotron-H: sigmoid scores in
+float32, the correction bias for the choice only, the best groups, then the top-k, renormalised and
+scaled; Granite: float32 logits, top-k, softmax over the chosen logits), computed in float32 as
+the models compute them (the weights are held constant, so their precision is the model's); the
+experts as the loop of ``reference_moe.py`` with the routing weights held constant (Granite's
+SwiGLU experts as written there, Nemotron-H's ungated squared-ReLU experts here), Nemotron-H's
+optional latent projections around them and its shared expert beside them, Granite's shared MLP
+beside them.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import torch
 
 from reference import _mamba2_mixer
 from reference_attention import _half, _rms, _rotate
+from reference_moe import experts_loop
 
 
 def _attention(attention: torch.nn.Module, x: torch.Tensor, scaling: float, mode: str, cos=None, sin=None):
@@ -66,6 +76,54 @@ def _granite_mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return _half(activated, values) @ mlp.output_linear.weight.T
 
 
+def _nemotron_h_route(router: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nemotron-H's routing of tokens ``x`` ``(tokens, hidden)``: (weights, experts), each ``(tokens, top_k)``."""
+    scores = torch.sigmoid(x.float() @ router.weight.float().T)  # float32, as the model routes
+    choice = scores + router.e_score_correction_bias  # the bias steers the choice, not the weights
+    size = router.num_experts // router.num_group
+    chosen = []
+    for token in range(x.shape[0]):
+        row = choice[token].tolist()
+        groups = [row[g * size : (g + 1) * size] for g in range(router.num_group)]
+        group_scores = [sum(sorted(group, reverse=True)[:2]) for group in groups]  # each group's best two
+        kept = sorted(range(router.num_group), key=group_scores.__getitem__, reverse=True)[: router.topk_group]
+        candidates = [g * size + e for g in kept for e in range(size)]
+        chosen.append(sorted(candidates, key=row.__getitem__, reverse=True)[: router.top_k])
+    chosen = torch.tensor(chosen)
+    weights = scores.gather(1, chosen)
+    if router.norm_topk_prob:
+        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+    return (weights * router.routed_scaling_factor).to(x.dtype), chosen
+
+
+def _squared_relu_expert(experts: torch.nn.Module, expert: int, x: torch.Tensor) -> torch.Tensor:
+    """One Nemotron-H expert ``down(relu(up(x))²)`` on one token, the squared ReLU as ``x·[relu(x)]const``."""
+    up = experts.up_proj[expert] @ x
+    return experts.down_proj[expert] @ (up * torch.relu(up).detach())
+
+
+def _nemotron_h_moe(moe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``fc2(experts(fc1(x))) + shared(x)``: routed on ``x``, the latent projections (if any) linear."""
+    batch, length, hidden = x.shape
+    tokens = x.reshape(batch * length, hidden)
+    weights, chosen = _nemotron_h_route(moe.gate, tokens)
+    latent = moe.config.moe_latent_size is not None
+    inner = tokens @ moe.fc1_latent_proj.weight.T if latent else tokens
+    routed = experts_loop(moe.experts, inner, weights, chosen, expert=_squared_relu_expert)
+    routed = routed @ moe.fc2_latent_proj.weight.T if latent else routed
+    return routed.reshape(batch, length, hidden) + _squared_relu_mlp(moe.shared_experts, x)
+
+
+def _granite_moe(moe: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Granite's experts: float32 logits, top-k, softmax over the chosen logits; SwiGLU experts (reference_moe)."""
+    batch, length, hidden = x.shape
+    tokens = x.reshape(batch * length, hidden)
+    logits = (tokens @ moe.router.weight.T).float()
+    top_logits, chosen = torch.topk(logits, moe.router.top_k, dim=-1)
+    weights = torch.softmax(top_logits, dim=-1).to(x.dtype)
+    return experts_loop(moe.experts, tokens, weights, chosen).reshape(batch, length, hidden)
+
+
 def _nemotron_h_hidden(model: torch.nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
     hidden = x
     for block in model.model.layers:  # each layer: h + mixer(norm(h)), the mixer by the hybrid pattern
@@ -77,6 +135,8 @@ def _nemotron_h_hidden(model: torch.nn.Module, x: torch.Tensor, mode: str) -> to
             update = _attention(block.mixer, normed, model.config.head_dim**-0.5, mode)
         elif kind == "mlp":
             update = _squared_relu_mlp(block.mixer, normed)
+        elif kind == "moe":
+            update = _nemotron_h_moe(block.mixer, normed)
         else:
             raise NotImplementedError(f"the reference has no {kind!r} layer")
         hidden = hidden + update
@@ -98,7 +158,11 @@ def _granite_hidden(model: torch.nn.Module, x: torch.Tensor, mode: str) -> torch
         else:
             update = _attention(layer.self_attn, normed, config.attention_multiplier, mode, cos, sin)
         hidden = hidden + residual * update
-        hidden = hidden + residual * _granite_mlp(layer.shared_mlp, _rms(layer.post_attention_layernorm, hidden))
+        normed = _rms(layer.post_attention_layernorm, hidden)
+        feed_forward = _granite_mlp(layer.shared_mlp, normed)
+        if config.num_local_experts > 0:  # the experts beside the shared MLP
+            feed_forward = feed_forward + _granite_moe(layer.block_sparse_moe, normed)
+        hidden = hidden + residual * feed_forward
     return _rms(model.model.norm, hidden)
 
 

@@ -54,13 +54,16 @@ def _expert(experts: torch.nn.Module, expert: int, x: Tensor) -> Tensor:
     return _projection(experts, "down_proj", expert, _half(activated, up))  # half rule on the product
 
 
-def experts_loop(experts: torch.nn.Module, x: Tensor, weights: Tensor, chosen: Tensor) -> Tensor:
-    """Each token's sum over its chosen experts, weighted by the routing weights held constant."""
+def experts_loop(experts: torch.nn.Module, x: Tensor, weights: Tensor, chosen: Tensor, expert=_expert) -> Tensor:
+    """Each token's sum over its chosen experts, weighted by the routing weights held constant.
+
+    ``expert(experts, index, token)`` is one expert's MLP on one token (by default the SwiGLU above).
+    """
     rows = []
     for token in range(x.shape[0]):
         out = torch.zeros(x.shape[-1], dtype=x.dtype)
         for slot in range(chosen.shape[1]):
-            out = out + weights[token, slot].detach() * _expert(experts, int(chosen[token, slot]), x[token])
+            out = out + weights[token, slot].detach() * expert(experts, int(chosen[token, slot]), x[token])
         rows.append(out)
     return torch.stack(rows)
 

@@ -1,14 +1,21 @@
-"""The nemotron_h and granitemoehybrid families on tiny float64 hybrids: Mamba-2, attention and MLP layers.
+"""The nemotron_h and granitemoehybrid families on tiny float64 hybrids: Mamba-2, attention, MLP and MoE layers.
 
 Nemotron-H: one Mamba-2 layer, one attention layer (no positional embedding), two squared-ReLU MLP
 layers, each a residual block of its own. Granite 4.0 hybrid: a Mamba-2 layer and an attention
 layer (rotary embeddings), each followed by the shared SwiGLU MLP, with µP multipliers that are
-not one. Configurations without mixture-of-experts layers (not declared yet). The reference
-(``reference_hybrid.py``) is written from the rules' equations with loops and imports no package
-rule code.
+not one. Their mixture-of-experts variants (top-2 of a few experts): Nemotron-H with a ``moe``
+layer in place of the first MLP layer (six squared-ReLU experts in two groups, the best group
+chosen first, a correction bias on the choice, renormalised and scaled weights, a shared expert;
+once more with latent projections around the experts), Granite with four SwiGLU experts beside
+each shared MLP. The reference (``reference_hybrid.py``, with the experts loop of
+``reference_moe.py``) is written from the rules' equations with loops and imports no package rule
+code. transformers' default experts implementation (``grouped_mm``) takes no float64: the models
+use ``eager`` or ``batched_mm``.
 """
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -19,7 +26,7 @@ from transformers.models.granitemoehybrid import modeling_granitemoehybrid
 from transformers.models.nemotron_h import modeling_nemotron_h
 
 from captum_mamba import LayerMambaLRP, MambaLRP, mamba_lrp_rules
-from captum_mamba.rules import GradientRule, MLPRule, SquaredReLUIdentityRule
+from captum_mamba.rules import ExpertsRule, GradientRule, MLPRule, SiLUIdentityRule, SquaredReLUIdentityRule
 from captum_mamba.rules.attention import AttentionRule
 
 from conftest import _gated_rms_norm_without_narrowing, _rms_norm_without_narrowing, _ssd_without_narrowing, randomise
@@ -61,24 +68,63 @@ GRANITE_SIZES = dict(
     num_attention_heads=4,
     num_key_value_heads=2,
 )
+#: Nemotron-H with experts: the first MLP layer a mixture of six experts in two groups (the best group, then its top 2).
+NEMOTRON_H_MOE_SIZES = dict(
+    NEMOTRON_H_SIZES,
+    layers_block_type=["linear_attention", "moe", "full_attention", "mlp"],
+    n_routed_experts=6,
+    num_experts_per_tok=2,
+    n_group=2,
+    topk_group=1,
+    norm_topk_prob=True,
+    routed_scaling_factor=1.5,
+    moe_intermediate_size=12,
+    moe_shared_expert_intermediate_size=10,
+)
+#: Granite with four SwiGLU experts (top 2) beside each shared MLP.
+GRANITE_MOE_SIZES = dict(GRANITE_SIZES, num_local_experts=4, num_experts_per_tok=2, intermediate_size=12)
+_NEMOTRON_H = (NemotronHConfig, NemotronHForCausalLM)
+_GRANITE = (GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM)
 MODELS = {
-    "nemotron_h": (NemotronHConfig, NemotronHForCausalLM, NEMOTRON_H_SIZES, modeling_nemotron_h.NemotronHAttention),
-    "granitemoehybrid": (
-        GraniteMoeHybridConfig,
-        GraniteMoeHybridForCausalLM,
-        GRANITE_SIZES,
-        modeling_granitemoehybrid.GraniteMoeHybridAttention,
+    "nemotron_h": (*_NEMOTRON_H, NEMOTRON_H_SIZES, modeling_nemotron_h.NemotronHAttention),
+    "granitemoehybrid": (*_GRANITE, GRANITE_SIZES, modeling_granitemoehybrid.GraniteMoeHybridAttention),
+    "nemotron_h_moe": (*_NEMOTRON_H, NEMOTRON_H_MOE_SIZES, modeling_nemotron_h.NemotronHAttention),
+    "nemotron_h_moe_latent": (
+        *_NEMOTRON_H,
+        dict(NEMOTRON_H_MOE_SIZES, moe_latent_size=8),  # the experts work in 8 dimensions, between fc1 and fc2
+        modeling_nemotron_h.NemotronHAttention,
     ),
+    "granitemoehybrid_moe": (*_GRANITE, GRANITE_MOE_SIZES, modeling_granitemoehybrid.GraniteMoeHybridAttention),
+}
+MOE = [name for name in MODELS if "_moe" in name]
+EXPERTS = {
+    "nemotron_h": modeling_nemotron_h.NemotronHExperts,
+    "granitemoehybrid": modeling_granitemoehybrid.GraniteMoeHybridExperts,
 }
 
 
-def build(name: str, seed: int = 0, implementation: str = "sdpa") -> torch.nn.Module:
+def build(name: str, seed: int = 0, implementation: str = "sdpa", experts: str = "eager") -> torch.nn.Module:
     config_type, model_type, sizes, _ = MODELS[name]
     torch.manual_seed(seed)
     config = config_type(vocab_size=VOCAB, hidden_size=16, use_cache=False, tie_word_embeddings=False, **sizes)
     config._attn_implementation = implementation
+    config._experts_implementation = experts  # transformers' default (grouped_mm) takes no float64
     # float32 weights (as the mixers keep their SSM parameters) of order one, then float64 arithmetic
-    return randomise(model_type(config), seed).double().eval()
+    model = randomise(model_type(config), seed)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(seed + 100)
+        for parameter in model.parameters():
+            if parameter.dim() == 3:  # the stacked expert weights: scaled by their fan-in (the last dimension)
+                noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
+                parameter.copy_(noise / math.sqrt(parameter.shape[-1]))
+        for buffer_name, buffer in model.named_buffers():
+            if buffer_name.endswith("e_score_correction_bias"):  # Nemotron-H's choice bias (zero at init)
+                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator, dtype=buffer.dtype))
+    return model.double().eval()
+
+
+def family(name: str) -> str:
+    return name.split("_moe")[0]
 
 
 def embeds_of(model: torch.nn.Module, batch: int, length: int, seed: int) -> torch.Tensor:
@@ -110,10 +156,19 @@ def _explainer(name: str, model: torch.nn.Module, mode: str, **kwargs) -> MambaL
 # --- the tests ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-@pytest.mark.parametrize("name", list(MODELS))
-def test_forward_with_rules_equals_the_model_forward(name, implementation, monkeypatch):
-    model = build(name, seed=1, implementation=implementation)
+FORWARD_CASES = [
+    (name, implementation, "eager") for name in MODELS if name not in MOE for implementation in ("eager", "sdpa")
+]
+FORWARD_CASES += [
+    (name, *implementations)
+    for name in MOE
+    for implementations in (("sdpa", "eager"), ("sdpa", "batched_mm"), ("eager", "eager"))
+]
+
+
+@pytest.mark.parametrize(("name", "implementation", "experts"), FORWARD_CASES)
+def test_forward_with_rules_equals_the_model_forward(name, implementation, experts, monkeypatch):
+    model = build(name, seed=1, implementation=implementation, experts=experts)
     embeds = embeds_of(model, 2, 7, seed=1)
     with torch.no_grad():
         narrowed = float64_logits(model, embeds)  # HF as it is: norms and scans in float32
@@ -125,10 +180,13 @@ def test_forward_with_rules_equals_the_model_forward(name, implementation, monke
         expected = reference_logits(model, embeds, "cp")
     torch.testing.assert_close(ruled, narrowed, atol=1e-5, rtol=0)
     # the rules never narrow: they equal HF without its float32 casts (eager attention still takes
-    # its softmax in float32) and the float64 reference
-    torch.testing.assert_close(ruled, original, atol=1e-10 if implementation == "sdpa" else 1e-5, rtol=0)
+    # its softmax in float32; Nemotron-H's eager experts sum their outputs in the float32 of the
+    # routing weights) and the float64 reference
+    hf_narrows = implementation == "eager" or (name.startswith("nemotron_h_moe") and experts == "eager")
+    torch.testing.assert_close(ruled, original, atol=1e-5 if hf_narrows else 1e-10, rtol=0)
     torch.testing.assert_close(ruled[:, -1], expected, atol=1e-10, rtol=0)
-    assert model.config._attn_implementation == implementation  # restored
+    # restored
+    assert (model.config._attn_implementation, model.config._experts_implementation) == (implementation, experts)
 
 
 def test_the_attention_multiplier_is_the_attention_scaling():
@@ -191,6 +249,28 @@ def test_negative_controls(name):
     assert ((plain.sum((1, 2)) - logit).abs() > 0.1 * logit.abs()).any()  # Gradient x Input misses the logit
     without_attention_rule = MambaLRP(model, rules={MODELS[name][3]: GradientRule()}).attribute(embeds, target=1)
     assert (without_attention_rule - expected).abs().max() > 1e-4  # dropping the rule breaks the equality
+    if name in MOE:  # no experts rule (the routing weights not held constant); no half rule in the SwiGLU experts
+        ablations = [GradientRule()] + ([ExpertsRule(gate=None)] if family(name) == "granitemoehybrid" else [])
+        for experts_rule in ablations:
+            rules = {MODELS[name][3]: AttentionRule("attnlrp"), EXPERTS[family(name)]: experts_rule}
+            ablated = MambaLRP(model, rules=rules).attribute(embeds, target=1)
+            assert (ablated - expected).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("name", MOE)
+def test_moe_layers_are_declared(name):
+    """Every module of the MoE models has a rule: the experts the experts rule, the wrappers and routers LRP-0."""
+    model = build(name)
+    plan = MambaLRP(model).rule_plan()
+    assert not plan.unsupported and not plan.fallbacks
+    wrappers = [path for path, module in model.named_modules() if hasattr(module, "experts")]
+    assert len(wrappers) == (1 if family(name) == "nemotron_h" else 2)  # Nemotron-H's moe layer; each Granite layer
+    for path in wrappers:
+        router = "gate" if family(name) == "nemotron_h" else "router"
+        assert isinstance(plan.rules[f"{path}.experts"], ExpertsRule)
+        assert type(plan.rules[path]) is GradientRule and type(plan.rules[f"{path}.{router}"]) is GradientRule
+        activation = SquaredReLUIdentityRule if family(name) == "nemotron_h" else SiLUIdentityRule
+        assert isinstance(plan.rules[f"{path}.experts.act_fn"], activation)  # the experts' activation's own rule
 
 
 def test_the_squared_relu_rule_is_what_conserves_nemotron_h_mlps():
@@ -228,7 +308,10 @@ def test_right_padded_batch_equals_rows_alone(name):
     rules = {MODELS[name][3]: AttentionRule("attnlrp")}
     explainer = LayerMambaLRP(model, model.get_input_embeddings(), rules=rules)
     together = explainer.attribute(ids, target=[1, 2, 3], additional_forward_args=mask).sum(-1)
+    # the models route in float32, and PyTorch's vectorised float32 sigmoid / softmax may round a
+    # token's routing weights one ulp apart in a batch and alone (HF's forward as much as the rules')
+    tolerance = 1e-6 if name in MOE else 1e-10
     for row, length in enumerate(lengths):
         alone = explainer.attribute(ids[row : row + 1, :length], target=row + 1).sum(-1)
-        torch.testing.assert_close(together[row, :length], alone[0], atol=1e-10, rtol=0)
+        torch.testing.assert_close(together[row, :length], alone[0], atol=tolerance, rtol=0)
         assert torch.all(together[row, length:] == 0)

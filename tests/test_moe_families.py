@@ -208,6 +208,35 @@ def test_right_padded_batch_equals_rows_alone(name):
         assert torch.all(together[row, length:] == 0)
 
 
+def test_relevance_split_by_layer_kind_equals_layer_mamba_lrp_per_module():
+    """Jamba's split: Mamba-1 mixers (ssm), the attention, the dense MLP and the experts (moe), one row each."""
+    from captum_mamba import relevance_split
+
+    model = build("jamba", seed=9)
+    embeds = embeds_of(model, 2, 6, seed=9)
+    rules = rules_for("jamba", "cp")
+    rows = relevance_split(MambaLRP(model, rules=rules), embeds, target=3)
+    assert [(row.layer, row.kind) for row in rows] == [
+        (0, "ssm"),
+        (0, "moe"),
+        (1, "attention"),
+        (1, "mlp"),
+        (2, "ssm"),
+        (2, "moe"),
+    ]
+    assert [row.module for row in rows if row.kind == "moe"] == [
+        "model.layers.0.feed_forward.experts",
+        "model.layers.2.feed_forward.experts",
+    ]
+    modules = dict(model.named_modules())
+    for row in rows:
+        alone = LayerMambaLRP(model, modules[row.module], rules=rules).attribute(embeds, target=3)
+        alone = alone[0] if isinstance(alone, tuple) else alone
+        # the experts take the tokens flattened, (batch·length, hidden): their relevances summed per sequence
+        torch.testing.assert_close(row.relevance, alone.reshape(len(embeds), -1).sum(1), atol=1e-10, rtol=0)
+        assert row.relevance.abs().min() > 1e-6  # every kind carries relevance
+
+
 # --- the experts rule on the layouts transformers declares ------------------------------------------
 
 LAYOUTS = {
