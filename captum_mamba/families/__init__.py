@@ -1,24 +1,26 @@
 """Model families, each declared once (see :class:`ModelFamily`).
 
 The rule registry, the canonizer and the shared test suite derive from :data:`FAMILIES`, the
-declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, Vision Mamba; mamba-ssm when
-it imports) and those declared with :func:`register_family`. Importing this package changes no
-global table.
+declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, Vision Mamba,
+Llama, Qwen3, Bamba, Falcon-H1, Zamba, Zamba2; mamba-ssm when it imports) and those declared
+with :func:`register_family`. Importing this package changes no global table.
 """
 
 from __future__ import annotations
 
 from captum_mamba.families.bamba import BAMBA
 from captum_mamba.families.declaration import FamilyRegistry, ModelFamily
+from captum_mamba.families.falcon_h1 import FALCON_H1
 from captum_mamba.families.falcon_mamba import FALCON_MAMBA
 from captum_mamba.families.llama import LLAMA, QWEN3
 from captum_mamba.families.mamba import MAMBA
 from captum_mamba.families.mamba2 import MAMBA2
 from captum_mamba.families.vim import VIM
+from captum_mamba.families.zamba import ZAMBA, ZAMBA2
 
 
 def _builtin() -> tuple[ModelFamily, ...]:
-    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3, BAMBA]
+    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3, BAMBA, FALCON_H1, ZAMBA, ZAMBA2]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
     except (ImportError, OSError):
@@ -44,12 +46,16 @@ def register_family(family: ModelFamily) -> None:
 
 __all__ = [
     "FAMILIES",
+    "BAMBA",
+    "FALCON_H1",
     "FALCON_MAMBA",
     "MAMBA",
     "MAMBA2",
     "VIM",
     "LLAMA",
     "QWEN3",
+    "ZAMBA",
+    "ZAMBA2",
     "FamilyRegistry",
     "ModelFamily",
     "register_family",
