@@ -38,6 +38,7 @@ MODEL_FACING = {
     "test_family_suite",
     "test_forward_equivalence",
     "test_hybrid_families_nh",
+    "test_hybrid_families_fz",
     "test_llm_attribution",
     "test_long_context_options",
     "test_model_restored",
@@ -120,7 +121,8 @@ def token_ids(batch: int = 2, length: int = 11, seed: int = 1) -> torch.Tensor:
 
 def cached_states(output, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A layer's conv and recurrent states, read the way the installed transformers release stores them."""
-    cache = getattr(output, "cache", None) or output.cache_params  # renamed in transformers 5.24
+    # renamed in transformers 5.24; the hybrids (attention and Mamba layers) used past_key_values before
+    cache = getattr(output, "cache", None) or getattr(output, "cache_params", None) or output.past_key_values
     if hasattr(cache, "get_conv_state"):
         return cache.get_conv_state(layer), cache.get_recurrent_state(layer)
     return cache.layers[layer].conv_states[0], cache.layers[layer].recurrent_states[0]  # before 5.2x
@@ -136,7 +138,9 @@ def ids() -> torch.Tensor:
 # tests swap in these cast-free versions of exactly those functions.
 
 
-def _scan_without_narrowing(hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, **_):
+def _scan_without_narrowing(
+    hidden_states, dt, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False, **_
+):
     if delta_bias is not None:
         dt = dt + delta_bias[..., None]
     if delta_softplus:
@@ -148,8 +152,8 @@ def _scan_without_narrowing(hidden_states, dt, A, B, C, D=None, z=None, delta_bi
     for t in range(hidden_states.shape[-1]):
         state = decay[:, :, t] * state + drive[:, :, t]
         outputs.append((state * C[:, None, :, t]).sum(-1))
-    y = torch.stack(outputs, -1) + hidden_states * D[None, :, None]
-    return y * F.silu(z)
+    y = (torch.stack(outputs, -1) + hidden_states * D[None, :, None]) * F.silu(z)
+    return (y, state) if return_last_state else y
 
 
 def _ssd_without_narrowing(

@@ -88,7 +88,9 @@ def _mamba2_mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None, m
     groups, state = mixer.n_groups, mixer.ssm_state_size
     if mask is not None:
         x = x * mask[..., None]
-    projected = _linear(mixer.in_proj, x)
+    projected = _linear(mixer.in_proj, x * getattr(mixer, "ssm_in_multiplier", 1.0))
+    if hasattr(mixer, "mup_vector"):  # Falcon-H1's µP constants on the z, x, B, C, dt parts
+        projected = projected * mixer.mup_vector
     z, xBC, dt = projected[..., :inner], projected[..., inner : inner + mixer.conv_dim], projected[..., -heads:]
     xBC = _causal_conv_silu(mixer.conv1d, xBC, conv_bias, mask)
     xs = xBC[..., :inner].reshape(batch, length, heads, head_dim)
@@ -115,13 +117,25 @@ def _mamba2_mixer(mixer: torch.nn.Module, x: Tensor, conv_bias: Tensor | None, m
     y = torch.stack(ys, 1).reshape(batch, length, inner)
 
     gate = z * torch.sigmoid(z).detach()
+    if not getattr(mixer, "mamba_rms_norm", True):  # Falcon-H1 without its gated norm: y * silu(z)
+        return _linear(mixer.out_proj, _half_product(y, gate))
+    if getattr(mixer.norm, "norm_before_gate", False):  # Falcon-H1's option: rmsnorm(y) * silu(z)
+        return _linear(mixer.out_proj, _half_product(_group_rms_norm(mixer.norm, y), gate))
+    return _linear(mixer.out_proj, _group_rms_norm(mixer.norm, _half_product(y, gate)))
+
+
+def _half_product(y: Tensor, gate: Tensor) -> Tensor:
     product = y * gate
-    gated = 0.5 * product + 0.5 * product.detach()
-    norm_groups = inner // getattr(mixer.norm, "group_size", inner)  # transformers < 5.2x: one group
-    grouped = gated.reshape(batch, length, norm_groups, inner // norm_groups)
-    scale = 1.0 / torch.sqrt((grouped * grouped).mean(-1, keepdim=True) + mixer.norm.variance_epsilon)
-    normed = (grouped * scale.detach()).reshape(batch, length, inner) * mixer.norm.weight
-    return _linear(mixer.out_proj, normed)
+    return 0.5 * product + 0.5 * product.detach()  # Eq. (9): half rule on the multiplicative gate
+
+
+def _group_rms_norm(norm: torch.nn.Module, x: Tensor) -> Tensor:
+    """Mamba-2's norm per group (one group before transformers 5.2x), normaliser held constant."""
+    batch, length, inner = x.shape
+    groups = getattr(norm, "n_groups", None) or inner // getattr(norm, "group_size", inner)
+    grouped = x.reshape(batch, length, groups, inner // groups)
+    scale = 1.0 / torch.sqrt((grouped * grouped).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return (grouped * scale.detach()).reshape(batch, length, inner) * norm.weight
 
 
 def reference_hidden(

@@ -37,8 +37,10 @@ def _attention(attention: torch.nn.Module, x: torch.Tensor, cos, sin, mode: str)
     batch, length, _ = x.shape
     config = attention.config
     heads, kv_heads, dim = config.num_attention_heads, config.num_key_value_heads, attention.head_dim
+    scale = getattr(attention, "scaling", dim**-0.5)  # Zamba: (head_dim / 2) ** -0.5
     q = (x @ attention.q_proj.weight.T).reshape(batch, length, heads, dim)
     k = (x @ attention.k_proj.weight.T).reshape(batch, length, kv_heads, dim)
+    k = k * getattr(attention, "key_multiplier", 1.0)  # Falcon-H1's µP key multiplier: a constant
     v = (x @ attention.v_proj.weight.T).reshape(batch, length, kv_heads, dim)
     if hasattr(attention, "q_norm"):  # Qwen3: RMSNorm per head on q and k
         q, k = _rms(attention.q_norm, q), _rms(attention.k_norm, k)
@@ -47,14 +49,15 @@ def _attention(attention: torch.nn.Module, x: torch.Tensor, cos, sin, mode: str)
         head_outputs = []
         for h in range(heads):
             g = h // (heads // kv_heads)  # grouped-query: query head h reads key/value head g
-            qh = _rotate(q[b, :, h], cos[b], sin[b])
-            kh = _rotate(k[b, :, g], cos[b], sin[b])
+            qh, kh = q[b, :, h], k[b, :, g]
+            if cos is not None:  # rotary embeddings (Zamba has none)
+                qh, kh = _rotate(qh, cos[b], sin[b]), _rotate(kh, cos[b], sin[b])
             outputs = []
             for t in range(length):
                 scores = []
                 for s in range(t + 1):  # causal
                     product = _half(qh[t], kh[s]) if mode == "attnlrp" else qh[t] * kh[s]
-                    scores.append(product.sum() * dim**-0.5)
+                    scores.append(product.sum() * scale)
                 weights = torch.softmax(torch.stack(scores), dim=0)
                 out = torch.zeros(dim, dtype=x.dtype)
                 for s in range(t + 1):

@@ -2,14 +2,16 @@
 
 The rule registry, the canonizer and the shared test suite derive from :data:`FAMILIES`, the
 declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, Vision Mamba, Llama,
-Qwen3, Bamba, Jamba, Qwen3-MoE; mamba-ssm when it imports) and those declared with
-:func:`register_family`. Importing this package changes no global table.
+Qwen3, Bamba, Nemotron-H, Granite 4.0 hybrid, Jamba, Qwen3-MoE, Falcon-H1, Zamba, Zamba2; mamba-ssm
+when it imports) and those declared with :func:`register_family`. Importing this package changes no
+global table.
 """
 
 from __future__ import annotations
 
 from captum_mamba.families.bamba import BAMBA
 from captum_mamba.families.declaration import FamilyRegistry, ModelFamily
+from captum_mamba.families.falcon_h1 import FALCON_H1
 from captum_mamba.families.falcon_mamba import FALCON_MAMBA
 from captum_mamba.families.granitemoehybrid import GRANITEMOEHYBRID
 from captum_mamba.families.jamba import JAMBA
@@ -19,10 +21,26 @@ from captum_mamba.families.mamba2 import MAMBA2
 from captum_mamba.families.nemotron_h import NEMOTRON_H
 from captum_mamba.families.qwen3_moe import QWEN3_MOE
 from captum_mamba.families.vim import VIM
+from captum_mamba.families.zamba import ZAMBA, ZAMBA2
 
 
 def _builtin() -> tuple[ModelFamily, ...]:
-    families = [MAMBA, MAMBA2, FALCON_MAMBA, VIM, LLAMA, QWEN3, BAMBA, NEMOTRON_H, GRANITEMOEHYBRID, JAMBA, QWEN3_MOE]
+    families = [
+        MAMBA,
+        MAMBA2,
+        FALCON_MAMBA,
+        VIM,
+        LLAMA,
+        QWEN3,
+        BAMBA,
+        NEMOTRON_H,
+        GRANITEMOEHYBRID,
+        JAMBA,
+        QWEN3_MOE,
+        FALCON_H1,
+        ZAMBA,
+        ZAMBA2,
+    ]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
     except (ImportError, OSError):
@@ -47,18 +65,21 @@ def register_family(family: ModelFamily) -> None:
 
 
 __all__ = [
-    "FAMILIES",
+    "BAMBA",
+    "FALCON_H1",
     "FALCON_MAMBA",
+    "FAMILIES",
     "GRANITEMOEHYBRID",
+    "JAMBA",
+    "LLAMA",
     "MAMBA",
     "MAMBA2",
     "NEMOTRON_H",
-    "VIM",
-    "LLAMA",
     "QWEN3",
-    "BAMBA",
-    "JAMBA",
     "QWEN3_MOE",
+    "VIM",
+    "ZAMBA",
+    "ZAMBA2",
     "FamilyRegistry",
     "ModelFamily",
     "register_family",

@@ -259,6 +259,14 @@ class Mamba2Layout(MixerLayout):
         norm = getattr(mixer, "norm", None)
         return norm if isinstance(norm, nn.Module) and getattr(mixer, "rmsnorm", True) else None
 
+    def project(self, mixer: nn.Module, hidden: Tensor) -> Tensor:
+        r"""
+        ``in_proj``'s output ``(batch, length, 2 * mlp + 2 * ssm + 2 * groups * state + heads)``
+        for the (padding-masked) input; implementations that scale the input or the projection
+        by constants override it (a linear map: relevance passes as it is).
+        """
+        return mixer.in_proj(hidden)
+
     def mix(self, mixer: nn.Module, ops: MixerOps, call: MixerCall) -> Tensor:
         self.check(mixer)
         hidden, mask, cache = call.hidden_states, call.attention_mask, call.cache
@@ -267,7 +275,7 @@ class Mamba2Layout(MixerLayout):
         sizes = self.sizes(mixer)
         check_prefill(cache, self.layer_index(mixer))
         check_padding(mask, mixer.in_proj)
-        projected = mixer.in_proj(mask_padding(hidden, mask))
+        projected = self.project(mixer, mask_padding(hidden, mask))
         state_width = sizes.groups * sizes.state
         z0, x0, gate, xBC, dt = projected.split(
             [sizes.mlp, sizes.mlp, sizes.ssm, sizes.ssm + 2 * state_width, sizes.heads], dim=-1

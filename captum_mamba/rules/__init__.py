@@ -9,6 +9,7 @@ from captum_mamba.rules.block import BlockRule, OwnForwardRule
 from captum_mamba.rules.bounded import BoundedInputRule
 from captum_mamba.rules.gamma import SignedGammaRule
 from captum_mamba.rules.gate import GateHalfRule
+from captum_mamba.rules.gelu import GELUIdentityRule
 from captum_mamba.rules.linear import GradientRule, rule_forward
 from captum_mamba.rules.mixer import MixerRule
 from captum_mamba.rules.mlp import GatedMLPRule, MLPRule
@@ -29,6 +30,7 @@ __all__ = [
     "ExpertsRule",
     "GammaRule",
     "GateHalfRule",
+    "GELUIdentityRule",
     "GatedRMSNormRule",
     "GradientRule",
     "IdentityRule",

@@ -2,12 +2,16 @@ r"""MLP rules: gated MLPs (SwiGLU) ``down(act(gate(x)) * up(x))`` and plain MLPs
 
 The activation module runs under its own rule, an identity rule that passes relevance element-wise
 (SiLU: ``x·[σ(x)]const``, MambaLRP Eq. 4; squared ReLU: ``x·[relu(x)]const``, see
-:mod:`captum_mamba.rules.activation`; the identity rule for activations, as AttnLRP prescribes),
-the product of a gated MLP's two branches gets the uniform (half) rule (as Mamba's gate, Eq. 9),
-the projections are linear (LRP-0).
+:mod:`captum_mamba.rules.activation`; GELU: ``x·[Φ(x)]const``; the identity rule for activations,
+as AttnLRP prescribes), the product of a gated MLP's two branches gets the uniform (half) rule (as
+Mamba's gate, Eq. 9), the projections are linear (LRP-0). Constant multipliers (Falcon-H1's µP
+``gate_multiplier`` and ``down_multiplier``) scale a branch or the output: linear maps, so
+relevance passes them as it is (LRP-0).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -18,7 +22,8 @@ from captum_mamba.rules.gate import GateHalfRule
 class GatedMLPRule(MambaLRPRule):
     r"""
     A gated MLP module whose sub-modules are named by the arguments (Hugging Face Llama / Qwen
-    names by default).
+    names by default). MLPs that form their branches differently (a fused ``gate_up_proj``,
+    adapters) override :meth:`branches`.
 
     Args:
         gate (GateHalfRule, optional): rule of the branch product; ``None`` for the plain
@@ -27,6 +32,11 @@ class GatedMLPRule(MambaLRPRule):
         up_proj (str, optional): the value branch's projection. Default: "up_proj"
         down_proj (str, optional): the output projection. Default: "down_proj"
         act (str, optional): the activation module on the gate branch. Default: "act_fn"
+        gate_multiplier (str, optional): the module's attribute holding a constant that scales
+                    the gate pre-activation (``act(gate(x) * m)``); ``None``: no multiplier.
+                    Default: None
+        down_multiplier (str, optional): the module's attribute holding a constant that scales
+                    the output (``down(...) * m``); ``None``: no multiplier. Default: None
         gate_up_proj (str, optional): one projection whose output holds both branches, the gate
                     branch's half first (IBM Granite's ``input_linear``); replaces ``gate_proj``
                     and ``up_proj``. Default: None
@@ -42,24 +52,44 @@ class GatedMLPRule(MambaLRPRule):
         up_proj: str = "up_proj",
         down_proj: str = "down_proj",
         act: str = "act_fn",
+        gate_multiplier: str | None = None,
+        down_multiplier: str | None = None,
         gate_up_proj: str | None = None,
     ) -> None:
         self.gate_rule = gate
         self.names = (gate_proj, up_proj, down_proj, act)
+        self.multipliers = (gate_multiplier, down_multiplier)
         self.gate_up_proj = gate_up_proj
 
-    def module_forward(self, mlp: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
-        gate_proj, up_proj, down_proj, act = self.names
-        if self.gate_up_proj is None:
-            gate, values = getattr(mlp, gate_proj)(x), getattr(mlp, up_proj)(x)
-        else:  # one linear map, split in two: still linear in x for each branch
+    def branches(self, mlp: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        r"""
+        The gate branch before its activation (and multiplier) and the value branch.
+
+        Args:
+            mlp (nn.Module): the MLP module.
+            x (Tensor): its input; ``args`` and ``kwargs`` are the rest of its call.
+
+        Returns:
+            *tuple* ``(gate pre-activation, values)``.
+        """
+        if self.gate_up_proj is not None:  # one linear map, split in two: still linear in x for each branch
             gate, values = getattr(mlp, self.gate_up_proj)(x).chunk(2, dim=-1)
-        activated = getattr(mlp, act)(gate)  # the activation module's own rule applies
+            return gate, values
+        return getattr(mlp, self.names[0])(x), getattr(mlp, self.names[1])(x)
+
+    def module_forward(self, mlp: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
+        down_proj, act = (getattr(mlp, name) for name in self.names[2:])
+        gate_multiplier, down_multiplier = (None if name is None else getattr(mlp, name) for name in self.multipliers)
+        gate, values = self.branches(mlp, x, *args, **kwargs)
+        if gate_multiplier is not None:
+            gate = gate * gate_multiplier  # a constant: LRP-0
+        activated = act(gate)  # the activation module's own rule applies
         product = activated * values if self.gate_rule is None else self.gate_rule.apply(activated, values)
-        return getattr(mlp, down_proj)(product)
+        out = down_proj(product)
+        return out if down_multiplier is None else out * down_multiplier
 
     def __repr__(self) -> str:
-        return f"GatedMLPRule({'half rule' if self.gate_rule is not None else 'plain product'})"
+        return f"{type(self).__name__}({'half rule' if self.gate_rule is not None else 'plain product'})"
 
 
 class MLPRule(MambaLRPRule):

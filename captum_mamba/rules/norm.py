@@ -60,7 +60,11 @@ class RMSNormRule(MambaLRPRule):
 class GatedRMSNormRule(MambaLRPRule):
     r"""
     Mamba2's gated norm ``rmsnorm(y * silu(z))`` (per group): the gate product gets the gate
-    rule, ``silu(z)`` the SiLU rule and the normaliser is held constant.
+    rule, ``silu(z)`` the SiLU rule and the normaliser is held constant. Norms that gate after
+    normalising (``norm_before_gate``, FalconH1's option: ``rmsnorm(y) * w * silu(z)``) get the
+    same three rules in that order.
+
+    The groups are read from the module's ``group_size`` or ``n_groups`` (one group if neither).
 
     Args:
         gate (GateHalfRule, optional): rule for ``y * silu(z)``; ``None``: plain product.
@@ -82,7 +86,13 @@ class GatedRMSNormRule(MambaLRPRule):
         self.norm = norm
 
     def apply(
-        self, y: Tensor, z: Tensor | None, weight: Tensor | None, eps: float, group_size: int | None = None
+        self,
+        y: Tensor,
+        z: Tensor | None,
+        weight: Tensor | None,
+        eps: float,
+        group_size: int | None = None,
+        norm_before_gate: bool = False,
     ) -> Tensor:
         r"""
         Args:
@@ -91,26 +101,41 @@ class GatedRMSNormRule(MambaLRPRule):
             weight (Tensor, optional): element-wise scale.
             eps (float): added to the mean square.
             group_size (int, optional): features per normalised group.
+            norm_before_gate (bool, optional): gate the normalised, scaled ``y``
+                        (``rmsnorm(y) * w * silu(z)``) instead of normalising the gated one.
+                        Default: False
 
         Returns:
             *Tensor* equal to the gated norm, in ``y``'s dtype.
         """
         wide = y.to(_compute_dtype(y))
+        rms_norm = plain_rms_norm if self.norm is None else self.norm.apply
+        activated = None
         if z is not None:
             z = z.to(wide.dtype)
             activated = F.silu(z) if self.silu is None else self.silu.apply(z)
+        if norm_before_gate:
+            normed = rms_norm(wide, weight, eps, group_size)  # scaled in the wide dtype, as FalconH1 does
+            if activated is not None:
+                normed = normed * activated if self.gate is None else self.gate.apply(normed, activated)
+            return normed.to(y.dtype)
+        if activated is not None:
             wide = wide * activated if self.gate is None else self.gate.apply(wide, activated)
-        rms_norm = plain_rms_norm if self.norm is None else self.norm.apply
         normed = rms_norm(wide, None, eps, group_size).to(y.dtype)
         return normed if weight is None else weight * normed
 
     def module_forward(self, module: nn.Module, hidden_states: Tensor, gate: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        group_size = getattr(module, "group_size", None)
+        groups = getattr(module, "n_groups", None)
+        if group_size is None and groups:
+            group_size = hidden_states.shape[-1] // groups
         return self.apply(
             hidden_states,
             gate,
             getattr(module, "weight", None),
             _epsilon_of(module),
-            getattr(module, "group_size", None),
+            group_size,
+            bool(getattr(module, "norm_before_gate", False)),
         )
 
 
