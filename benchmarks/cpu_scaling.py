@@ -59,11 +59,28 @@ MODEL_CONFIG: dict[str, int] = {
     "num_hidden_layers": 4,
     "expand": 2,
 }
-# Per family: the causal-LM class and the config fields beyond MODEL_CONFIG (Mamba2: 8 heads of 32).
-FAMILIES: dict[str, tuple[str, str, dict[str, int]]] = {
+# Per family: the causal-LM class and the config fields beyond MODEL_CONFIG (Mamba2: 8 heads of 32;
+# Bamba, a hybrid: Mamba-2 layers with 8 heads of 32 and one attention layer of 4 heads, SwiGLU MLPs).
+FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "mamba": ("MambaConfig", "MambaForCausalLM", {}),
     "mamba2": ("Mamba2Config", "Mamba2ForCausalLM", {"num_heads": 8, "head_dim": 32, "n_groups": 1, "chunk_size": 64}),
     "falcon_mamba": ("FalconMambaConfig", "FalconMambaForCausalLM", {}),
+    "bamba": (
+        "BambaConfig",
+        "BambaForCausalLM",
+        {
+            "intermediate_size": 256,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "attn_layer_indices": [1],
+            "mamba_n_heads": 8,
+            "mamba_d_head": 32,
+            "mamba_n_groups": 1,
+            "mamba_d_state": 16,
+            "mamba_chunk_size": 64,
+            "use_cache": False,
+        },
+    ),
 }
 SEED = 0
 IG_STEPS = 50
