@@ -233,6 +233,15 @@ def test_evaluate_faithfulness_on_the_hybrid(tmp_path, capsys):
     assert "error: attention_rollout: hidden-attention rollout covers only" in err and "Traceback" not in err
 
 
+def test_conservation_on_the_hybrid_adds_cp_lrp_which_conserves(tmp_path):
+    assert main(["evaluate", "conservation", "--model", "hybrid", "--limit", "3", "--out", str(tmp_path)]) == 0
+    points = json.loads((tmp_path / "conservation_hybrid.json").read_text())
+    assert [key for key in points if key != "provenance"] == ["mamba_lrp", "mamba_lrp_cp", "input_x_gradient"]
+    assert all(abs(total - logit) < 1e-6 for logit, total in points["mamba_lrp_cp"])  # float64, bias-free
+    assert max(abs(total - logit) for logit, total in points["mamba_lrp"]) > 1e-3
+    assert (tmp_path / "conservation_hybrid.png").is_file()
+
+
 def test_default_method_lists_leave_out_and_report_what_does_not_apply(hybrid, capsys):
     from captum_mamba.cli.errors import UsageError
     from captum_mamba.cli.evaluate import _applicable, _note

@@ -18,7 +18,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from captum_mamba.evaluation.flipping import FlippingResult, flipping_curves, replacement_vector  # noqa: E402
-from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, check_methods, token_attributions  # noqa: E402
+from captum_mamba.evaluation.methods import (  # noqa: E402
+    METHODS,
+    ExplainedLogits,
+    attention_rules,
+    check_methods,
+    token_attributions,
+)
 from captum_mamba.evaluation.provenance import check_destination, with_provenance  # noqa: E402
 
 DEFAULT_EVALUATION_METHODS: tuple[str, ...] = (
@@ -266,8 +272,10 @@ def _padded(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def conservation_points(
     model: nn.Module, input_ids: list[torch.Tensor], batch_size: int = 64
 ) -> dict[str, list[list[float]]]:
-    """``{method: [[logit, sum of relevances], ...]}`` for MambaLRP and Gradient x Input (predicted class)."""
-    points: dict[str, list[list[float]]] = {"mamba_lrp": [], "input_x_gradient": []}
+    """``{method: [[logit, sum of relevances], ...]}`` for MambaLRP and Gradient x Input (predicted class),
+    and MambaLRP with CP-LRP for attention (``mamba_lrp_cp``) on models with attention layers."""
+    methods = ["mamba_lrp", "mamba_lrp_cp", "input_x_gradient"] if attention_rules(model) else None
+    points: dict[str, list[list[float]]] = {m: [] for m in methods or ["mamba_lrp", "input_x_gradient"]}
     forward = ExplainedLogits(model)
     for batch in _batches([len(ids) for ids in input_ids], batch_size):
         ids, mask = _padded([input_ids[i] for i in batch])
