@@ -22,6 +22,7 @@ __all__ = [
     "ExplainedLogits",
     "ModelFamily",
     "register_family",
+    "BambaForSequenceClassification",
     "FalconMambaForSequenceClassification",
     "Mamba2ForSequenceClassification",
     "TokenTargets",
@@ -53,6 +54,7 @@ _SOURCES: dict[str, str] = {
     "ExplainedLogits": "captum_mamba.explained_logits",
     "ModelFamily": "captum_mamba.families",
     "register_family": "captum_mamba.families",
+    "BambaForSequenceClassification": "captum_mamba.heads",
     "FalconMambaForSequenceClassification": "captum_mamba.heads",
     "Mamba2ForSequenceClassification": "captum_mamba.heads",
     "TokenTargets": "captum_mamba.targets",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:  # the same names, statically, for type checkers and the API d
     from captum_mamba.explained_logits import ExplainedLogits
     from captum_mamba.families import FAMILIES, ModelFamily, register_family
     from captum_mamba.heads import (
+        BambaForSequenceClassification,
         FalconMambaForSequenceClassification,
         Mamba2ForSequenceClassification,
         MambaForSequenceClassification,
@@ -128,11 +131,20 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """The package module: binding an imported submodule but the command line to it runs the check."""
+    """The package module: binding an imported submodule but the command line to it runs the check.
+
+    A submodule named after the public object it defines (``captum_mamba.relevance_split``, home of
+    the function ``relevance_split``) does not replace that object when it is imported: the
+    package's ``relevance_split`` stays the function.
+    """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if isinstance(value, types.ModuleType) and name not in _LIGHT_SUBMODULES and name != "compat":
+        is_module = isinstance(value, types.ModuleType)
+        if is_module and _SOURCES.get(name) == value.__name__ and hasattr(value, name):
+            super().__setattr__(name, getattr(value, name))
+        else:
+            super().__setattr__(name, value)
+        if is_module and name not in _LIGHT_SUBMODULES and name != "compat":
             _check()
 
 

@@ -1,4 +1,5 @@
-"""Sequence-classification heads for Mamba backbones (transformers ships none for Mamba, Mamba2, FalconMamba)."""
+"""Sequence-classification heads for Mamba and hybrid backbones (transformers ships none for Mamba, Mamba2,
+FalconMamba, Bamba)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,18 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import FalconMambaConfig, FalconMambaModel, Mamba2Config, Mamba2Model, MambaConfig, MambaModel
+from transformers import (
+    BambaConfig,
+    BambaModel,
+    FalconMambaConfig,
+    FalconMambaModel,
+    Mamba2Config,
+    Mamba2Model,
+    MambaConfig,
+    MambaModel,
+)
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.bamba.modeling_bamba import BambaPreTrainedModel
 from transformers.models.falcon_mamba.modeling_falcon_mamba import FalconMambaPreTrainedModel
 from transformers.models.mamba.modeling_mamba import MambaPreTrainedModel
 from transformers.models.mamba2.modeling_mamba2 import Mamba2PreTrainedModel
@@ -62,7 +73,7 @@ class TokenPooling(nn.Module):
 
 class SequenceClassifier:
     r"""
-    A Mamba backbone, pooling over tokens, and a linear classifier (shared by the families).
+    A Mamba (or hybrid) backbone, pooling over tokens, and a linear classifier (shared by the families).
 
     Configured through the family's config with two extra fields: ``pooling`` (``"mean"`` or
     ``"last"``, default ``"mean"``) and ``classifier_bias`` (default ``True``); ``num_labels``
@@ -81,10 +92,12 @@ class SequenceClassifier:
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=getattr(config, "classifier_bias", True))
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return self.backbone.embeddings
+        """The backbone's token embedding (``embeddings`` of Mamba backbones, ``embed_tokens`` of Bamba)."""
+        return self.backbone.get_input_embeddings()
 
     def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
-        self.backbone.embeddings = new_embeddings
+        """Replace the backbone's token embedding."""
+        self.backbone.set_input_embeddings(new_embeddings)
 
     def forward(
         self,
@@ -139,5 +152,24 @@ class FalconMambaForSequenceClassification(SequenceClassifier, FalconMambaPreTra
 
     def __init__(self, config: FalconMambaConfig) -> None:
         FalconMambaPreTrainedModel.__init__(self, config)
+        self._build(config)
+        self.post_init()
+
+
+class BambaForSequenceClassification(SequenceClassifier, BambaPreTrainedModel):
+    r"""
+    A Bamba backbone (Mamba-2 mixers, attention layers at ``config.attn_layer_indices``, gated
+    MLPs in every layer), pooling over tokens, and a linear classifier.
+
+    Configured through a ``BambaConfig`` with two extra fields: ``pooling`` (``"mean"`` or
+    ``"last"``, default ``"mean"``) and ``classifier_bias`` (default ``True``); ``num_labels``
+    sets the number of classes. Saved and loaded with ``save_pretrained`` /
+    ``from_pretrained`` like any Hugging Face model.
+    """
+
+    backbone_class = BambaModel
+
+    def __init__(self, config: BambaConfig) -> None:
+        BambaPreTrainedModel.__init__(self, config)
         self._build(config)
         self.post_init()

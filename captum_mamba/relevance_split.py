@@ -154,3 +154,33 @@ def relevance_split(
         found = re.search(r"\d+", name)
         rows.append(SplitRow(name, kinds[name], int(found.group()) if found else None, per_module[name]))
     return rows
+
+
+def model_layer_kinds(explainer: MambaLRPBase) -> list[str]:
+    r"""
+    The layer kinds of the explainer's model, in the order of their modules.
+
+    Args:
+        explainer (MambaLRP): the explainer (its rule plan decides each module's kind).
+
+    Returns:
+        *list[str]*, e.g. ``["ssm", "mlp", "attention"]`` for a Bamba model, ``["ssm"]`` for Mamba.
+    """
+    kinds = (layer_kind(rule) for rule in explainer.rule_plan().rules.values())
+    return list(dict.fromkeys(kind for kind in kinds if kind is not None))
+
+
+def kind_totals(rows: list[SplitRow]) -> dict[str, Tensor]:
+    r"""
+    The relevance of each layer kind: the sum of its modules' rows.
+
+    Args:
+        rows (list[SplitRow]): from :func:`relevance_split`.
+
+    Returns:
+        *dict* ``{kind: (batch,) Tensor}``, in the order of the kinds' first rows.
+    """
+    totals: dict[str, Tensor] = {}
+    for row in rows:
+        totals[row.kind] = totals[row.kind] + row.relevance if row.kind in totals else row.relevance
+    return totals

@@ -58,8 +58,8 @@ def test_convergence_delta_is_the_biases_share(monkeypatch):
     )
     assert abs(share) > 1e-3 and result.convergence_delta == pytest.approx(-share, abs=1e-9)
 
-    def bias_free(dtype: torch.dtype = torch.float32):
-        model, tokenizer = load_default_classifier(dtype)
+    def bias_free(dtype: torch.dtype = torch.float32, variant: str = "default"):
+        model, tokenizer = load_default_classifier(dtype, variant=variant)
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if name.endswith("bias") and "dt_proj" not in name:  # dt's bias sits on the held-constant path

@@ -124,3 +124,28 @@ def test_static_report_renders_offline(driver, examples, tmp_path):
     )
     assert seconds < 2.0, f"re-rendering a {len(examples[3]['tokens'])}-token example took {seconds:.2f} s"
     assert console_errors(driver) == []
+
+
+def test_hybrid_report_shows_the_relevance_split_by_layer_kind(driver, examples, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    hybrid = TextModel.default(max_tokens=2048, variant="hybrid")
+    explained = [compare_text(hybrid, text, ["mamba_lrp", "mamba_lrp_cp"]) for text in SAMPLE_SENTENCES[:2]]
+    page = write_report(
+        tmp_path / "hybrid.html", explained + examples[:1], ["mamba_lrp", "mamba_lrp_cp"], hybrid.name, 2048
+    )
+    driver.get(page.as_uri())
+    _wait_ready(driver)
+    section = driver.find_element(By.ID, "split-section")
+    assert section.is_displayed()
+    kinds = driver.execute_script(
+        "return [...document.querySelectorAll('#split tr.split-row')].map(r => r.dataset.kind);"
+    )
+    assert kinds == ["ssm", "mlp", "attention", "mlp", "ssm", "mlp"]
+    headers = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#split thead th")]
+    assert "MambaLRP" in headers and "MambaLRP + CP-LRP" in headers
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#split tr.kind-total")) == 4  # ssm, mlp, attention, logit
+    save_screenshot(driver, "compare_view_hybrid.png")
+    _select_example(driver, 2)  # an example of the Mamba model: one layer kind, no table
+    assert not section.is_displayed()
+    assert console_errors(driver) == []

@@ -12,6 +12,7 @@ from captum_mamba.evaluation.provenance import (
     ALLOW_DIRTY_ENV,
     UntraceableResultError,
     check_destination,
+    check_model_destination,
     git_state,
     is_results_path,
     provenance,
@@ -85,6 +86,19 @@ def test_dirty_tree_is_refused_for_results_only(repo: Path, monkeypatch: pytest.
     with pytest.warns(UserWarning, match="NOT a traceable result"):
         record = check_destination(target, repo=repo)
     assert record["dirty"] is True and record["changed_paths"] == [" M code.py"]
+
+
+def test_training_into_a_shipped_model_folder_needs_a_clean_tree(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ALLOW_DIRTY_ENV, raising=False)
+    shipped = repo / "package" / "assets"
+    assert check_model_destination(shipped, [shipped], repo=repo)["dirty"] is False
+    (repo / "code.py").write_text("x = 4\n")
+    with pytest.raises(UntraceableResultError, match="refusing to train into the shipped folder"):
+        check_model_destination(shipped, [repo / "other", shipped], repo=repo)
+    assert check_model_destination(repo / "scratch", [shipped], repo=repo)["dirty"] is True  # elsewhere: recorded
+    monkeypatch.setenv(ALLOW_DIRTY_ENV, "1")
+    with pytest.warns(UserWarning, match="writing anyway"):
+        assert check_model_destination(shipped, [shipped], repo=repo)["dirty"] is True
 
 
 def test_no_checkout_is_refused_for_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

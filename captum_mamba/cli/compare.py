@@ -25,12 +25,15 @@ def _examples(args: argparse.Namespace) -> tuple[list[str], list[str | None]]:
     return list(SAMPLE_SENTENCES), [None if label is None else LABELS[label] for label in SAMPLE_LABELS]
 
 
-def _methods(names: list[str] | None) -> list[str]:
+def _methods(names: list[str] | None, model: str = "default") -> list[str]:
     from captum_mamba.compare import DEFAULT_COMPARE_METHODS
     from captum_mamba.evaluation.methods import METHODS
 
     if names is None:
-        return list(DEFAULT_COMPARE_METHODS)
+        methods = list(DEFAULT_COMPARE_METHODS)
+        if model == "hybrid":  # the hybrid's attention layers: AttnLRP (mamba_lrp) next to CP-LRP
+            methods.insert(methods.index("mamba_lrp") + 1, "mamba_lrp_cp")
+        return methods
     # --methods takes every word after it, so texts typed after it land here: say so
     hint = (
         "; --methods takes every word after it: put the texts before --methods, or after -- "
@@ -60,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.html:
         output_file(args.html, "--html")
     try:
-        methods = _methods(args.methods)
+        methods = _methods(args.methods, args.model)
         texts, labels = _examples(args)
-        text_model = TextModel.default(max_tokens=args.max_tokens)
+        text_model = TextModel.default(max_tokens=args.max_tokens, variant=args.model)
         examples = []
         for text, label in zip(texts, labels):
             examples.append(compare_text(text_model, text, methods, label=label))
@@ -96,7 +99,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """
     compare = subparsers.add_parser(
         "compare",
-        help="compare attribution methods side by side on the default model (web app on 127.0.0.1 or HTML report)",
+        help="compare attribution methods side by side on the default (or hybrid) model (web app on 127.0.0.1 or "
+        "HTML report)",
     )
     compare.add_argument("texts", nargs="*", help="texts to explain (default: the built-in sample sentences)")
     compare.add_argument(
@@ -112,6 +116,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="method names of captum_mamba.evaluation.METHODS, or 'all' (default: MambaLRP, Integrated Gradients, "
         "SmoothGrad, Gradient x Input, Saliency, naive LRP); takes every word after it, so put texts before it",
+    )
+    compare.add_argument(
+        "--model",
+        choices=("default", "hybrid"),
+        default="default",
+        help="the shipped classifier: default (Mamba) or hybrid (Bamba: Mamba-2 + attention; adds MambaLRP + "
+        "CP-LRP to the default methods and a table of the relevance by layer and layer kind) (default: default)",
     )
     compare.add_argument("--html", metavar="PATH", help="write a self-contained HTML report instead of serving")
     compare.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")

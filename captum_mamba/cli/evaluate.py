@@ -1,5 +1,11 @@
-"""``captum-mamba evaluate``: faithfulness, conservation and bias on the default model's held-out set,
-and the image evaluation of the shipped Vision Mamba models (``evaluate images``)."""
+"""``captum-mamba evaluate``: faithfulness, conservation and bias on the default model's held-out set
+(``--model hybrid``: the shipped hybrid's), and the image evaluation of the shipped Vision Mamba models
+(``evaluate images``).
+
+Methods that cannot explain the chosen model (the rollouts over Mamba-1's hidden attention on the
+hybrid) are refused with a usage error when asked for by name; in the default method list they are
+left out, and the report names them with the reason (``"not_applicable"`` in the JSON, a note under
+the Markdown table)."""
 
 from __future__ import annotations
 
@@ -23,7 +29,13 @@ def _check_methods(names: list[str]) -> None:
         raise error
 
 
-def _held_out(limit: int | None) -> tuple[list[str], list[torch.Tensor], object, object]:
+MODEL_CHOICES: tuple[str, ...] = ("default", "hybrid")
+"""The shipped text classifiers ``--model`` chooses from (the variants of ``load_default_classifier``)."""
+
+DATASET = "Rotten Tomatoes held-out split (seed 0)"
+
+
+def _held_out(limit: int | None, variant: str = "default") -> tuple[list[str], list[torch.Tensor], object, object]:
     import torch
 
     from captum_mamba.default import load_default_classifier
@@ -31,9 +43,48 @@ def _held_out(limit: int | None) -> tuple[list[str], list[torch.Tensor], object,
 
     _, test = split_rotten_tomatoes(seed=0, test_fraction=0.1)
     texts = [text for text, _ in test][: limit or None]
-    model, tokenizer = load_default_classifier()
+    model, tokenizer = load_default_classifier(variant=variant)
     ids = [torch.tensor(e.ids[:128] or [1]) for e in tokenizer.encode_batch(texts)]
     return texts, ids, model, tokenizer
+
+
+def _applicable(methods: list[str], model: object, chosen: bool) -> tuple[list[str], dict[str, str]]:
+    r"""
+    The methods to run on ``model`` and those left out with the reason.
+
+    A method that cannot explain the model is a usage error when the user named it (``chosen``);
+    from the default list it is left out and reported.
+    """
+    from captum_mamba.evaluation.methods import get_method
+
+    reasons = {name: reason for name in methods if (reason := get_method(name).why_unsupported(model))}
+    if reasons and chosen:
+        listing = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+        raise UsageError(f"{listing}. Leave these out of --methods")
+    for name, reason in reasons.items():
+        print(f"not running {name} (not applicable): {reason}", file=sys.stderr, flush=True)
+    return [name for name in methods if name not in reasons], reasons
+
+
+def _stem(kind: str, args: argparse.Namespace) -> str:
+    """The output files' stem: ``faithfulness_default``, ``faithfulness_hybrid``, ..."""
+    return f"{kind}_{args.model}"
+
+
+def _model_name(variant: str) -> str:
+    from captum_mamba.default import VARIANT_NAMES
+
+    return VARIANT_NAMES[variant]
+
+
+def _note(report: dict) -> str:
+    """Markdown lines naming the methods left out as not applicable (empty when none)."""
+    skipped = report.get("not_applicable") or {}
+    if not skipped:
+        return ""
+    lines = ["", "Not applicable to this model (not run):"]
+    lines += [f"- `{name}`: {reason}" for name, reason in skipped.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _faithfulness(args: argparse.Namespace) -> int:
@@ -49,14 +100,21 @@ def _faithfulness(args: argparse.Namespace) -> int:
     methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
     _check_methods(methods)
     out = output_folder(args.out)
-    _, ids, model, _ = _held_out(args.limit)
+    stem = _stem("faithfulness", args)
+    _refuse_untraceable(out / f"{stem}.json")
+    _, ids, model, _ = _held_out(args.limit, args.model)
+    methods, skipped = _applicable(methods, model, args.methods is not None)
     vocabulary = model.get_input_embeddings().num_embeddings
     for option, value in (("--replacement", args.replacement), ("--insertion-replacement", args.insertion_replacement)):
         if value is not None and value.isdigit() and int(value) >= vocabulary:
             raise UsageError(
                 f"{option} {value} is not a token id of the model (0 to {vocabulary - 1}); give a smaller id"
             )
-    print(f"faithfulness of {len(methods)} methods on {len(ids)} held-out sentences", file=sys.stderr, flush=True)
+    print(
+        f"faithfulness of {len(methods)} methods on {len(ids)} held-out sentences ({args.model} model)",
+        file=sys.stderr,
+        flush=True,
+    )
     results, seconds = evaluate_faithfulness(
         model,
         ids,
@@ -67,28 +125,40 @@ def _faithfulness(args: argparse.Namespace) -> int:
         progress=True,
     )
     command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
-    report = faithfulness_table(results, seconds, command, "Rotten Tomatoes held-out split (seed 0)")
-    write_json(report, out / "faithfulness_default.json")
-    (out / "faithfulness_default.md").write_text(markdown_table(report), encoding="utf-8")
-    plot_faithfulness(report, out / "faithfulness_default.png")
-    print(markdown_table(report))
-    print(f"wrote {out}/faithfulness_default.json, .md and .png")
+    report = faithfulness_table(results, seconds, command, DATASET, model=_model_name(args.model))
+    if skipped:
+        report["not_applicable"] = skipped
+    write_json(report, out / f"{stem}.json")
+    (out / f"{stem}.md").write_text(markdown_table(report) + _note(report), encoding="utf-8")
+    plot_faithfulness(report, out / f"{stem}.png")
+    print(markdown_table(report) + _note(report))
+    print(f"wrote {out}/{stem}.json, .md and .png")
     return 0
+
+
+def _refuse_untraceable(path: object) -> None:
+    """Refuse a destination under benchmarks/results/ from a dirty tree before the computation, not after it."""
+    from captum_mamba.evaluation.provenance import UntraceableResultError, check_destination
+
+    try:
+        check_destination(path)
+    except UntraceableResultError as refusal:
+        raise UsageError(f"{refusal} Or give --out a folder outside benchmarks/results/") from None
 
 
 def _conservation(args: argparse.Namespace) -> int:
     from captum_mamba.evaluation.report import conservation_points, plot_conservation, write_json
 
     out = output_folder(args.out)
-    _, ids, model, _ = _held_out(args.limit)
+    stem = _stem("conservation", args)
+    _refuse_untraceable(out / f"{stem}.json")
+    _, ids, model, _ = _held_out(args.limit, args.model)
     points = conservation_points(model.double(), ids)
-    write_json(points, out / "conservation_default.json")
-    plot_conservation(
-        points, out / "conservation_default.png", f"default model, held-out set (n = {len(ids)}), float64"
-    )
+    write_json(points, out / f"{stem}.json")
+    plot_conservation(points, out / f"{stem}.png", f"{args.model} model, held-out set (n = {len(ids)}), float64")
     for method, pairs in points.items():
         print(f"{method}: mean |sum R - logit| = {sum(abs(s - x) for x, s in pairs) / len(pairs):.4f}")
-    print(f"wrote {out}/conservation_default.png and .json")
+    print(f"wrote {out}/{stem}.png and .json")
     return 0
 
 
@@ -98,17 +168,21 @@ def _bias(args: argparse.Namespace) -> int:
 
     _check_methods([args.method])
     out = output_folder(args.out)
-    _, ids, model, tokenizer = _held_out(args.limit)
+    stem = _stem("bias", args)
+    _refuse_untraceable(out / f"{stem}.json")
+    _, ids, model, tokenizer = _held_out(args.limit, args.model)
+    _applicable([args.method], model, True)
     counts = top_tokens_by_class(model, ids, tokenizer.id_to_token, method=args.method, k=args.k)
     shares = word_list_share(counts, args.words)
     document = {
+        "model": _model_name(args.model),
         "method": args.method,
         "k": args.k,
         "words": args.words,
         "share_of_top_k": {LABELS[c]: s for c, s in shares.items()},
         "top_tokens": {LABELS[c]: counter.most_common(25) for c, counter in counts.items()},
     }
-    write_json(document, out / "bias_default.json")
+    write_json(document, out / f"{stem}.json")
     for label, counter in sorted(counts.items()):
         print(f"{LABELS[label]}: share of the word list {shares[label]:.4f}; top: {counter.most_common(12)}")
     return 0
@@ -121,16 +195,22 @@ def _eraser(args: argparse.Namespace) -> int:
     methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
     _check_methods(methods)
     out = output_folder(args.out)
-    _, ids, model, _ = _held_out(args.limit)
+    stem = _stem("eraser", args)
+    _refuse_untraceable(out / f"{stem}.json")
+    _, ids, model, _ = _held_out(args.limit, args.model)
+    methods, skipped = _applicable(methods, model, args.methods is not None)
     results, seconds = evaluate_eraser(
         model, ids, methods, removal=args.removal, replacement=args.replacement, progress=True
     )
     command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
-    report = eraser_table(results, seconds, command, "Rotten Tomatoes held-out split (seed 0)", args.removal)
-    write_json(report, out / "eraser_default.json")
-    (out / "eraser_default.md").write_text(eraser_markdown(report), encoding="utf-8")
-    print(eraser_markdown(report))
-    print(f"wrote {out}/eraser_default.json and .md")
+    report = eraser_table(results, seconds, command, DATASET, args.removal)
+    report["model"] = _model_name(args.model)
+    if skipped:
+        report["not_applicable"] = skipped
+    write_json(report, out / f"{stem}.json")
+    (out / f"{stem}.md").write_text(eraser_markdown(report) + _note(report), encoding="utf-8")
+    print(eraser_markdown(report) + _note(report))
+    print(f"wrote {out}/{stem}.json and .md")
     return 0
 
 
@@ -141,7 +221,10 @@ def _quantus(args: argparse.Namespace) -> int:
     methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
     _check_methods(methods)
     out = output_folder(args.out)
-    _, ids, model, _ = _held_out(args.limit)
+    stem = _stem("quantus", args)
+    _refuse_untraceable(out / f"{stem}.json")
+    _, ids, model, _ = _held_out(args.limit, args.model)
+    methods, skipped = _applicable(methods, model, args.methods is not None)
     results, seconds = evaluate_quantus(
         model,
         ids,
@@ -152,11 +235,14 @@ def _quantus(args: argparse.Namespace) -> int:
         progress=True,
     )
     command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
-    report = quantus_table(results, seconds, command, "Rotten Tomatoes held-out split (seed 0)")
-    write_json(report, out / "quantus_default.json")
-    (out / "quantus_default.md").write_text(quantus_markdown(report), encoding="utf-8")
-    print(quantus_markdown(report))
-    print(f"wrote {out}/quantus_default.json and .md")
+    report = quantus_table(results, seconds, command, DATASET)
+    report["model"] = _model_name(args.model)
+    if skipped:
+        report["not_applicable"] = skipped
+    write_json(report, out / f"{stem}.json")
+    (out / f"{stem}.md").write_text(quantus_markdown(report) + _note(report), encoding="utf-8")
+    print(quantus_markdown(report) + _note(report))
+    print(f"wrote {out}/{stem}.json and .md")
     return 0
 
 
@@ -222,7 +308,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         *argparse.ArgumentParser*: the parser of ``evaluate``.
     """
     evaluate = subparsers.add_parser(
-        "evaluate", help="evaluate explanations on the default model's held-out set (or the image models)"
+        "evaluate", help="evaluate explanations on the default (or hybrid) model's held-out set (or the image models)"
     )
     kinds = evaluate.add_subparsers(dest="evaluation", required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -230,6 +316,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--limit", type=positive_int, default=None, help="first N held-out sentences, N of 1 or more (default: all 853)"
     )
     common.add_argument("--out", default="evaluation", help="output folder, created if missing (default: evaluation)")
+    common.add_argument(
+        "--model",
+        choices=MODEL_CHOICES,
+        default="default",
+        help="the shipped classifier: default (Mamba) or hybrid (Bamba: Mamba-2 + attention); output files "
+        "are named <evaluation>_<model> (default: default)",
+    )
 
     faith = kinds.add_parser("faithfulness", parents=[common], help="token flipping: ΔA^F, ΔA^I per method, bar plot")
     faith.add_argument(

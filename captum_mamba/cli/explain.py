@@ -1,4 +1,5 @@
-"""``captum-mamba explain``: explain the embedded sentiment model's predictions."""
+"""``captum-mamba explain``: explain the embedded sentiment model's predictions (``--model hybrid``: the
+shipped hybrid's, with the relevance split across its layers and layer kinds)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from captum_mamba.cli.errors import UsageError, output_folder, positive_int
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
 
 DEFAULT_MAX_TOKENS = 128
 """Tokens explained per sentence unless ``--max-tokens`` says otherwise (longer ones are cut, with a warning)."""
@@ -30,6 +35,10 @@ class SentenceExplanation:
     """Whether the sentence had more tokens than ``max_tokens`` (only the first ones are explained)."""
     original_tokens: int | None = None
     """The sentence's length in tokens before any truncation."""
+    layer_split: list[dict] | None = None
+    """For models with several layer kinds (the hybrid): per mixer, attention and MLP, ``{"module",
+    "layer", "kind", "relevance"}``, the share of the explained logit flowing through its update
+    (:func:`captum_mamba.relevance_split.relevance_split`); ``None`` otherwise."""
 
 
 def parse_target(target: str | int, labels: Sequence[str]) -> int:
@@ -56,10 +65,14 @@ def parse_target(target: str | int, labels: Sequence[str]) -> int:
 
 
 def explain_sentences(
-    texts: Sequence[str], target: str | None = None, float64: bool = False, max_tokens: int = DEFAULT_MAX_TOKENS
+    texts: Sequence[str],
+    target: str | None = None,
+    float64: bool = False,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    model: str = "default",
 ) -> list[SentenceExplanation]:
     r"""
-    Explain the embedded sentiment classifier on ``texts`` with MambaLRP.
+    Explain an embedded sentiment classifier on ``texts`` with MambaLRP (AttnLRP for attention).
 
     Args:
         texts (Sequence[str]): the sentences.
@@ -68,6 +81,8 @@ def explain_sentences(
         float64 (bool, optional): run in ``float64`` (exact conservation). Default: False
         max_tokens (int, optional): tokens explained per sentence; longer sentences are cut and
                     marked ``truncated`` (with ``original_tokens``). Default: 128
+        model (str, optional): ``"default"`` (the Mamba model) or ``"hybrid"`` (the Bamba model;
+                    each explanation then has its ``layer_split``). Default: "default"
 
     Returns:
         *list[SentenceExplanation]*: one per sentence.
@@ -83,17 +98,19 @@ def explain_sentences(
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     index = None if target is None else parse_target(target, LABELS)
-    model, tokenizer = load_default_classifier(dtype=torch.float64 if float64 else torch.float32)
+    variant = model
+    model, tokenizer = load_default_classifier(dtype=torch.float64 if float64 else torch.float32, variant=variant)
     lengths = [len(encoding.ids) for encoding in tokenizer.encode_batch(list(texts))]
     input_ids, mask = encode(tokenizer, list(texts), max_length=max_tokens)
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=mask).logits
     predicted = logits.argmax(-1)
     targets = predicted if index is None else torch.full_like(predicted, index)
-    explainer = LayerMambaLRP(model, model.backbone.embeddings)
+    explainer = LayerMambaLRP(model, model.get_input_embeddings())
     relevance, delta = explainer.attribute(
         input_ids, target=targets, additional_forward_args=mask, return_convergence_delta=True
     )
+    splits = _layer_splits(model, input_ids, mask, targets)
     per_token = relevance.sum(-1)
     explained_logit = per_token.sum(-1) - delta  # the logit as the explanation computed it (delta's definition)
     probabilities = logits.softmax(-1)
@@ -113,9 +130,26 @@ def explain_sentences(
                 convergence_delta=float(delta[row]),
                 truncated=lengths[row] > max_tokens,
                 original_tokens=lengths[row],
+                layer_split=None if splits is None else splits[row],
             )
         )
     return results
+
+
+def _layer_splits(model: nn.Module, input_ids: Tensor, mask: Tensor, targets: Tensor) -> list[list[dict]] | None:
+    """Per sentence, the relevance through each mixer, attention and MLP (None for one layer kind)."""
+    from captum_mamba.mamba_lrp import MambaLRP
+    from captum_mamba.relevance_split import model_layer_kinds, relevance_split
+
+    explainer = MambaLRP(model)
+    if len(model_layer_kinds(explainer)) < 2:
+        return None
+    embeds = model.get_input_embeddings()(input_ids).detach()
+    rows = relevance_split(explainer, embeds, target=targets, additional_forward_args=mask)
+    return [
+        [{"module": r.module, "layer": r.layer, "kind": r.kind, "relevance": float(r.relevance[i])} for r in rows]
+        for i in range(input_ids.shape[0])
+    ]
 
 
 def _print(result: SentenceExplanation) -> None:
@@ -128,6 +162,16 @@ def _print(result: SentenceExplanation) -> None:
     for token, value in zip(result.tokens, result.relevances):
         bar = ("+" if value >= 0 else "-") * min(30, int(round(abs(value) * 20)))
         print(f"    {token:>16s} {value:+.4f} {bar}")
+    if result.layer_split:
+        print("  relevance through each layer's update (share of the explained logit; the rest passes the skip):")
+        totals: dict[str, float] = {}
+        for row in result.layer_split:
+            totals[row["kind"]] = totals.get(row["kind"], 0.0) + row["relevance"]
+            share = row["relevance"] / result.logit if result.logit else float("nan")
+            print(
+                f"    layer {row['layer']} {row['kind']:>9s} {row['module']:<32s} {row['relevance']:+.4f} ({share:.1%})"
+            )
+        print("  by kind: " + ", ".join(f"{kind} {value:+.4f}" for kind, value in totals.items()))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -144,6 +188,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "explain", help="explain the embedded sentiment model on sentences (default: built-in samples)"
     )
     parser.add_argument("sentences", nargs="*", help="sentences to explain")
+    parser.add_argument(
+        "--model",
+        choices=("default", "hybrid"),
+        default="default",
+        help="the shipped classifier: default (Mamba) or hybrid (Bamba: Mamba-2 + attention; also prints the "
+        "relevance through each layer and layer kind) (default: default)",
+    )
     parser.add_argument(
         "--target", help="class to explain: positive, negative (any case), 0 or 1 (default: the predicted class)"
     )
@@ -177,7 +228,9 @@ def run(args: argparse.Namespace) -> int:
     texts = args.sentences or SAMPLE_SENTENCES
     out = output_folder(args.out)
     try:
-        results = explain_sentences(texts, target=args.target, float64=args.float64, max_tokens=args.max_tokens)
+        results = explain_sentences(
+            texts, target=args.target, float64=args.float64, max_tokens=args.max_tokens, model=args.model
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
     for result in results:
@@ -199,7 +252,10 @@ def run(args: argparse.Namespace) -> int:
     ]
     png = save_heatmap(rendered, out / "heatmap.png")
     page = out / "heatmap.html"
-    page.write_text(heatmap_html(rendered, "MambaLRP: default sentiment model"), encoding="utf-8")
+    title = (
+        "MambaLRP: default sentiment model" if args.model == "default" else f"MambaLRP: {args.model} sentiment model"
+    )
+    page.write_text(heatmap_html(rendered, title), encoding="utf-8")
     (out / "relevances.json").write_text(json.dumps([asdict(r) for r in results], indent=2), encoding="utf-8")
     print(f"wrote {png}, {page} and {out / 'relevances.json'}")
     return 0

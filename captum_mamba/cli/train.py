@@ -27,9 +27,17 @@ def _add_default(models: argparse._SubParsersAction) -> None:
     parser = models.add_parser(
         "default",
         help="the embedded sentiment classifier (Rotten Tomatoes; CPU, about 1-2 minutes)",
-        description="Train the default Mamba sentiment classifier on the Rotten Tomatoes sentences.",
+        description="Train the default Mamba sentiment classifier (or, with --architecture bamba, the hybrid) "
+        "on the Rotten Tomatoes sentences.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    parser.add_argument(
+        "--architecture",
+        choices=("mamba", "bamba"),
+        default="mamba",
+        help="mamba: 2 Mamba-1 layers (the default model); bamba: the hybrid, Mamba-2 / attention / Mamba-2 "
+        "with gated MLPs, bias-free (shipped in captum_mamba/default/hybrid) (default: mamba)",
+    )
     parser.add_argument("--epochs", type=int, default=2, help="passes over the training split (default: 2)")
     parser.add_argument("--max-train", type=int, default=None, help="use only the first N training sentences")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; 1 is bit-reproducible (default: 1)")
@@ -40,8 +48,15 @@ def _add_default(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="sentences per training batch (default: 32)")
     parser.add_argument("--lr", type=float, default=3e-3, help="AdamW peak learning rate (default: 3e-3)")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default: 0.01)")
-    parser.add_argument("--hidden-size", type=int, default=64, help="model width (default: 64)")
-    parser.add_argument("--layers", type=int, default=2, help="Mamba blocks (default: 2)")
+    parser.add_argument(
+        "--hidden-size", type=positive_int, default=64, help="model width (bamba: a multiple of 16) (default: 64)"
+    )
+    parser.add_argument(
+        "--layers",
+        type=positive_int,
+        default=None,
+        help="layers; for bamba the middle one is the attention layer (default: 2 for mamba, 3 for bamba)",
+    )
     parser.add_argument("--state-size", type=int, default=16, help="SSM state size per channel (default: 16)")
 
 
@@ -181,9 +196,16 @@ def _train_default(args: argparse.Namespace, command: str) -> int:
     from dataclasses import fields
 
     from captum_mamba.default.train import TrainingOptions, train_and_save
+    from captum_mamba.evaluation.provenance import UntraceableResultError
 
-    options = TrainingOptions(**{field.name: getattr(args, field.name) for field in fields(TrainingOptions)})
-    train_and_save(args.out, options, command=command)
+    try:
+        options = TrainingOptions(**{field.name: getattr(args, field.name) for field in fields(TrainingOptions)})
+    except ValueError as error:  # an invalid setting, checked before training
+        raise UsageError(f"{error}; see captum-mamba train default --help") from None
+    try:
+        train_and_save(args.out, options, command=command)
+    except UntraceableResultError as refusal:  # raised before training
+        raise UsageError(str(refusal)) from None
     return 0
 
 

@@ -1,4 +1,6 @@
-"""The comparison data: every method's token scores, conservation delta, runtime and faithfulness per text."""
+"""The comparison data: every method's token scores, conservation delta, runtime and faithfulness per text,
+and, for models with several layer kinds (hybrids), how the explained logit's relevance splits across
+their layers and kinds."""
 
 from __future__ import annotations
 
@@ -14,6 +16,10 @@ from captum_mamba.compare.text_model import ComparisonInputError, TextModel
 from captum_mamba.evaluation.flipping import flipping_curves
 from captum_mamba.evaluation.linear_time import linear_time_forward
 from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, token_attributions
+from captum_mamba.relevance_split import kind_totals, model_layer_kinds, relevance_split
+
+SPLIT_METHODS: tuple[str, ...] = ("mamba_lrp", "mamba_lrp_cp")
+"""The methods whose relevance split by layer is shown for hybrids (AttnLRP and CP-LRP for attention)."""
 
 DEFAULT_COMPARE_METHODS: tuple[str, ...] = (
     "mamba_lrp",
@@ -99,7 +105,8 @@ def compare_text(
 
     Returns:
         *dict* (JSON-ready): ``text``, ``tokens``, ``label``, ``prediction`` (index, name,
-        probability, logit), ``top_classes`` and ``methods``, a list of :class:`MethodRow` dicts.
+        probability, logit), ``top_classes``, ``methods``, a list of :class:`MethodRow` dicts,
+        and ``relevance_split`` (see :func:`layer_split`; ``None`` for models with one layer kind).
 
     Raises:
         ComparisonInputError: empty or too long text, unknown method.
@@ -134,7 +141,70 @@ def compare_text(
             {"name": text_model.class_name(int(i)), "probability": float(p)} for p, i in zip(top.values, top.indices)
         ],
         "methods": [asdict(row) for row in rows],
+        "relevance_split": layer_split(model, embeds, mask, target),
     }
+
+
+def layer_split(
+    model: torch.nn.Module,
+    embeds: torch.Tensor,
+    mask: torch.Tensor,
+    target: int,
+    methods: Sequence[str] = SPLIT_METHODS,
+) -> dict[str, Any] | None:
+    r"""
+    How the explained logit's relevance splits across the layers and layer kinds of a model with
+    several kinds (SSM mixers, attention, MLPs), by :func:`~captum_mamba.relevance_split`.
+
+    Each module's relevance is the share of the explained logit that flows through its update
+    (the rest of its layer's relevance passes the skip connection); the shares of successive
+    layers are nested, so they do not add up to the logit.
+
+    Args:
+        model (nn.Module): the model.
+        embeds (Tensor): ``(1, length, hidden)`` input embeddings of one text.
+        mask (Tensor): ``(1, length)`` attention mask.
+        target (int): the explained class.
+        methods (Sequence[str], optional): MambaLRP methods of :data:`~captum_mamba.evaluation.METHODS`
+                    whose rules are used. Default: :data:`SPLIT_METHODS`
+
+    Returns:
+        *dict* (JSON-ready) with ``logit``, ``methods`` (``[{"name", "label"}]``), ``rows``
+        (``[{"module", "layer", "kind", "relevance": {method: value}}]``, in the order the modules
+        run) and ``kinds`` (``[{"kind", "relevance": {method: value}}]``, the sums per kind);
+        ``None`` when the model has fewer than two layer kinds or a method fails (the error is
+        then in ``error``).
+    """
+    forward = ExplainedLogits(model)
+    target_tensor = torch.tensor([target], device=embeds.device)
+    explainers = {name: METHODS[name].build(forward, model) for name in methods}
+    first = next(iter(explainers.values()), None)
+    if first is None or len(model_layer_kinds(first)) < 2:
+        return None
+    with torch.no_grad():
+        logit = float(forward(embeds, mask)[0, target])
+    split: dict[str, Any] = {
+        "logit": logit,
+        "methods": [{"name": name, "label": METHODS[name].label} for name in methods],
+        "rows": [],
+        "kinds": [],
+    }
+    try:
+        per_method = {
+            name: relevance_split(explainer, embeds, target=target_tensor, additional_forward_args=(mask,))
+            for name, explainer in explainers.items()
+        }
+    except Exception as error:  # the split is extra information: never hide the explanations
+        split["error"] = f"{type(error).__name__}: {error}"
+        return split
+    by_module = {name: {row.module: row for row in rows} for name, rows in per_method.items()}
+    for row in per_method[methods[0]]:
+        values = {name: float(rows[row.module].relevance[0]) for name, rows in by_module.items()}
+        split["rows"].append({"module": row.module, "layer": row.layer, "kind": row.kind, "relevance": values})
+    totals = {name: kind_totals(rows) for name, rows in per_method.items()}
+    for kind in totals[methods[0]]:
+        split["kinds"].append({"kind": kind, "relevance": {name: float(t[kind][0]) for name, t in totals.items()}})
+    return split
 
 
 def _explain(
@@ -149,6 +219,10 @@ def _explain(
 ) -> MethodRow:
     spec = METHODS[name]
     row = MethodRow(name, spec.label, spec.description)
+    reason = spec.why_unsupported(text_model.model)
+    if reason is not None:
+        row.error = f"not applicable to this model: {reason}"
+        return row
     target_tensor = torch.tensor([target], device=input_ids.device)
     try:
         with torch.random.fork_rng(devices=[]):

@@ -53,27 +53,31 @@ class TextModel:
         return torch.tensor([ids], dtype=torch.long), list(tokens)
 
     @classmethod
-    def default(cls, max_tokens: int = 2048) -> TextModel:
+    def default(cls, max_tokens: int = 2048, variant: str = "default") -> TextModel:
         r"""
-        The embedded sentiment classifier (:mod:`captum_mamba.default`), offline.
+        An embedded sentiment classifier (:mod:`captum_mamba.default`), offline.
 
         Args:
             max_tokens (int, optional): the longest text accepted, in tokens. Default: 2048
+            variant (str, optional): ``"default"`` (the Mamba model) or ``"hybrid"`` (the Bamba
+                        model: Mamba-2 layers and an attention layer). Default: "default"
 
         Returns:
             *TextModel*.
-        """
-        from captum_mamba.default import LABELS, load_default_classifier
 
-        model, tokenizer = load_default_classifier()
+        Raises:
+            ValueError: for an unknown variant.
+        """
+        from captum_mamba.default import LABELS, VARIANT_NAMES, load_default_classifier
+
+        model, tokenizer = load_default_classifier(variant=variant)
 
         def tokenize(text: str) -> tuple[list[int], list[str]]:
             encoding = tokenizer.encode(text.strip().lower())
             return list(encoding.ids), list(encoding.tokens)
 
-        return cls(
-            model, tokenize, lambda index: LABELS[index], max_tokens, "default sentiment model (Rotten Tomatoes)"
-        )
+        name = "default sentiment model (Rotten Tomatoes)" if variant == "default" else VARIANT_NAMES[variant]
+        return cls(model, tokenize, lambda index: LABELS[index], max_tokens, name)
 
     @classmethod
     def from_hf(

@@ -1,10 +1,15 @@
-"""The embedded default model: a small Mamba sentiment classifier, shipped with the package.
+"""The embedded default models: small sentiment classifiers, shipped with the package.
 
-A 2-layer Mamba (hidden size 64) with mean pooling and a linear head, trained on the Rotten
-Tomatoes sentence-polarity data (Pang & Lee, 2005) with a word-level tokenizer; it loads offline
-and runs on CPU in milliseconds, so examples, tests and tutorials can explain a real trained
-model. ``assets/MODEL_CARD.md`` documents the data, split, hyper-parameters and held-out
-accuracy; ``captum-mamba train default`` rebuilds it.
+The default model is a 2-layer Mamba (hidden size 64) with mean pooling and a linear head,
+trained on the Rotten Tomatoes sentence-polarity data (Pang & Lee, 2005) with a word-level
+tokenizer; it loads offline and runs on CPU in milliseconds, so examples, tests and tutorials
+can explain a real trained model. ``assets/MODEL_CARD.md`` documents the data, split,
+hyper-parameters and held-out accuracy; ``captum-mamba train default`` rebuilds it.
+
+The hybrid variant (``load_default_classifier(variant="hybrid")``, folder ``hybrid/``) is a
+3-layer Bamba (Mamba-2, attention, Mamba-2, each with a gated MLP; bias-free) trained the same
+way on the same data with the same tokenizer; ``captum-mamba train default --architecture bamba``
+rebuilds it.
 
 Example::
 
@@ -23,10 +28,25 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from transformers.utils import logging as hf_logging
 
-from captum_mamba.heads import MambaForSequenceClassification
+from captum_mamba.heads import BambaForSequenceClassification, MambaForSequenceClassification
 
 ASSETS_DIR: Path = Path(__file__).resolve().parent / "assets"
 """Folder of the shipped model: ``config.json``, ``model.safetensors``, ``tokenizer.json``, ``MODEL_CARD.md``, ``metrics.json``."""
+
+HYBRID_DIR: Path = Path(__file__).resolve().parent / "hybrid"
+"""Folder of the shipped hybrid (Bamba) model, with the same files as :data:`ASSETS_DIR`."""
+
+VARIANTS: dict[str, tuple[Path, type[MambaForSequenceClassification | BambaForSequenceClassification]]] = {
+    "default": (ASSETS_DIR, MambaForSequenceClassification),
+    "hybrid": (HYBRID_DIR, BambaForSequenceClassification),
+}
+"""The shipped classifiers by variant name: their folder and class."""
+
+VARIANT_NAMES: dict[str, str] = {
+    "default": "default sentiment model (Mamba, Rotten Tomatoes)",
+    "hybrid": "hybrid sentiment model (Bamba: Mamba-2 + attention, Rotten Tomatoes)",
+}
+"""A readable name of each variant, for reports and the comparison view."""
 
 LABELS: tuple[str, str] = ("negative", "positive")
 """Class names, indexed by the model's output logits."""
@@ -50,29 +70,45 @@ SAMPLE_LABELS: tuple[int | None, ...] = (1, 0, None, 1)
 
 def load_default_classifier(
     dtype: torch.dtype = torch.float32,
-) -> tuple[MambaForSequenceClassification, Tokenizer]:
+    variant: str = "default",
+) -> tuple[MambaForSequenceClassification | BambaForSequenceClassification, Tokenizer]:
     r"""
-    Load the shipped sentiment classifier and its tokenizer, offline.
+    Load a shipped sentiment classifier and its tokenizer, offline.
 
     Args:
         dtype (torch.dtype, optional): floating-point type of the model's parameters.
                     Default: ``torch.float32``
+        variant (str, optional): ``"default"`` (the Mamba model) or ``"hybrid"`` (the Bamba
+                    model: Mamba-2 layers and an attention layer). Default: ``"default"``
 
     Returns:
-        *tuple* ``(model, tokenizer)``: the
-        :class:`~captum_mamba.heads.MambaForSequenceClassification` in eval mode, on CPU, with
-        ``model.config.id2label == {0: "negative", 1: "positive"}``, and its
-        ``tokenizers.Tokenizer`` (use :func:`encode` to make model inputs).
+        *tuple* ``(model, tokenizer)``: the classifier in eval mode, on CPU, with
+        ``model.config.id2label == {0: "negative", 1: "positive"}`` (a
+        :class:`~captum_mamba.heads.MambaForSequenceClassification` or, for ``"hybrid"``, a
+        :class:`~captum_mamba.heads.BambaForSequenceClassification`), and its
+        ``tokenizers.Tokenizer`` (use :func:`encode` to make model inputs; both variants share it).
+
+    Raises:
+        ValueError: for an unknown variant (the message lists the known ones).
+
+    Example::
+
+        >>> model, tokenizer = load_default_classifier(variant="hybrid")
+        >>> input_ids, attention_mask = encode(tokenizer, SAMPLE_SENTENCES)
+        >>> model(input_ids=input_ids, attention_mask=attention_mask).logits.argmax(-1)
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    folder, model_class = VARIANTS[variant]
     progress_bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = MambaForSequenceClassification.from_pretrained(ASSETS_DIR, dtype=dtype)
+        model = model_class.from_pretrained(folder, dtype=dtype)
     finally:
         if progress_bar:
             hf_logging.enable_progress_bar()
     model.eval()
-    tokenizer = Tokenizer.from_file(str(ASSETS_DIR / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     return model, tokenizer
 
 
@@ -107,9 +143,12 @@ def encode(tokenizer: Tokenizer, texts: list[str], max_length: int = 128) -> tup
 
 __all__ = [
     "ASSETS_DIR",
+    "HYBRID_DIR",
     "LABELS",
     "SAMPLE_LABELS",
     "SAMPLE_SENTENCES",
+    "VARIANTS",
+    "VARIANT_NAMES",
     "encode",
     "load_default_classifier",
 ]

@@ -18,6 +18,11 @@ The explained output's row of the rolled-out matrix (mean over the real tokens f
 mean-pooling classifiers) gives the token scores. Memory is quadratic in the length (an
 ``(length, length, channels, state)`` tensor per layer); inputs longer than ``max_length`` are
 refused with an error.
+
+Only models whose every token-mixing layer is a Mamba-1 mixer are covered: a hybrid's attention
+layers (and Mamba-2 mixers, whose hidden attention is not implemented here) would be skipped by
+the rollout, so such models are refused with a clear error (:func:`rollout_unsupported` says
+why; the evaluation tables list the rollouts as not applicable instead of running them).
 """
 
 from __future__ import annotations
@@ -29,22 +34,70 @@ import torch.nn.functional as F
 from captum.attr import Attribution
 from torch import Tensor, nn
 
+from captum_mamba.explained_logits import ExplainedLogits
 from captum_mamba.families import FAMILIES
 from captum_mamba.mixers.layouts import Mamba1Layout
-from captum_mamba.rules.mixer import causal_conv
+from captum_mamba.rule_context import plan_rules
+from captum_mamba.rules.attention import AttentionRule
+from captum_mamba.rules.mixer import MixerRule, causal_conv
 from captum_mamba.targets import last_token_positions
 
 DEFAULT_MAX_LENGTH = 1024
 
 
+def _is_mamba1_mixer(module: nn.Module) -> bool:
+    return hasattr(module, "x_proj") and hasattr(module, "A_log") and hasattr(module, "conv1d")
+
+
+def rollout_unsupported(model: nn.Module) -> str | None:
+    r"""
+    Why the hidden-attention rollouts cannot explain ``model``, or ``None`` when they can.
+
+    They need Mamba-1 mixers as the only token-mixing layers: attention layers (hybrids) and
+    other SSM mixers (Mamba-2) are not part of the rolled-out matrices.
+
+    Args:
+        model (nn.Module): the model (or its :class:`~captum_mamba.ExplainedLogits`).
+
+    Returns:
+        *str* or *None*.
+    """
+    if isinstance(model, ExplainedLogits):
+        model = model.model
+    plan = plan_rules(model)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    planned = [(type(modules[name]).__name__, rule) for name, rule in plan.rules.items() if name in modules]
+    attention = sorted({name for name, rule in planned if isinstance(rule, AttentionRule)})
+    others = sorted(
+        {
+            name
+            for name, rule in planned
+            if isinstance(rule, MixerRule) and rule.layout is not None and not isinstance(rule.layout, Mamba1Layout)
+        }
+    )
+    mixers = [m for m in model.modules() if _is_mamba1_mixer(m)]
+    problems = []
+    if attention:
+        problems.append(f"attention layers ({', '.join(attention)})")
+    if others:
+        problems.append(f"mixers other than Mamba-1 ({', '.join(others)})")
+    if not problems and not mixers:
+        problems.append("no Mamba-1 mixer")
+    if not problems:
+        return None
+    return (
+        "hidden-attention rollout covers only models whose token mixers are all Mamba-1 mixers (Hugging Face "
+        f"Mamba, FalconMamba); {type(model).__name__} has {' and '.join(problems)}: use mamba_lrp or mamba_lrp_cp"
+    )
+
+
 def _mixers(model: nn.Module) -> list[nn.Module]:
-    mixers = [m for m in model.modules() if hasattr(m, "x_proj") and hasattr(m, "A_log") and hasattr(m, "conv1d")]
-    if not mixers or any(not isinstance(FAMILIES.mixer_layout(type(m)), Mamba1Layout) for m in mixers):
-        raise TypeError(
-            "hidden-attention rollout is implemented for Mamba-1 mixers (Hugging Face Mamba, FalconMamba); "
-            f"{type(model).__name__} has none"
-        )
-    return mixers
+    reason = rollout_unsupported(model)
+    if reason is not None:
+        from captum_mamba.evaluation.methods import MethodNotApplicableError
+
+        raise MethodNotApplicableError(reason)
+    return [m for m in model.modules() if _is_mamba1_mixer(m)]
 
 
 def hidden_attention(

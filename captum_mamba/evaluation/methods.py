@@ -5,9 +5,9 @@ attention_mask=...).logits``) with respect to its input embeddings and returns o
 token. A classifier's logits ``(batch, classes)`` are explained directly; a causal LM's
 ``(batch, length, vocab)`` at each row's last real token.
 
-Methods register with :func:`register_method`; the built-in ones are MambaLRP, its rule
-ablations and naive LRP, and the usual Captum baselines. :func:`token_attributions` runs any of
-them::
+Methods register with :func:`register_method`; the built-in ones are MambaLRP (with AttnLRP for
+the attention layers of hybrids), MambaLRP with CP-LRP for attention, its rule ablations and
+naive LRP, and the usual Captum baselines. :func:`token_attributions` runs any of them::
 
     >>> scores = token_attributions("mamba_lrp", model, input_ids, target, attention_mask)
 """
@@ -32,6 +32,8 @@ from torch import Tensor, nn
 from captum_mamba.explained_logits import ExplainedLogits
 from captum_mamba.mamba_lrp import MambaLRP
 from captum_mamba.registry import DEFAULT_REGISTRY, RuleSpec
+from captum_mamba.rule_context import plan_rules
+from captum_mamba.rules.attention import AttentionRule
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.norm import LayerNormRule, RMSNormRule
 
@@ -58,6 +60,9 @@ class MethodSpec:
         description (str): one line for tables and the comparison view.
         family (str): ``"lrp"``, ``"gradient"``, ``"perturbation"``, ``"attention"``,
                     ``"ablation"`` or ``"control"``.
+        unsupported (Callable, optional): ``unsupported(model) -> str | None``: why the method
+                    cannot explain ``model`` (e.g. a rollout over Mamba-1's hidden attention on a
+                    hybrid), or ``None`` when it can. Default: every model is supported.
     """
 
     name: str
@@ -67,6 +72,42 @@ class MethodSpec:
     reduction: Reduction = "sum"
     description: str = ""
     family: str = "gradient"
+    unsupported: Callable[[nn.Module], str | None] | None = None
+
+    def why_unsupported(self, model: nn.Module) -> str | None:
+        r"""
+        Why this method cannot explain ``model``, or ``None`` when it can.
+
+        Args:
+            model (nn.Module): the model to explain.
+
+        Returns:
+            *str* or *None*.
+        """
+        return None if self.unsupported is None else self.unsupported(model)
+
+
+class MethodNotApplicableError(TypeError):
+    """An attribution method cannot explain this kind of model (e.g. a rollout over Mamba-1's hidden
+    attention on a hybrid)."""
+
+
+def check_applicable(methods: list[str], model: nn.Module) -> None:
+    r"""
+    Check that every method of ``methods`` (names in :data:`METHODS`) can explain ``model``.
+
+    Args:
+        methods (list[str]): method names.
+        model (nn.Module): the model to explain.
+
+    Raises:
+        MethodNotApplicableError: naming each method of ``methods`` that cannot explain
+            ``model``, and why.
+    """
+    reasons = {name: reason for name in methods if (reason := get_method(name).why_unsupported(model))}
+    if reasons:
+        listing = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+        raise MethodNotApplicableError(f"{len(reasons)} method(s) cannot explain {type(model).__name__}: {listing}")
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -127,9 +168,42 @@ def ablated_rules(model: nn.Module, disabled: set[str] | frozenset[str]) -> dict
     return overrides
 
 
-def _mamba_lrp(disabled: frozenset[str] = frozenset()) -> Callable[[nn.Module, nn.Module], Attribution]:
+def attention_rules(model: nn.Module, mode: str = "cp") -> dict[type[nn.Module], RuleSpec]:
+    r"""
+    MambaLRP rules for ``model`` with every attention module's rule switched to
+    ``AttentionRule(mode)``.
+
+    The attention module types are those whose planned rule (:func:`~captum_mamba.plan_rules`:
+    the declared model families, the registry and ``module.rule`` attributes) is an
+    :class:`~captum_mamba.rules.attention.AttentionRule`, so every declared hybrid or attention
+    family is covered without naming its classes.
+
+    Args:
+        model (nn.Module): the model.
+        mode (str, optional): ``"cp"`` (CP-LRP: attention weights held constant, conservative) or
+                    ``"attnlrp"``. Default: "cp"
+
+    Returns:
+        *dict* ``{module_type: AttentionRule(mode)}`` to pass as ``MambaLRP(..., rules=...)``;
+        empty for models without attention.
+    """
+    plan = plan_rules(model)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    return {
+        type(modules[name]): AttentionRule(mode)
+        for name, rule in plan.rules.items()
+        if isinstance(rule, AttentionRule) and name in modules
+    }
+
+
+def _mamba_lrp(
+    disabled: frozenset[str] = frozenset(), attention: str | None = None
+) -> Callable[[nn.Module, nn.Module], Attribution]:
     def build(forward: nn.Module, model: nn.Module) -> Attribution:
-        return MambaLRP(forward, model=model, rules=ablated_rules(model, disabled) if disabled else None)
+        rules = ablated_rules(model, disabled) if disabled else {}
+        if attention is not None:
+            rules.update(attention_rules(model, attention))
+        return MambaLRP(forward, model=model, rules=rules or None)
 
     return build
 
@@ -216,7 +290,17 @@ def _builtin_methods() -> None:
             "mamba_lrp",
             "MambaLRP",
             _mamba_lrp(),
-            description="all MambaLRP rules (SiLU, SSM, gate, norm), Gradient x Input",
+            description="all MambaLRP rules (SiLU, SSM, gate, norm; AttnLRP for attention layers), Gradient x Input",
+            family="lrp",
+        )
+    )
+    register_method(
+        MethodSpec(
+            "mamba_lrp_cp",
+            "MambaLRP + CP-LRP",
+            _mamba_lrp(attention="cp"),
+            description="MambaLRP with CP-LRP for attention layers (attention weights held constant; "
+            "conservative); the same as MambaLRP on models without attention",
             family="lrp",
         )
     )
@@ -280,8 +364,9 @@ def _builtin_methods() -> None:
             "attention_rollout",
             "AttnRoll",
             lambda forward, model: _rollout("AttentionRollout", forward),
-            description="attention rollout over Mamba's hidden attention (quadratic memory)",
+            description="attention rollout over Mamba's hidden attention (quadratic memory; Mamba-1 models only)",
             family="attention",
+            unsupported=_rollout_unsupported,
         )
     )
     register_method(
@@ -289,8 +374,9 @@ def _builtin_methods() -> None:
             "gradient_attention_rollout",
             "G x AttnRoll",
             lambda forward, model: _rollout("GradientAttentionRollout", forward),
-            description="gradient-weighted rollout over Mamba's hidden attention (quadratic memory)",
+            description="gradient-weighted rollout over Mamba's hidden attention (quadratic memory; Mamba-1 models only)",
             family="attention",
+            unsupported=_rollout_unsupported,
         )
     )
     register_method(
@@ -303,6 +389,12 @@ def _builtin_methods() -> None:
             family="perturbation",
         )
     )
+
+
+def _rollout_unsupported(model: nn.Module) -> str | None:
+    from captum_mamba.evaluation.hidden_attention import rollout_unsupported
+
+    return rollout_unsupported(model)
 
 
 def _rollout(name: str, forward: nn.Module) -> Attribution:

@@ -26,7 +26,7 @@ import platform
 import subprocess
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,47 @@ def check_destination(path: Path | str, device: Any = None, repo: Path | None = 
         stacklevel=2,
     )
     print(f"WARNING: {path} is written from an untraceable tree and marked dirty", file=sys.stderr, flush=True)
+    return record
+
+
+def check_model_destination(
+    folder: Path | str, shipped: Iterable[Path | str], repo: Path | None = None
+) -> dict[str, Any]:
+    """
+    The provenance record of a training run writing a model into ``folder``, refusing to write a
+    shipped model's folder (one of ``shipped``) from an untraceable tree.
+
+    Call it before training (so a refusal costs nothing) and store the record in the model's
+    ``metrics.json``.
+
+    Args:
+        folder (Path or str): the output folder of the run.
+        shipped (Iterable[Path or str]): the folders of the models shipped with the package.
+        repo (Path, optional): a folder of the checkout to describe. Default: the package's.
+
+    Returns:
+        *dict*: :func:`provenance`'s record (``"dirty": true`` when overridden).
+
+    Raises:
+        UntraceableResultError: ``folder`` is a shipped model's folder (or lies under
+            ``benchmarks/results/``) and the checkout is dirty or unknown, and
+            ``CAPTUM_MAMBA_ALLOW_DIRTY=1`` is not set.
+    """
+    folder = Path(folder)
+    record = check_destination(folder / "metrics.json", repo=repo)
+    if not any(folder.resolve() == Path(path).resolve() for path in shipped):
+        return record
+    if record["commit"] is not None and record["dirty"] is False:
+        return record
+    message = (
+        f"refusing to train into the shipped folder {folder}: its metrics.json must name a clean commit, "
+        f"but the checkout {record['commit'] or '(none)'} has uncommitted changes "
+        f"({'; '.join(record.get('changed_paths', [])[:5])}). Commit first, or write elsewhere"
+    )
+    if os.environ.get(ALLOW_DIRTY_ENV) != "1":
+        raise UntraceableResultError(message + f" ({ALLOW_DIRTY_ENV}=1 writes it anyway, marked dirty).")
+    warnings.warn(message + f"; writing anyway because {ALLOW_DIRTY_ENV}=1", stacklevel=2)
+    record["dirty"] = True
     return record
 
 

@@ -18,7 +18,13 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from captum_mamba.evaluation.flipping import FlippingResult, flipping_curves, replacement_vector  # noqa: E402
-from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, check_methods, token_attributions  # noqa: E402
+from captum_mamba.evaluation.methods import (  # noqa: E402
+    METHODS,
+    ExplainedLogits,
+    attention_rules,
+    check_methods,
+    token_attributions,
+)
 from captum_mamba.evaluation.provenance import check_destination, with_provenance  # noqa: E402
 
 DEFAULT_EVALUATION_METHODS: tuple[str, ...] = (
@@ -110,9 +116,26 @@ def evaluate_faithfulness(
 
 
 def faithfulness_table(
-    results: dict[str, FlippingResult], seconds: dict[str, float], command: str, dataset: str
+    results: dict[str, FlippingResult],
+    seconds: dict[str, float],
+    command: str,
+    dataset: str,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """The JSON document of an evaluation: per-method means and standard errors, and provenance."""
+    r"""
+    The JSON document of an evaluation: per-method means and standard errors (provenance is
+    added by :func:`write_json`).
+
+    Args:
+        results (dict): a :class:`FlippingResult` per method (:func:`evaluate_faithfulness`).
+        seconds (dict): the attribution time per method.
+        command (str): the command line that produced it.
+        dataset (str): what was evaluated.
+        model (str, optional): the model explained, shown in the table's header. Default: not recorded
+
+    Returns:
+        *dict*, JSON-ready.
+    """
     rows = []
     for method, result in results.items():
         spec = METHODS[method]
@@ -126,7 +149,8 @@ def faithfulness_table(
             }
         )
     best = max((r for r in rows if r["family"] not in ("ablation", "control")), key=lambda r: r["delta_af"])
-    return {
+    document: dict[str, Any] = {} if model is None else {"model": model}
+    return document | {
         "dataset": dataset,
         "n": rows[0]["n"],
         "command": command,
@@ -146,6 +170,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     """The evaluation as a Markdown table (ablations and controls after the methods)."""
     lines = [
         f"Dataset: {report['dataset']} ({report['n']} sentences). Command: `{report['command']}`",
+        *([f"Model: {report['model']}."] if report.get("model") else []),
         "",
         "| method | ΔA^F (↑) | ΔA^I (↑) | A_MoRF | A_LeRF | attribution time (s) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -172,11 +197,12 @@ def plot_faithfulness(report: dict[str, Any], path: Path) -> Path:
         color=[colours.get(r["family"], "#2e86c1") for r in rows],
     )
     bars.set_ylabel("ΔA^F (higher is better)")
-    bars.set_title(f"Token flipping, {report['dataset']} (n = {report['n']})")
+    model = f"{report['model']}\n" if report.get("model") else ""
+    bars.set_title(f"{model}Token flipping, {report['dataset']} (n = {report['n']})", fontsize=10)
     bars.tick_params(axis="x", rotation=60)
     for label in bars.get_xticklabels():
         label.set_horizontalalignment("right")
-    for method in ("mamba_lrp", "input_x_gradient", "integrated_gradients", "random"):
+    for method in ("mamba_lrp", "mamba_lrp_cp", "input_x_gradient", "integrated_gradients", "random"):
         if method in report["mean_curves"]:
             for kind, style in (("morf", "-"), ("lerf", "--")):
                 curves.plot(
@@ -246,8 +272,10 @@ def _padded(sequences: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 def conservation_points(
     model: nn.Module, input_ids: list[torch.Tensor], batch_size: int = 64
 ) -> dict[str, list[list[float]]]:
-    """``{method: [[logit, sum of relevances], ...]}`` for MambaLRP and Gradient x Input (predicted class)."""
-    points: dict[str, list[list[float]]] = {"mamba_lrp": [], "input_x_gradient": []}
+    """``{method: [[logit, sum of relevances], ...]}`` for MambaLRP and Gradient x Input (predicted class),
+    and MambaLRP with CP-LRP for attention (``mamba_lrp_cp``) on models with attention layers."""
+    methods = ["mamba_lrp", "mamba_lrp_cp", "input_x_gradient"] if attention_rules(model) else None
+    points: dict[str, list[list[float]]] = {m: [] for m in methods or ["mamba_lrp", "input_x_gradient"]}
     forward = ExplainedLogits(model)
     for batch in _batches([len(ids) for ids in input_ids], batch_size):
         ids, mask = _padded([input_ids[i] for i in batch])

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import shlex
 import time
-import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from captum_mamba.evaluation.provenance import ALLOW_DIRTY_ENV, UntraceableResultError, check_destination
+from captum_mamba.evaluation.provenance import check_model_destination
 from captum_mamba.images.data import ImageSplit
 from captum_mamba.images.tasks import ASSETS_DIR, check_task, class_names, task_split
 from captum_mamba.models.vim import VisionMamba
@@ -233,19 +231,7 @@ def _schedule(optimizer: torch.optim.Optimizer, steps: int) -> tuple[torch.optim
 
 def _provenance(folder: Path, task: str) -> dict[str, Any]:
     """The provenance record of the run; refuses to write the shipped model from a dirty tree."""
-    record = check_destination(folder / "metrics.json")
-    shipped = folder.resolve() == (ASSETS_DIR / task).resolve()
-    if shipped and not (record["commit"] is not None and record["dirty"] is False):
-        message = (
-            f"refusing to train into the shipped folder {folder}: its metrics.json must name a clean commit, "
-            f"but the checkout {record['commit'] or '(none)'} has uncommitted changes "
-            f"({'; '.join(record.get('changed_paths', [])[:5])}). Commit first, or write elsewhere"
-        )
-        if os.environ.get(ALLOW_DIRTY_ENV) != "1":
-            raise UntraceableResultError(message + f" ({ALLOW_DIRTY_ENV}=1 writes it anyway, marked dirty).")
-        warnings.warn(message + f"; writing anyway because {ALLOW_DIRTY_ENV}=1", stacklevel=3)
-        record["dirty"] = True
-    return record
+    return check_model_destination(folder, [ASSETS_DIR / task])
 
 
 def train_vim(

@@ -103,11 +103,45 @@
       .join("");
   }
 
+  function renderSplit(split) {
+    const section = $("split-section");
+    if (!split) {
+      section.hidden = true;
+      return;
+    }
+    section.hidden = false;
+    const methods = split.methods;
+    const share = (value) => (Math.abs(split.logit) > 1e-12 ? `${((100 * value) / split.logit).toFixed(1)}%` : "&ndash;");
+    $("split").querySelector("thead").innerHTML =
+      `<tr><th>layer</th><th>kind</th><th>module</th>` +
+      methods.map((m) => `<th class="num">${escapeHtml(m.label)}</th><th class="num">share of logit</th>`).join("") +
+      `</tr>`;
+    if (split.error) {
+      $("split").querySelector("tbody").innerHTML = `<tr><td colspan="${3 + 2 * methods.length}" class="row-error">${escapeHtml(split.error)}</td></tr>`;
+      return;
+    }
+    const cells = (relevance) =>
+      methods.map((m) => `<td class="num">${format(relevance[m.name], 4)}</td><td class="num">${share(relevance[m.name])}</td>`).join("");
+    const rows = split.rows.map(
+      (r) =>
+        `<tr class="split-row" data-kind="${escapeHtml(r.kind)}"><td class="num">${r.layer === null ? "&ndash;" : r.layer}</td>` +
+        `<td>${escapeHtml(r.kind)}</td><td><code>${escapeHtml(r.module)}</code></td>${cells(r.relevance)}</tr>`
+    );
+    const totals = split.kinds.map(
+      (k) => `<tr class="kind-total" data-kind="${escapeHtml(k.kind)}"><td></td><td>${escapeHtml(k.kind)}</td><td>all ${escapeHtml(k.kind)} layers</td>${cells(k.relevance)}</tr>`
+    );
+    const logit = `<tr class="kind-total"><td></td><td>logit</td><td>the explained logit</td>${methods
+      .map(() => `<td class="num">${format(split.logit, 4)}</td><td class="num">100%</td>`)
+      .join("")}</tr>`;
+    $("split").querySelector("tbody").innerHTML = rows.concat(totals, [logit]).join("");
+  }
+
   function renderExample() {
     const example = data.examples[state.index];
     if (!example) {
       $("prediction").textContent = "No examples yet.";
       document.querySelector("#rows tbody").innerHTML = "";
+      renderSplit(null);
       renderCurves([]);
       return;
     }
@@ -122,6 +156,7 @@
       `${verdict} &middot; ${example.tokens.length} tokens &middot; explaining the predicted class`;
     const rows = example.methods.filter((r) => state.visible.has(r.name));
     document.querySelector("#rows tbody").innerHTML = rows.map((r) => renderRow(r, example.tokens)).join("");
+    renderSplit(example.relevance_split);
     renderCurves(rows);
   }
 
