@@ -19,9 +19,15 @@ from transformers import (
 )
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.bamba.modeling_bamba import BambaPreTrainedModel
+from transformers.models.falcon_h1.modeling_falcon_h1 import FalconH1Model, FalconH1PreTrainedModel
 from transformers.models.falcon_mamba.modeling_falcon_mamba import FalconMambaPreTrainedModel
+from transformers.models.granitemoehybrid.modeling_granitemoehybrid import (
+    GraniteMoeHybridModel,
+    GraniteMoeHybridPreTrainedModel,
+)
 from transformers.models.mamba.modeling_mamba import MambaPreTrainedModel
 from transformers.models.mamba2.modeling_mamba2 import Mamba2PreTrainedModel
+from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHModel, NemotronHPreTrainedModel
 
 POOLINGS = ("mean", "last")
 
@@ -173,3 +179,36 @@ class BambaForSequenceClassification(SequenceClassifier, BambaPreTrainedModel):
         BambaPreTrainedModel.__init__(self, config)
         self._build(config)
         self.post_init()
+
+
+class _HybridClassifier(SequenceClassifier):
+    r"""
+    A hybrid backbone for which transformers ships no sequence classifier, pooling over tokens,
+    and a linear classifier; configured as :class:`BambaForSequenceClassification` (``pooling``,
+    ``classifier_bias``, ``num_labels`` on the family's config).
+    """
+
+    pretrained_class: type[nn.Module]
+
+    def __init__(self, config: Any) -> None:
+        self.pretrained_class.__init__(self, config)
+        self._build(config)
+        self.post_init()
+
+
+class NemotronHForSequenceClassification(_HybridClassifier, NemotronHPreTrainedModel):
+    __doc__ = _HybridClassifier.__doc__
+    backbone_class = NemotronHModel
+    pretrained_class = NemotronHPreTrainedModel
+
+
+class GraniteMoeHybridForSequenceClassification(_HybridClassifier, GraniteMoeHybridPreTrainedModel):
+    __doc__ = _HybridClassifier.__doc__
+    backbone_class = GraniteMoeHybridModel
+    pretrained_class = GraniteMoeHybridPreTrainedModel
+
+
+class FalconH1ForSequenceClassification(_HybridClassifier, FalconH1PreTrainedModel):
+    __doc__ = _HybridClassifier.__doc__
+    backbone_class = FalconH1Model
+    pretrained_class = FalconH1PreTrainedModel

@@ -342,3 +342,29 @@ def test_sequence_classifiers_conserve(name, classifier):
     )
     torch.testing.assert_close(relevance.sum((1, 2)), logits[:, 2], atol=1e-10, rtol=0)
     assert delta.abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_falcon_h1_sequence_classifier_conserves(pooling):
+    from captum_mamba.heads import FalconH1ForSequenceClassification
+
+    config_type, _, _, sizes = MODELS["falcon_h1"]
+    torch.manual_seed(9)
+    settings = dict(vocab_size=VOCAB, num_hidden_layers=len(LAYERS), use_cache=False, num_labels=3)
+    config = config_type(**{**settings, **sizes})
+    config.pooling, config.classifier_bias = pooling, True
+    config._attn_implementation = "sdpa"
+    model = randomise(FalconH1ForSequenceClassification(config), 9).double().eval()
+    with torch.no_grad():
+        for module in model.modules():  # bias-free convolutions: only the classifier's bias is a sink
+            if isinstance(module, torch.nn.Conv1d) and module.bias is not None:
+                module.bias.zero_()
+    embeds = embeds_of(model, 2, 5, seed=9)
+    with torch.no_grad():
+        logits = model(inputs_embeds=embeds).logits
+    relevance, delta = MambaLRP(model, rules=_rules("falcon_h1", "cp")).attribute(
+        embeds, target=2, return_convergence_delta=True
+    )
+    bias = model.score.bias.detach()[2]
+    torch.testing.assert_close(relevance.sum((1, 2)) + bias, logits[:, 2], atol=1e-10, rtol=0)
+    torch.testing.assert_close(delta, -bias.expand(2), atol=1e-10, rtol=0)

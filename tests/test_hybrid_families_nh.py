@@ -315,3 +315,30 @@ def test_right_padded_batch_equals_rows_alone(name):
         alone = explainer.attribute(ids[row : row + 1, :length], target=row + 1).sum(-1)
         torch.testing.assert_close(together[row, :length], alone[0], atol=tolerance, rtol=0)
         assert torch.all(together[row, length:] == 0)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+@pytest.mark.parametrize("name", ["nemotron_h", "granitemoehybrid"])
+def test_sequence_classifiers_conserve(name, pooling, monkeypatch):
+    from captum_mamba.heads import GraniteMoeHybridForSequenceClassification, NemotronHForSequenceClassification
+
+    classifier = {
+        "nemotron_h": NemotronHForSequenceClassification,
+        "granitemoehybrid": GraniteMoeHybridForSequenceClassification,
+    }
+    config_type, _, sizes, attention = MODELS[name]
+    torch.manual_seed(10)
+    config = config_type(vocab_size=VOCAB, hidden_size=16, use_cache=False, num_labels=3, **sizes)
+    config.pooling, config.classifier_bias = pooling, True
+    config._attn_implementation = "sdpa"
+    model = randomise(classifier[name](config), 10).double().eval()
+    without_narrowing(monkeypatch, model)
+    embeds = embeds_of(model, 2, 6, seed=10)
+    with torch.no_grad():
+        logits = model(inputs_embeds=embeds).logits
+    relevance, delta = MambaLRP(model, rules={attention: AttentionRule("cp")}).attribute(
+        embeds, target=1, return_convergence_delta=True
+    )
+    bias = model.score.bias.detach()[1]
+    torch.testing.assert_close(relevance.sum((1, 2)) + bias, logits[:, 1], atol=1e-10, rtol=0)
+    torch.testing.assert_close(delta, -bias.expand(2), atol=1e-10, rtol=0)

@@ -20,6 +20,7 @@ from transformers.activations import SiLUActivation
 from transformers.models.falcon_h1 import modeling_falcon_h1
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.heads import FalconH1ForSequenceClassification
 from captum_mamba.mixers.layouts import Mamba2Layout
 from captum_mamba.rules.attention import AttentionRule
 from captum_mamba.rules.block import OwnForwardRule
@@ -56,6 +57,7 @@ FALCON_H1 = ModelFamily(
     containers=(
         modeling_falcon_h1.FalconH1Model,
         modeling_falcon_h1.FalconH1ForCausalLM,
+        FalconH1ForSequenceClassification,
         modeling_falcon_h1.FalconH1RotaryEmbedding,  # positions -> cos, sin: no relevance path
     ),
     rules={
@@ -68,5 +70,6 @@ FALCON_H1 = ModelFamily(
         SiLUActivation: SiLUIdentityRule,
     },
     causal_lm=modeling_falcon_h1.FalconH1ForCausalLM,
+    classifier=FalconH1ForSequenceClassification,
     canonizable=False,
 )

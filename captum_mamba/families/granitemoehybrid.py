@@ -26,6 +26,7 @@ from transformers.activations import SiLUActivation
 from transformers.models.granitemoehybrid import modeling_granitemoehybrid as modeling
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.heads import GraniteMoeHybridForSequenceClassification
 from captum_mamba.mixers.layouts import Mamba2Layout
 from captum_mamba.rules.attention import AttentionRule
 from captum_mamba.rules.block import OwnForwardRule
@@ -41,6 +42,7 @@ GRANITEMOEHYBRID = ModelFamily(
     containers=(
         modeling.GraniteMoeHybridModel,
         modeling.GraniteMoeHybridForCausalLM,
+        GraniteMoeHybridForSequenceClassification,
         modeling.GraniteMoeHybridRotaryEmbedding,  # positions -> cos, sin: no relevance path
         modeling.GraniteMoeHybridMoE,  # route, then the experts: nothing non-linear of its own
         modeling.GraniteMoeHybridTopKRouter,  # feeds only the indices and the held-constant weights
@@ -55,5 +57,6 @@ GRANITEMOEHYBRID = ModelFamily(
         SiLUActivation: SiLUIdentityRule,
     },
     causal_lm=modeling.GraniteMoeHybridForCausalLM,
+    classifier=GraniteMoeHybridForSequenceClassification,
     canonizable=False,
 )

@@ -22,6 +22,7 @@ from transformers.activations import ReLUSquaredActivation
 from transformers.models.nemotron_h import modeling_nemotron_h
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.heads import NemotronHForSequenceClassification
 from captum_mamba.mixers.layouts import Mamba2Layout
 from captum_mamba.rules.activation import SquaredReLUIdentityRule
 from captum_mamba.rules.attention import AttentionRule
@@ -44,6 +45,7 @@ NEMOTRON_H = ModelFamily(
     containers=(
         modeling_nemotron_h.NemotronHModel,
         modeling_nemotron_h.NemotronHForCausalLM,
+        NemotronHForSequenceClassification,
         modeling_nemotron_h.NemotronHMoE,  # route, latent projections, experts, + shared expert: linear around them
         modeling_nemotron_h.NemotronHTopkRouter,  # feeds only the indices and the held-constant weights
     ),
@@ -55,5 +57,6 @@ NEMOTRON_H = ModelFamily(
         ReLUSquaredActivation: SquaredReLUIdentityRule,
     },
     causal_lm=modeling_nemotron_h.NemotronHForCausalLM,
+    classifier=NemotronHForSequenceClassification,
     canonizable=False,
 )
