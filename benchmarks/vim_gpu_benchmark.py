@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from _provenance import result_provenance, with_provenance
+from _timing import timed_cuda
 
 VIM_SMALL = dict(
     img_size=224, patch_size=16, stride=16, embed_dim=384, depth=24, d_state=16, channels=3, num_classes=1000
@@ -63,20 +63,6 @@ def methods(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor, torch.T
     }
 
 
-def timed(run: Callable[[], Any]) -> tuple[float, float]:
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    before = torch.cuda.memory_allocated()
-    start = time.perf_counter()
-    result = run()
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() - before) / 2**30
-    del result
-    return seconds, peak
-
-
 def run_dtype(name: str, batch: int, repeats: int) -> dict[str, Any]:
     from captum_mamba import MambaLRP
 
@@ -92,7 +78,7 @@ def run_dtype(name: str, batch: int, repeats: int) -> dict[str, Any]:
     peaks: dict[str, float] = {method: 0.0 for method in runs}
     for _ in range(repeats):
         for method, run in runs.items():
-            seconds, peak = timed(lambda run=run: run(images, targets))
+            seconds, peak = timed_cuda(lambda run=run: run(images, targets))
             times[method].append(seconds)
             peaks[method] = max(peaks[method], peak)
     medians = {method: sorted(values)[len(values) // 2] for method, values in times.items()}

@@ -24,40 +24,8 @@ from __future__ import annotations
 import torch
 
 from reference import _mamba2_mixer
-from reference_attention import _half, _rms, _rotate
+from reference_attention import _attention, _half, _rms
 from reference_moe import experts_loop
-
-
-def _attention(attention: torch.nn.Module, x: torch.Tensor, scaling: float, mode: str, cos=None, sin=None):
-    batch, length, _ = x.shape
-    config = attention.config
-    heads, kv_heads, dim = config.num_attention_heads, config.num_key_value_heads, attention.head_dim
-    q = (x @ attention.q_proj.weight.T).reshape(batch, length, heads, dim)
-    k = (x @ attention.k_proj.weight.T).reshape(batch, length, kv_heads, dim)
-    v = (x @ attention.v_proj.weight.T).reshape(batch, length, kv_heads, dim)
-    rows = []
-    for b in range(batch):
-        head_outputs = []
-        for h in range(heads):
-            g = h // (heads // kv_heads)  # grouped-query: query head h reads key/value head g
-            qh, kh = q[b, :, h], k[b, :, g]
-            if cos is not None:
-                qh, kh = _rotate(qh, cos[b], sin[b]), _rotate(kh, cos[b], sin[b])
-            outputs = []
-            for t in range(length):
-                scores = []
-                for s in range(t + 1):  # causal
-                    product = _half(qh[t], kh[s]) if mode == "attnlrp" else qh[t] * kh[s]
-                    scores.append(product.sum() * scaling)
-                weights = torch.softmax(torch.stack(scores), dim=0)
-                out = torch.zeros(dim, dtype=x.dtype)
-                for s in range(t + 1):
-                    value = v[b, s, g]
-                    out = out + (_half(weights[s], value) if mode == "attnlrp" else weights[s].detach() * value)
-                outputs.append(out)
-            head_outputs.append(torch.stack(outputs))
-        rows.append(torch.cat(head_outputs, dim=-1))
-    return torch.stack(rows) @ attention.o_proj.weight.T
 
 
 def _squared_relu_mlp(mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +100,7 @@ def _nemotron_h_hidden(model: torch.nn.Module, x: torch.Tensor, mode: str) -> to
         if kind == "linear_attention":
             update = _mamba2_mixer(block.mixer, normed, block.mixer.conv1d.bias, None)
         elif kind == "full_attention":  # no positional embedding
-            update = _attention(block.mixer, normed, model.config.head_dim**-0.5, mode)
+            update = _attention(block.mixer, normed, None, None, mode)  # no positional embedding
         elif kind == "mlp":
             update = _squared_relu_mlp(block.mixer, normed)
         elif kind == "moe":
@@ -156,7 +124,7 @@ def _granite_hidden(model: torch.nn.Module, x: torch.Tensor, mode: str) -> torch
         if config.layers_block_type[index] == "linear_attention":
             update = _mamba2_mixer(layer.mamba, normed, layer.mamba.conv1d.bias, None)
         else:
-            update = _attention(layer.self_attn, normed, config.attention_multiplier, mode, cos, sin)
+            update = _attention(layer.self_attn, normed, cos, sin, mode)  # the module's scaling: µP's multiplier
         hidden = hidden + residual * update
         normed = _rms(layer.post_attention_layernorm, hidden)
         feed_forward = _granite_mlp(layer.shared_mlp, normed)
