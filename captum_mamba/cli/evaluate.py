@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from captum_mamba.cli.errors import UsageError, output_folder, positive_int, replacement, unknown_names
 
@@ -87,52 +89,81 @@ def _note(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _faithfulness(args: argparse.Namespace) -> int:
-    from captum_mamba.evaluation.report import (
-        DEFAULT_EVALUATION_METHODS,
-        evaluate_faithfulness,
-        faithfulness_table,
-        markdown_table,
-        plot_faithfulness,
-        write_json,
-    )
+class _MethodRun(NamedTuple):
+    """What the method evaluations share: the methods that apply, the skipped ones, the report's place, the data."""
+
+    methods: list[str]
+    skipped: dict[str, str]
+    out: Path
+    stem: str
+    ids: list[torch.Tensor]
+    model: object
+
+
+def _method_run(kind: str, args: argparse.Namespace) -> _MethodRun:
+    """Check the methods, refuse an untraceable destination up front, load the held-out data and model."""
+    from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS
 
     methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
     _check_methods(methods)
     out = output_folder(args.out)
-    stem = _stem("faithfulness", args)
+    stem = _stem(kind, args)
     _refuse_untraceable(out / f"{stem}.json")
     _, ids, model, _ = _held_out(args.limit, args.model)
     methods, skipped = _applicable(methods, model, args.methods is not None)
-    vocabulary = model.get_input_embeddings().num_embeddings
+    return _MethodRun(methods, skipped, out, stem, ids, model)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line recorded in a report."""
+    return "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
+
+
+def _write_report(run: _MethodRun, report: dict, markdown: Callable[[dict], str]) -> None:
+    """Write ``<stem>.json`` and ``<stem>.md`` (with the not-applicable note) and print the table."""
+    from captum_mamba.evaluation.report import write_json
+
+    if run.skipped:
+        report["not_applicable"] = run.skipped
+    write_json(report, run.out / f"{run.stem}.json")
+    text = markdown(report) + _note(report)
+    (run.out / f"{run.stem}.md").write_text(text, encoding="utf-8")
+    print(text)
+
+
+def _faithfulness(args: argparse.Namespace) -> int:
+    from captum_mamba.evaluation.report import (
+        evaluate_faithfulness,
+        faithfulness_table,
+        markdown_table,
+        plot_faithfulness,
+    )
+
+    run = _method_run("faithfulness", args)
+    vocabulary = run.model.get_input_embeddings().num_embeddings
     for option, value in (("--replacement", args.replacement), ("--insertion-replacement", args.insertion_replacement)):
         if value is not None and value.isdigit() and int(value) >= vocabulary:
             raise UsageError(
                 f"{option} {value} is not a token id of the model (0 to {vocabulary - 1}); give a smaller id"
             )
     print(
-        f"faithfulness of {len(methods)} methods on {len(ids)} held-out sentences ({args.model} model)",
+        f"faithfulness of {len(run.methods)} methods on {len(run.ids)} held-out sentences ({args.model} model)",
         file=sys.stderr,
         flush=True,
     )
     results, seconds = evaluate_faithfulness(
-        model,
-        ids,
-        methods,
+        run.model,
+        run.ids,
+        run.methods,
         steps=args.steps,
         replacement=args.replacement,
         insertion_replacement=args.insertion_replacement,
         progress=True,
     )
-    command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
-    report = faithfulness_table(results, seconds, command, DATASET, model=_model_name(args.model))
-    if skipped:
-        report["not_applicable"] = skipped
-    write_json(report, out / f"{stem}.json")
-    (out / f"{stem}.md").write_text(markdown_table(report) + _note(report), encoding="utf-8")
-    plot_faithfulness(report, out / f"{stem}.png")
-    print(markdown_table(report) + _note(report))
-    print(f"wrote {out}/{stem}.json, .md and .png")
+    report = faithfulness_table(results, seconds, _command(args), DATASET, model=_model_name(args.model))
+    _write_report(run, report, markdown_table)
+    plot_faithfulness(report, run.out / f"{run.stem}.png")
+    print(f"wrote {run.out}/{run.stem}.json, .md and .png")
     return 0
 
 
@@ -190,59 +221,35 @@ def _bias(args: argparse.Namespace) -> int:
 
 def _eraser(args: argparse.Namespace) -> int:
     from captum_mamba.evaluation.eraser import eraser_markdown, eraser_table, evaluate_eraser
-    from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS, write_json
 
-    methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
-    _check_methods(methods)
-    out = output_folder(args.out)
-    stem = _stem("eraser", args)
-    _refuse_untraceable(out / f"{stem}.json")
-    _, ids, model, _ = _held_out(args.limit, args.model)
-    methods, skipped = _applicable(methods, model, args.methods is not None)
+    run = _method_run("eraser", args)
     results, seconds = evaluate_eraser(
-        model, ids, methods, removal=args.removal, replacement=args.replacement, progress=True
+        run.model, run.ids, run.methods, removal=args.removal, replacement=args.replacement, progress=True
     )
-    command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
-    report = eraser_table(results, seconds, command, DATASET, args.removal)
+    report = eraser_table(results, seconds, _command(args), DATASET, args.removal)
     report["model"] = _model_name(args.model)
-    if skipped:
-        report["not_applicable"] = skipped
-    write_json(report, out / f"{stem}.json")
-    (out / f"{stem}.md").write_text(eraser_markdown(report) + _note(report), encoding="utf-8")
-    print(eraser_markdown(report) + _note(report))
-    print(f"wrote {out}/{stem}.json and .md")
+    _write_report(run, report, eraser_markdown)
+    print(f"wrote {run.out}/{run.stem}.json and .md")
     return 0
 
 
 def _quantus(args: argparse.Namespace) -> int:
     from captum_mamba.evaluation.quantus_metrics import evaluate_quantus, quantus_markdown, quantus_table
-    from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS, write_json
 
-    methods = list(DEFAULT_EVALUATION_METHODS) if args.methods is None else args.methods
-    _check_methods(methods)
-    out = output_folder(args.out)
-    stem = _stem("quantus", args)
-    _refuse_untraceable(out / f"{stem}.json")
-    _, ids, model, _ = _held_out(args.limit, args.model)
-    methods, skipped = _applicable(methods, model, args.methods is not None)
+    run = _method_run("quantus", args)
     results, seconds = evaluate_quantus(
-        model,
-        ids,
-        methods,
+        run.model,
+        run.ids,
+        run.methods,
         replacement=args.replacement,
         nr_runs=args.nr_runs,
         nr_samples=args.nr_samples,
         progress=True,
     )
-    command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
-    report = quantus_table(results, seconds, command, DATASET)
+    report = quantus_table(results, seconds, _command(args), DATASET)
     report["model"] = _model_name(args.model)
-    if skipped:
-        report["not_applicable"] = skipped
-    write_json(report, out / f"{stem}.json")
-    (out / f"{stem}.md").write_text(quantus_markdown(report) + _note(report), encoding="utf-8")
-    print(quantus_markdown(report) + _note(report))
-    print(f"wrote {out}/{stem}.json and .md")
+    _write_report(run, report, quantus_markdown)
+    print(f"wrote {run.out}/{run.stem}.json and .md")
     return 0
 
 
@@ -285,7 +292,7 @@ def _images(args: argparse.Namespace) -> int:
         keep=min(args.examples, count),
         progress=True,
     )
-    command = "captum-mamba " + shlex.join(args.argv) if args.command_line is None else args.command_line
+    command = _command(args)
     dataset = f"{args.task}: {count} images of sample_images({args.task!r}, {args.n})"
     write_image_report(evaluation, out, stem, command, dataset, split.denormalise, class_names(args.task))
     print(image_markdown(image_table(evaluation, command, dataset)))
