@@ -23,8 +23,6 @@ Grouped-query heads are repeated (a linear copy) and the scaling is a constant f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.dispatch import dispatched_to
 
 #: The attention-implementation name the rules register with transformers.
 ATTENTION_NAME = "captum_mamba_lrp"
@@ -160,30 +159,11 @@ class AttentionRule(MambaLRPRule):
                 f"AttentionRule runs attention modules that call transformers' attention interface through "
                 f"their config; {type(module).__name__} has no config"
             )
-        with _implementation(config, ATTENTION_NAME), _active(self):
+        with dispatched_to(config, "_attn_implementation", ATTENTION_NAME, _ACTIVE, self):
             return type(module).forward(module, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"AttentionRule({self.mode!r})"
-
-
-@contextmanager
-def _implementation(config: Any, name: str) -> Iterator[None]:
-    saved = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = saved
-
-
-@contextmanager
-def _active(rule: AttentionRule) -> Iterator[None]:
-    token = _ACTIVE.set(rule)
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
 
 
 __all__ = ["ATTENTION_NAME", "AttentionRule", "attention_with_rules", "repeat_heads"]

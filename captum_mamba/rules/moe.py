@@ -32,8 +32,6 @@ is a container, and so is the router.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.dispatch import dispatched_to
 from captum_mamba.rules.gate import GateHalfRule
 
 #: The experts-implementation name the rule registers with transformers.
@@ -193,7 +192,7 @@ class ExpertsRule(MambaLRPRule):
                 f"(use_experts_implementation); {type(module).__name__} does not"
             )
         run = _Run(self)
-        with _implementation(config, EXPERTS_NAME), _active(run):
+        with dispatched_to(config, "_experts_implementation", EXPERTS_NAME, _ACTIVE, run):
             output = type(module).forward(module, *args, **kwargs)
         if not run.dispatched:
             raise TypeError(
@@ -204,25 +203,6 @@ class ExpertsRule(MambaLRPRule):
 
     def __repr__(self) -> str:
         return f"ExpertsRule({'half rule' if self.gate_rule is not None else 'plain product'})"
-
-
-@contextmanager
-def _implementation(config: Any, name: str) -> Iterator[None]:
-    saved = config._experts_implementation
-    config._experts_implementation = name
-    try:
-        yield
-    finally:
-        config._experts_implementation = saved
-
-
-@contextmanager
-def _active(run: _Run) -> Iterator[None]:
-    token = _ACTIVE.set(run)
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
 
 
 __all__ = ["EXPERTS_NAME", "ExpertsRule", "experts_with_rules"]
