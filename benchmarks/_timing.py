@@ -27,3 +27,24 @@ def timed_cuda(run: Callable[[], Any]) -> tuple[float, float]:
     peak = (torch.cuda.max_memory_allocated() - before) / 2**30
     del result
     return seconds, peak
+
+
+def alternate_cuda(
+    runs: dict[str, Callable[[], Any]], repeats: int
+) -> tuple[dict[str, float], dict[str, list[float]], dict[str, float]]:
+    r"""
+    Time each of ``runs`` alternately (A, B, C, A, B, C, ...) ``repeats`` times, so that drift
+    hits all alike (the caller warms them up first).
+
+    Returns:
+        *tuple* ``(median seconds, all seconds, largest peak GiB)``, each by run name.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    peaks: dict[str, float] = {name: 0.0 for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            seconds, peak = timed_cuda(run)
+            times[name].append(seconds)
+            peaks[name] = max(peaks[name], peak)
+    medians = {name: sorted(values)[len(values) // 2] for name, values in times.items()}
+    return medians, times, peaks

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from _provenance import result_provenance, with_provenance
-from _timing import timed_cuda
+from _timing import alternate_cuda
 
 BAMBA_1B = dict(
     vocab_size=50280,
@@ -96,14 +96,9 @@ def run_dtype(name: str, length: int, repeats: int) -> dict[str, Any]:
     runs = methods(model)
     for run in runs.values():  # warm-up: kernels, Triton, allocator
         run(embeds[:, :512], target)
-    times: dict[str, list[float]] = {method: [] for method in runs}
-    peaks: dict[str, float] = {method: 0.0 for method in runs}
-    for _ in range(repeats):
-        for method, run in runs.items():
-            seconds, peak = timed_cuda(lambda run=run: run(embeds, target))
-            times[method].append(seconds)
-            peaks[method] = max(peaks[method], peak)
-    medians = {method: sorted(values)[len(values) // 2] for method, values in times.items()}
+    medians, times, peaks = alternate_cuda(
+        {m: (lambda run=run: run(embeds, target)) for m, run in runs.items()}, repeats
+    )
     relevance, delta = MambaLRP(model, rules=None).attribute(embeds, target=target, return_convergence_delta=True)
     row = {
         "dtype": name,

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from _provenance import result_provenance, with_provenance
-from _timing import timed_cuda
+from _timing import alternate_cuda
 
 VIM_SMALL = dict(
     img_size=224, patch_size=16, stride=16, embed_dim=384, depth=24, d_state=16, channels=3, num_classes=1000
@@ -74,14 +74,9 @@ def run_dtype(name: str, batch: int, repeats: int) -> dict[str, Any]:
     runs = methods(model)
     for run in runs.values():  # warm-up: kernels, allocator
         run(images, targets)
-    times: dict[str, list[float]] = {method: [] for method in runs}
-    peaks: dict[str, float] = {method: 0.0 for method in runs}
-    for _ in range(repeats):
-        for method, run in runs.items():
-            seconds, peak = timed_cuda(lambda run=run: run(images, targets))
-            times[method].append(seconds)
-            peaks[method] = max(peaks[method], peak)
-    medians = {method: sorted(values)[len(values) // 2] for method, values in times.items()}
+    medians, times, peaks = alternate_cuda(
+        {m: (lambda run=run: run(images, targets)) for m, run in runs.items()}, repeats
+    )
     relevance, delta = MambaLRP(model).attribute(images, target=targets, return_convergence_delta=True)
     logits = model(images).float().gather(1, targets[:, None])[:, 0]
     row = {
