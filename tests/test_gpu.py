@@ -306,3 +306,34 @@ def test_vim_half_precision_on_the_kernels(dtype):
     correlation = float(torch.corrcoef(torch.stack([half.flatten(), reference.flatten()]))[0, 1])
     print(f"\nVim {dtype}: patch relevance correlation with float32 {correlation:.5f}, delta {delta.tolist()}")
     assert torch.isfinite(half).all() and correlation > 0.98
+
+
+@pytest.mark.skipif(not ssd_kernels_available(), reason="needs mamba-ssm's Triton SSD kernels")
+@pytest.mark.parametrize("with_skip", [False, True])
+def test_held_constant_ssd_node_equals_the_kernels_autograd(with_skip):
+    """The x-only backward of the SSD node equals mamba-ssm's full backward's dx (dt, B, C detached)."""
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    from captum_mamba.kernels.ssd_cuda import held_constant_chunk_scan
+
+    generator = torch.Generator(device="cuda").manual_seed(5)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device="cuda", generator=generator)
+
+    batch, length, heads, head_dim, groups, state, chunk = 2, 300, 4, 16, 2, 32, 64
+    x = rand(batch, length, heads, head_dim)
+    dt = torch.nn.functional.softplus(rand(batch, length, heads) - 2)
+    A = -torch.rand(heads, device="cuda", generator=generator) - 0.5
+    B, C = rand(batch, length, groups, state), rand(batch, length, groups, state)
+    D = rand(heads) if with_skip else None
+    dout = rand(batch, length, heads, head_dim)
+    x1 = x.clone().requires_grad_()
+    y1, last1 = held_constant_chunk_scan(x1, dt, A, B, C, chunk, D=D)
+    (y1 * dout).sum().backward()
+    x2 = x.clone().requires_grad_()
+    y2, last2 = mamba_chunk_scan_combined(x2, dt, A, B, C, chunk, D=D, return_final_states=True)
+    (y2 * dout).sum().backward()
+    error = _relative(x1.grad, x2.grad)
+    print(f"\nheld-constant SSD node (skip={with_skip}): forward {_relative(y1, y2):.1e}, dx {error:.2e}")
+    assert torch.equal(y1, y2) and torch.equal(last1, last2) and error <= 1e-5

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from captum_mamba.kernels.cuda import load_chunk_scan_combined, load_selective_scan_fn, use_kernel
 from captum_mamba.kernels.selective_scan import DEFAULT_CHUNK, differentiable_selective_scan, linear_selective_scan
+from captum_mamba.kernels.ssd_cuda import held_constant_chunk_scan
 from captum_mamba.options import BACKENDS, current_options
 from captum_mamba.rules.base import MambaLRPRule
 
@@ -205,10 +206,14 @@ def _cuda_scan(
 def _cuda_ssd_scan(
     x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, chunk_size: int
 ) -> tuple[Tensor, Tensor]:
-    """mamba-ssm's SSD kernel in at least float32; ``delta`` arrives processed (no bias, softplus, limit)."""
-    scan = load_chunk_scan_combined()
+    r"""
+    mamba-ssm's SSD kernels in at least float32, with a backward to ``x`` only
+    (:func:`~captum_mamba.kernels.ssd_cuda.held_constant_chunk_scan`); ``delta`` arrives
+    processed (no bias, softplus, limit).
+    """
+    load_chunk_scan_combined()  # raises the missing-package error if mamba-ssm is absent
     dtype = torch.promote_types(x.dtype, torch.float32)
-    y, last = scan(
+    y, last = held_constant_chunk_scan(
         x.to(dtype),
         delta.detach().to(dtype),
         A.detach().float(),
@@ -216,7 +221,6 @@ def _cuda_ssd_scan(
         C.detach().to(dtype),
         chunk_size,
         D=None if D is None else D.detach().float(),
-        return_final_states=True,
     )
     return y, last
 
