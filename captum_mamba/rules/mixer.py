@@ -14,6 +14,7 @@ from captum_mamba.mixers.layouts import BidirectionalMamba1Layout, Mamba1Layout,
 from captum_mamba.mixers.ops import MixerOps
 from captum_mamba.options import current_options
 from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.delta import GatedDeltaRule, plain_gated_delta
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 from captum_mamba.rules.ssm import SelectiveSSMRule, plain_scan_heads, plain_selective_ssm
@@ -21,10 +22,10 @@ from captum_mamba.rules.ssm import SelectiveSSMRule, plain_scan_heads, plain_sel
 
 class MixerRule(MambaLRPRule, MixerOps):
     r"""
-    MambaLRP for a Mamba mixer (Mamba-1 or Mamba-2, any implementation a model family declares):
-    the mixer function of its layout, with the component rules below. A component set to
-    ``None`` runs plainly (gradients through everything): that is how ablations switch one rule
-    off, e.g. ``MambaLRP(model, rules={MambaMixer: MixerRule(ssm=None)})``.
+    MambaLRP for a Mamba mixer (Mamba-1 or Mamba-2, any implementation a model family declares)
+    or a Gated DeltaNet mixer: the mixer function of its layout, with the component rules below.
+    A component set to ``None`` runs plainly (gradients through everything): that is how
+    ablations switch one rule off, e.g. ``MambaLRP(model, rules={MambaMixer: MixerRule(ssm=None)})``.
 
     Args:
         silu (SiLUIdentityRule, optional): rule for the SiLUs. Default: ``SiLUIdentityRule()``
@@ -37,10 +38,13 @@ class MixerRule(MambaLRPRule, MixerOps):
                     (:mod:`captum_mamba.kernels.fused_mixer`; same relevances). Default: True
         layout (MixerLayout, optional): how to read the mixer; ``None`` takes the layout the
                     model family declares for the mixer's type.
+        delta (GatedDeltaRule, optional): rule for the gated delta rule of a Gated DeltaNet
+                    mixer (decay, writing strength, keys and queries held constant). Default:
+                    ``GatedDeltaRule()``
     """
 
     replaces_forward = True
-    components = {"silu": "silu_rule", "ssm": "ssm_rule", "gate": "gate_rule"}
+    components = {"silu": "silu_rule", "ssm": "ssm_rule", "gate": "gate_rule", "delta": "delta_rule"}
 
     def __init__(
         self,
@@ -49,16 +53,18 @@ class MixerRule(MambaLRPRule, MixerOps):
         gate: GateHalfRule | None = GateHalfRule(),
         fused: bool = True,
         layout: MixerLayout | None = None,
+        delta: GatedDeltaRule | None = GatedDeltaRule(),
     ) -> None:
         self.silu_rule = silu
         self.ssm_rule = ssm
         self.gate_rule = gate
         self.fused_node = fused
         self.layout = layout
+        self.delta_rule = delta
 
     def with_layout(self, layout: MixerLayout) -> MixerRule:
         """A copy of this rule bound to ``layout`` (the component rules are shared)."""
-        return MixerRule(self.silu_rule, self.ssm_rule, self.gate_rule, self.fused_node, layout)
+        return MixerRule(self.silu_rule, self.ssm_rule, self.gate_rule, self.fused_node, layout, self.delta_rule)
 
     def module_forward(self, mixer: nn.Module, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
         """The mixer's own call signature; the computation is the layout's mixer function."""
@@ -101,6 +107,13 @@ class MixerRule(MambaLRPRule, MixerOps):
             return plain_scan_heads(x, delta, A, B, C, D)
         return self.ssm_rule.apply_heads(x, delta, A, B, C, D, chunk_size=chunk_size)
 
+    def gated_delta(
+        self, mixer: nn.Module, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float
+    ) -> tuple[Tensor, Tensor]:
+        if self.delta_rule is None:
+            return plain_gated_delta(q, k, v, g, beta, scale)
+        return self.delta_rule.apply(q, k, v, g, beta, scale)
+
     def gated_norm(self, mixer: nn.Module, norm: nn.Module, y: Tensor, gate: Tensor) -> Tensor:
         return norm(y, gate)  # the norm module's own rule (GatedRMSNormRule) applies
 
@@ -134,11 +147,9 @@ class MixerRule(MambaLRPRule, MixerOps):
         )
 
     def __repr__(self) -> str:
-        off = [
-            name
-            for name, rule in (("silu", self.silu_rule), ("ssm", self.ssm_rule), ("gate", self.gate_rule))
-            if rule is None
-        ]
+        components = (("silu", self.silu_rule), ("ssm", self.ssm_rule), ("gate", self.gate_rule))
+        components += (("delta", self.delta_rule),)
+        off = [name for name, rule in components if rule is None]
         layout = "" if self.layout is None else f"{type(self.layout).__name__}, "
         return f"MixerRule({layout}{'without ' + '/'.join(off) if off else 'all rules'})"
 
