@@ -303,3 +303,38 @@ def test_plan_names_the_rules():
     gdn = next(path for path, m in names.items() if isinstance(m, modeling_qwen3_next.Qwen3NextGatedDeltaNet))
     assert "Qwen3NextGatedDeltaLayout" in repr(plan.rules[gdn])
     assert isinstance(plan.rules[gdn + ".conv1d"], GradientRule)
+
+
+def test_relevance_split_by_layer_kind_equals_layer_mamba_lrp_per_module():
+    """Qwen3-Next's split: Gated DeltaNets (linear_attention), the attention, MLPs and experts, one row each."""
+    from captum_mamba import relevance_split
+
+    model = build("qwen3_next", seed=10)
+    embeds = embeds_of(model, 2, 6, seed=10)
+    rules = rules_for("qwen3_next", "cp")
+    rows = relevance_split(MambaLRP(model, rules=rules), embeds, target=3)
+    assert [(row.layer, row.kind) for row in rows] == [
+        (0, "linear_attention"),
+        (0, "mlp"),
+        (1, "attention"),
+        (1, "mlp"),  # the shared expert (its gate held constant) runs before the routed experts
+        (1, "moe"),
+        (2, "linear_attention"),
+        (2, "mlp"),
+        (3, "linear_attention"),
+        (3, "mlp"),
+        (3, "moe"),
+    ]
+    modules = dict(model.named_modules())
+    for row in rows:
+        alone = LayerMambaLRP(model, modules[row.module], rules=rules).attribute(embeds, target=3)
+        alone = alone[0] if isinstance(alone, tuple) else alone
+        torch.testing.assert_close(row.relevance, alone.reshape(len(embeds), -1).sum(1), atol=1e-10, rtol=0)
+        assert row.relevance.abs().min() > 1e-6  # every kind carries relevance
+
+
+def test_switching_off_the_ssm_component_switches_off_the_delta_rule():
+    """The evaluation's ablations name "ssm": for a Gated DeltaNet that is the delta rule."""
+    rule = MixerRule().without({"ssm"})
+    assert rule.ssm_rule is None and rule.delta_rule is None
+    assert MixerRule().without({"delta"}).ssm_rule is not None

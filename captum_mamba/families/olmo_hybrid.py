@@ -62,7 +62,7 @@ OLMO_HYBRID = ModelFamily(
     name="olmo_hybrid",
     mixers={modeling_olmo_hybrid.OlmoHybridGatedDeltaNet: OlmoHybridGatedDeltaLayout()},
     norms={
-        modeling_olmo_hybrid.OlmoHybridRMSNorm: RMSNormRule,
+        modeling_olmo_hybrid.OlmoHybridRMSNorm: RMSNormRule(scale_before_cast=True),
         modeling_olmo_hybrid.OlmoHybridRMSNormGated: GatedRMSNormRule(norm_before_gate=True),
     },
     containers=(

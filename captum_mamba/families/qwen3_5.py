@@ -77,7 +77,9 @@ QWEN3_5 = ModelFamily(
     name="qwen3_5",
     mixers={modeling_qwen3_5.Qwen3_5GatedDeltaNet: SplitGatedDeltaLayout()},
     norms={
-        modeling_qwen3_5.Qwen3_5RMSNorm: RMSNormRule(weight_offset=1.0),  # zero-centred: (1 + w)
+        modeling_qwen3_5.Qwen3_5RMSNorm: RMSNormRule(
+            weight_offset=1.0, scale_before_cast=True
+        ),  # zero-centred: (1 + w)
         modeling_qwen3_5.Qwen3_5RMSNormGated: GatedRMSNormRule(norm_before_gate=True),
     },
     containers=(
@@ -101,7 +103,7 @@ QWEN3_5_MOE = ModelFamily(
     name="qwen3_5_moe",
     mixers={modeling_qwen3_5_moe.Qwen3_5MoeGatedDeltaNet: SplitGatedDeltaLayout()},
     norms={
-        modeling_qwen3_5_moe.Qwen3_5MoeRMSNorm: RMSNormRule(weight_offset=1.0),
+        modeling_qwen3_5_moe.Qwen3_5MoeRMSNorm: RMSNormRule(weight_offset=1.0, scale_before_cast=True),
         modeling_qwen3_5_moe.Qwen3_5MoeRMSNormGated: GatedRMSNormRule(norm_before_gate=True),
     },
     containers=(

@@ -72,7 +72,9 @@ QWEN3_NEXT = ModelFamily(
     name="qwen3_next",
     mixers={modeling_qwen3_next.Qwen3NextGatedDeltaNet: Qwen3NextGatedDeltaLayout()},
     norms={
-        modeling_qwen3_next.Qwen3NextRMSNorm: RMSNormRule(weight_offset=1.0),  # zero-centred: (1 + w)
+        modeling_qwen3_next.Qwen3NextRMSNorm: RMSNormRule(
+            weight_offset=1.0, scale_before_cast=True
+        ),  # zero-centred: (1 + w)
         modeling_qwen3_next.Qwen3NextRMSNormGated: GatedRMSNormRule(norm_before_gate=True),
     },
     containers=(

@@ -101,11 +101,12 @@ class GatedDeltaLayout(MixerLayout):
         key_dim = mixer.num_k_heads * mixer.head_k_dim
         mixed = ops.silu(mixer, ops.conv(mixer, p.qkv, cache), "conv")
         q, k, v = torch.split(mixed, [key_dim, key_dim, mixer.num_v_heads * mixer.head_v_dim], dim=-1)
-        # at least float32, as the models compute the rule (never narrowing float64)
+        # the held-constant path in at least float32, as the models compute it (never narrowing float64);
+        # v stays in the model's dtype: the PyTorch kernel widens it, fla's takes half precision as it is
         wide = torch.promote_types(dtype, torch.float32)
         q = l2_normalised(q.reshape(batch, length, mixer.num_k_heads, mixer.head_k_dim).to(wide))
         k = l2_normalised(k.reshape(batch, length, mixer.num_k_heads, mixer.head_k_dim).to(wide))
-        v = v.reshape(batch, length, mixer.num_v_heads, mixer.head_v_dim).to(wide)
+        v = v.reshape(batch, length, mixer.num_v_heads, mixer.head_v_dim)
         beta = self.beta(mixer, p.b).to(wide)
         g = -torch.exp(mixer.A_log.to(wide)) * F.softplus(p.a.to(wide) + mixer.dt_bias.to(wide))
         out, last_state = ops.gated_delta(mixer, q, k, v, g, beta, mixer.head_k_dim**-0.5)

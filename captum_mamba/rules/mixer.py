@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch.nn.functional as F
@@ -61,6 +62,17 @@ class MixerRule(MambaLRPRule, MixerOps):
         self.fused_node = fused
         self.layout = layout
         self.delta_rule = delta
+
+    def without(self, names: Iterable[str]) -> MambaLRPRule:
+        r"""
+        A copy with the named components switched off (see :meth:`MambaLRPRule.without`); ``"ssm"``
+        also switches off ``"delta"``: the gated delta rule is a Gated DeltaNet's SSM rule (a linear
+        recurrence whose input-dependent coefficients are held constant).
+        """
+        names = set(names)
+        if "ssm" in names:
+            names.add("delta")
+        return super().without(names)
 
     def with_layout(self, layout: MixerLayout) -> MixerRule:
         """A copy of this rule bound to ``layout`` (the component rules are shared)."""

@@ -35,12 +35,17 @@ class RMSNormRule(MambaLRPRule):
         weight_offset (float, optional): a constant added to the stored weight: ``1.0`` for the
                     zero-centred norms of Qwen3-Next / Qwen3.5, which scale by ``1 + w``. The scale
                     is a constant either way, so relevance passes element-wise. Default: 0.0
+        scale_before_cast (bool, optional): scale in the wide dtype, then cast to the input's
+                    (Qwen3-Next, Qwen3.5, OLMo), instead of casting, then scaling (Llama, Mamba):
+                    the same value in float32 and float64, the model's own rounding in half
+                    precision. Default: False
     """
 
     replaces_forward = True
 
-    def __init__(self, weight_offset: float = 0.0) -> None:
+    def __init__(self, weight_offset: float = 0.0, scale_before_cast: bool = False) -> None:
         self.weight_offset = weight_offset
+        self.scale_before_cast = scale_before_cast
 
     def apply(self, x: Tensor, weight: Tensor | None, eps: float, group_size: int | None = None) -> Tensor:
         r"""
@@ -58,12 +63,12 @@ class RMSNormRule(MambaLRPRule):
         size = group_size or x.shape[-1]
         grouped = wide.reshape(*wide.shape[:-1], -1, size)
         inverse_rms = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps).detach()
-        if weight is not None and self.weight_offset:
-            # zero-centred: scaled by (offset + w) in the wide dtype, then cast, as those models compute it
-            normed = (grouped * inverse_rms).reshape(wide.shape) * (self.weight_offset + weight.to(wide.dtype))
-            return normed.to(x.dtype)
-        normed = (grouped * inverse_rms).reshape(wide.shape).to(x.dtype)
-        return normed if weight is None else weight * normed
+        normed = (grouped * inverse_rms).reshape(wide.shape)
+        scale = None if weight is None else weight + self.weight_offset if self.weight_offset else weight
+        if scale is not None and self.scale_before_cast:
+            return (normed * scale.to(wide.dtype)).to(x.dtype)
+        normed = normed.to(x.dtype)
+        return normed if scale is None else scale * normed
 
     def module_forward(self, module: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
         return self.apply(x, getattr(module, "weight", None), _epsilon_of(module))
