@@ -163,3 +163,15 @@ def test_sigmoid_gates_are_found_in_a_modules_own_forward(mode):
         assert gg is None
     with pytest.raises(ValueError, match="mode must be"):
         SigmoidGateRule("uniform")
+
+
+def test_a_moe_block_without_a_gated_shared_expert_is_refused():
+    from captum_mamba.rules import MoEBlockRule
+
+    class Ungated(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * x
+
+    with pytest.raises(TypeError, match="no product with a sigmoid gate"):
+        MoEBlockRule().module_forward(Ungated(), torch.ones(2, 3))
+    assert torch.equal(MoEBlockRule(shared_gate=None).module_forward(Ungated(), torch.ones(2, 3)), 2 * torch.ones(2, 3))

@@ -159,8 +159,15 @@ class MixerRule(MambaLRPRule, MixerOps):
         )
 
     def __repr__(self) -> str:
-        components = (("silu", self.silu_rule), ("ssm", self.ssm_rule), ("gate", self.gate_rule))
-        components += (("delta", self.delta_rule),)
+        components = [
+            ("silu", self.silu_rule),
+            ("ssm", self.ssm_rule),
+            ("gate", self.gate_rule),
+            ("delta", self.delta_rule),
+        ]
+        kind = getattr(self.layout, "kind", None)
+        if kind is not None:  # the components the layout's mixer uses: the delta rule or the selective scan's
+            components = [c for c in components if c[0] != ("ssm" if kind == "gated_delta" else "delta")]
         off = [name for name, rule in components if rule is None]
         layout = "" if self.layout is None else f"{type(self.layout).__name__}, "
         return f"MixerRule({layout}{'without ' + '/'.join(off) if off else 'all rules'})"
