@@ -27,26 +27,8 @@ import torch
 from _provenance import result_provenance, with_provenance
 from _timing import alternate_cuda
 
-BAMBA_1B = dict(
-    vocab_size=50280,
-    hidden_size=2048,
-    intermediate_size=5632,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    attn_layer_indices=[6, 12, 18],
-    mamba_n_heads=64,
-    mamba_d_head=64,
-    mamba_n_groups=1,
-    mamba_d_state=128,
-    mamba_d_conv=4,
-    mamba_expand=2,
-    mamba_chunk_size=256,
-    mamba_conv_bias=True,
-    mamba_proj_bias=False,
-    use_cache=False,
-    tie_word_embeddings=False,
-)
+from captum_mamba.evaluation.dataset import BAMBA_1B  # the 1B-sized configuration, also explain-dataset's bamba-1b
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -54,7 +36,7 @@ def build(dtype: torch.dtype) -> torch.nn.Module:
     from transformers import BambaConfig, BambaForCausalLM
 
     torch.manual_seed(0)
-    config = BambaConfig(**BAMBA_1B)
+    config = BambaConfig(**BAMBA_1B, use_cache=False)
     config._attn_implementation = "sdpa"
     with torch.device("cuda"):
         model = BambaForCausalLM(config)

@@ -50,6 +50,10 @@ def _positions_from_words(position: str, forward_func: Callable[..., Any], addit
     return last_token_positions(mask)
 
 
+MEMORY_LEAN_MODES: tuple[bool | str, ...] = (False, True, "offload")
+"""What ``memory_lean`` takes: off, per-block recomputation, and recomputation with the block inputs in host memory."""
+
+
 class MambaLRPBase:
     """Configuration shared by the MambaLRP attribution classes (mixed into Captum classes)."""
 
@@ -63,10 +67,17 @@ class MambaLRPBase:
         registry: RuleRegistry | None,
         explained_position: Position,
         plain_gradient_fallback: Fallback,
-        memory_lean: bool = False,
+        memory_lean: bool | str = False,
         backend: str = "auto",
     ) -> None:
-        self.options = ExplanationOptions(checkpoint_blocks=memory_lean, backend=backend)
+        if memory_lean not in MEMORY_LEAN_MODES:
+            raise ValueError(
+                f"memory_lean must be False, True (recompute each block in the backward pass) or 'offload' "
+                f"(also keep the block inputs in host memory), got {memory_lean!r}"
+            )
+        self.options = ExplanationOptions(
+            checkpoint_blocks=bool(memory_lean), offload_blocks=memory_lean == "offload", backend=backend
+        )
         self.model = resolve_model(forward_func, model)
         self.rules = dict(rules or {})
         self.registry = registry
@@ -76,6 +87,20 @@ class MambaLRPBase:
     @classmethod
     def get_name(cls) -> str:
         return cls.__name__
+
+    def _out_of_memory_advice(self, message: str) -> str:
+        """The allocator's message, with the memory-lean mode the explanation could switch to."""
+        if not self.options.checkpoint_blocks:
+            advice = (
+                "memory_lean=True recomputes each block in the backward pass (same relevances, memory of one "
+                "block's activations plus the blocks' inputs); memory_lean='offload' also keeps those inputs in "
+                "host memory"
+            )
+        elif not self.options.offload_blocks:
+            advice = "memory_lean='offload' also keeps the blocks' inputs in host memory (same relevances)"
+        else:
+            advice = "even one block does not fit: explain a shorter input, or a smaller batch"
+        return f"MambaLRP ran out of GPU memory; {advice}. ({message.splitlines()[0] if message else ''})"
 
     def rule_plan(self) -> RulePlan:
         """The rule each module of the model gets (without applying anything)."""
@@ -118,10 +143,13 @@ class MambaLRPBase:
             explanation_options(**vars(self.options)),
             collecting_input_relevance() as recorded,
         ):
-            explained, leaves = run()
-            if not explained.requires_grad:
-                raise RuntimeError("the explained output does not depend on the attributed tensors")
-            gradients = torch.autograd.grad(explained.sum(), tuple(leaves), allow_unused=True)
+            try:
+                explained, leaves = run()
+                if not explained.requires_grad:
+                    raise RuntimeError("the explained output does not depend on the attributed tensors")
+                gradients = torch.autograd.grad(explained.sum(), tuple(leaves), allow_unused=True)
+            except torch.OutOfMemoryError as error:
+                raise torch.OutOfMemoryError(self._out_of_memory_advice(str(error))) from None
         products = tuple(
             leaf.detach() * (torch.zeros_like(leaf) if g is None else g) for leaf, g in zip(leaves, gradients)
         )

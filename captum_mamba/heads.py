@@ -127,7 +127,10 @@ class SequenceClassifier:
         hidden = self.backbone(
             input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state
-        logits = self.score(self.pool(hidden, attention_mask=attention_mask))
+        pooled = self.pool(hidden, attention_mask=attention_mask)
+        # the backbone may return a wider stream (residual_in_fp32 in a half-precision model): the head's
+        # dtype, as the causal-LM heads do
+        logits = self.score(pooled.to(self.score.weight.dtype))
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

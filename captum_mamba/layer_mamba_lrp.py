@@ -72,7 +72,8 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
                     sequence outputs, as in :class:`MambaLRP`. Default: "auto"
         plain_gradient_fallback (bool or Iterable[type], optional): as in :class:`MambaLRP`.
                     Default: False
-        memory_lean (bool, optional): per-block recomputation, as in :class:`MambaLRP`. Default: False
+        memory_lean (bool or str, optional): per-block recomputation (``True``), with the block
+                    inputs in host memory (``"offload"``), as in :class:`MambaLRP`. Default: False
         backend (str, optional): ``"auto"``, ``"torch"`` or ``"cuda"``, as in :class:`MambaLRP`.
                     Default: "auto"
     """
@@ -86,7 +87,7 @@ class LayerMambaLRP(MambaLRPBase, LayerGradientXActivation):
         registry: RuleRegistry | None = None,
         explained_position: Position = "auto",
         plain_gradient_fallback: Fallback = False,
-        memory_lean: bool = False,
+        memory_lean: bool | str = False,
         backend: str = "auto",
     ) -> None:
         LayerGradientXActivation.__init__(self, forward_func, layer)

@@ -50,9 +50,12 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         plain_gradient_fallback (bool or Iterable[type], optional): module types without a rule
                     that may run with the plain gradient (with a warning) instead of raising
                     :class:`~captum_mamba.UnsupportedModuleError`; ``True`` for all. Default: False
-        memory_lean (bool, optional): recompute each residual block in the backward pass
-                    (per-block checkpointing), so memory no longer holds every block's
-                    activations: for very long inputs. Same relevances. Default: False
+        memory_lean (bool or str, optional): ``True``: recompute each residual block in the
+                    backward pass (per-block checkpointing), so memory no longer holds every
+                    block's activations: for very long inputs; ``"offload"``: also keep the
+                    blocks' inputs in host memory (a million tokens on one GPU). Same
+                    relevances. A run out of GPU memory says which mode to ask for.
+                    Default: False
         backend (str, optional): ``"auto"`` (mamba-ssm / causal-conv1d CUDA kernels for CUDA
                     inputs when the ``gpu`` extra is installed, else PyTorch), ``"torch"`` or
                     ``"cuda"`` (an error naming the missing package if the kernels are absent).
@@ -67,7 +70,7 @@ class MambaLRP(MambaLRPBase, InputXGradient):
         registry: RuleRegistry | None = None,
         explained_position: Position = "auto",
         plain_gradient_fallback: Fallback = False,
-        memory_lean: bool = False,
+        memory_lean: bool | str = False,
         backend: str = "auto",
     ) -> None:
         InputXGradient.__init__(self, forward_func)

@@ -17,12 +17,16 @@ class ExplanationOptions:
         checkpoint_blocks (bool): recompute each residual block during the backward pass instead
                     of keeping its activations (memory grows with the number of blocks times the
                     hidden size, not with everything inside a block). Default: False
+        offload_blocks (bool): with ``checkpoint_blocks``, keep each block's input in host memory
+                    until the backward pass recomputes the block (GPU memory then holds about one
+                    block's activations, for inputs of a million tokens). Default: False
         backend (str): ``"auto"`` (CUDA kernels for CUDA tensors when the ``gpu`` extra imports,
                     else PyTorch), ``"torch"`` (always the pure-PyTorch path) or ``"cuda"``
                     (always the kernels; an error if they are missing). Default: "auto"
     """
 
     checkpoint_blocks: bool = False
+    offload_blocks: bool = False
     backend: str = "auto"
 
     def __post_init__(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -136,3 +137,119 @@ def test_random_config_smoke(tmp_path):
     records = _records(tmp_path)
     assert len(records) == 3 and all(len(r["relevances"]["mamba_lrp"]) == 12 for r in records)
     assert all(abs(r["convergence_delta"]["mamba_lrp"]) < 1e-3 for r in records)
+
+
+def _plain_prediction(model: torch.nn.Module, ids: list[int]) -> tuple[int, float]:
+    """The top class (or next token) at the last token and its logit, from the model's own forward, no attribution."""
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits.double()
+    logits = logits[0, -1] if logits.dim() == 3 else logits[0]
+    return int(logits.argmax()), float(logits.max())
+
+
+def _tiny_bamba_lm(vocab_size: int) -> torch.nn.Module:
+    """A bias-free 2-layer Bamba causal LM (Mamba-2, then attention) with random weights."""
+    from transformers import BambaConfig, BambaForCausalLM
+
+    config = BambaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2, attn_layer_indices=[1],
+        num_attention_heads=4, num_key_value_heads=2, mamba_n_heads=4, mamba_d_head=16, mamba_n_groups=1,
+        mamba_d_state=8, mamba_chunk_size=16, mamba_conv_bias=False, use_cache=False, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(3)
+    return BambaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("kind", ["shipped hybrid", "classifier checkpoint", "causal LM checkpoint"])
+def test_hybrid_models_and_checkpoint_directories(kind, dataset, tmp_path):
+    """Hybrid models explain their own predictions; CP-LRP relevances sum to the plain forward's logit (bias-free)."""
+    model, tokenizer = load_default_classifier(variant="hybrid")
+    folder = tmp_path / "checkpoint"
+    if kind == "causal LM checkpoint":
+        model = _tiny_bamba_lm(tokenizer.get_vocab_size())
+    if kind != "shipped hybrid":
+        model.save_pretrained(folder)
+        tokenizer.save(str(folder / "tokenizer.json"))
+    out = tmp_path / "run"
+    spec = "hybrid" if kind == "shipped hybrid" else str(folder)
+    methods = ["mamba_lrp", "mamba_lrp_cp", "input_x_gradient"]
+    assert (
+        main(["explain-dataset", "--input", str(dataset), "--model", spec, "--methods", *methods, "--out", str(out)])
+        == 0
+    )
+    records = _records(out)
+    assert len(records) == 14
+    for record in records:
+        ids = tokenizer.encode(record["text"]).ids
+        target, logit = _plain_prediction(model, ids)
+        assert record["target"] == target and record["logit"] == pytest.approx(logit, abs=1e-5)
+        assert sum(record["relevances"]["mamba_lrp_cp"]) == pytest.approx(logit, rel=1e-4, abs=1e-4)
+        assert len(record["relevances"]["mamba_lrp"]) == len(ids) == len(record["tokens"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert ("checkpoint" in summary["model"]) == (kind != "shipped hybrid")
+
+
+def test_checkpoint_directories_that_cannot_load_are_named(dataset, tmp_path, capsys):
+    model, tokenizer = load_default_classifier(variant="hybrid")
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+
+    def error() -> str:
+        args = ["explain-dataset", "--input", str(dataset), "--model", str(folder), "--out", str(tmp_path / "o")]
+        assert main(args) == 2
+        return capsys.readouterr().err
+
+    assert "has no tokenizer.json" in error()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["NoSuchModelForCausalLM"]}))
+    assert "'NoSuchModelForCausalLM', which neither a declared model family nor transformers provides" in error()
+    (folder / "config.json").unlink()
+    assert "not a checkpoint directory (no config.json)" in error()
+    # a transformers model that no declared family covers: MambaLRP names its layers, gradient methods still run
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=tokenizer.get_vocab_size(), n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0
+        )
+    )
+    gpt2.save_pretrained(folder)
+    message = error()
+    assert (
+        "MambaLRP has no rule for these module types" in message and "Conv1D (at transformer.h.0.attn.c_attn" in message
+    )
+    assert "--methods input_x_gradient" in message
+    args = ["explain-dataset", "--input", str(dataset), "--model", str(folder), "--methods", "input_x_gradient"]
+    assert main([*args, "--out", str(tmp_path / "gradients")]) == 0
+
+
+def test_random_config_names_in_the_cli_are_the_sized_configurations():
+    from captum_mamba.cli.explain_dataset import RANDOM_CONFIG_NAMES
+    from captum_mamba.evaluation.dataset import RANDOM_CONFIGS
+
+    assert RANDOM_CONFIG_NAMES == tuple(RANDOM_CONFIGS)
+
+
+def _tiny_names() -> list[str]:
+    from captum_mamba.evaluation.dataset import random_config_names
+
+    return [name for name in random_config_names() if name.endswith("-tiny")]
+
+
+@pytest.mark.parametrize("name", _tiny_names())
+def test_random_tiny_configuration_of_every_family(name, tmp_path):
+    """``--random-config <family>-tiny``: records conserve up to their delta, equal to a plain forward's logit."""
+    from captum_mamba.evaluation.dataset import build_random_lm
+
+    assert (
+        main(["explain-dataset", "--random-config", name, "--length", "7", "--count", "2", "--out", str(tmp_path)]) == 0
+    )
+    model = build_random_lm(name)
+    for record in _records(tmp_path):
+        ids = torch.randint(0, model.config.vocab_size, (7,), generator=torch.Generator().manual_seed(record["id"]))
+        assert record["target"] == int(ids[-1])
+        with torch.no_grad():
+            logit = float(model(input_ids=ids[None]).logits[0, -1, ids[-1]])
+        assert record["logit"] == pytest.approx(logit, rel=1e-4, abs=1e-4)
+        assert all(math.isfinite(v) for v in record["relevances"]["mamba_lrp"])

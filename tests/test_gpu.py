@@ -84,33 +84,42 @@ def test_float64_cuda_inputs_take_the_pytorch_path(family):
         LayerMambaLRP(model, model.backbone.embeddings, backend="cuda").attribute(ids, target=[3, 7])
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_fused_mixer_equals_the_rule_by_rule_kernel_path(bias, monkeypatch):
-    from transformers.models.mamba.modeling_mamba import MambaMixer
-
+def _counting_fused_calls(monkeypatch) -> list[int]:
+    """Count the fused Mamba-1 node's calls."""
     from captum_mamba.kernels import fused_mixer
-    from captum_mamba.rules import MixerRule
 
-    calls = []
+    calls: list[int] = []
     original = fused_mixer._FusedMambaLRPMixer.apply
     monkeypatch.setattr(
         fused_mixer._FusedMambaLRPMixer, "apply", lambda *a: calls.append(1) or original(*a), raising=True
     )
-    model = _model("mamba", seed=3, use_conv_bias=bias, use_bias=bias)
+    return calls
+
+
+@pytest.mark.parametrize("family", ["mamba", "falcon_mamba"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_mixer_equals_the_rule_by_rule_kernel_path(family, bias, monkeypatch):
+    from captum_mamba.families import FAMILIES as DECLARED
+    from captum_mamba.rules import MixerRule
+
+    calls = _counting_fused_calls(monkeypatch)
+    model = _model(family, seed=3, use_conv_bias=bias, use_bias=bias)
     ids = _ids(3, 257, seed=3)
     layer = model.backbone.embeddings
     fused, fused_delta = LayerMambaLRP(model, layer, backend="cuda").attribute(
         ids, target=[1, 5, 9], return_convergence_delta=True
     )
     assert len(calls) == model.config.num_hidden_layers  # the fused node ran in every block
-    unfused_rules = {MambaMixer: MixerRule(fused=False)}
+    mixer_type = type(model.backbone.layers[0].mixer)
+    layout = DECLARED.mixer_layout(mixer_type)
+    unfused_rules = {mixer_type: MixerRule(fused=False, layout=layout)}
     unfused, unfused_delta = LayerMambaLRP(model, layer, rules=unfused_rules, backend="cuda").attribute(
         ids, target=[1, 5, 9], return_convergence_delta=True
     )
     assert len(calls) == model.config.num_hidden_layers
     torch_path = LayerMambaLRP(model, layer, backend="torch").attribute(ids, target=[1, 5, 9])
     error, error_torch = _relative(fused, unfused), _relative(fused, torch_path)
-    print(f"\nfused mixer (bias={bias}): vs rule-by-rule kernels {error:.2e}, vs PyTorch {error_torch:.2e}")
+    print(f"\n{family} fused mixer (bias={bias}): vs rule-by-rule kernels {error:.2e}, vs PyTorch {error_torch:.2e}")
     assert error <= 1e-5 and error_torch <= 1e-4
     assert torch.allclose(fused_delta, unfused_delta, atol=1e-4 * float(fused.abs().sum(-1).max()))
 
@@ -139,20 +148,42 @@ def test_memory_lean_mode_on_the_kernels():
     embeds = model.get_input_embeddings()(_ids(1, 4096, seed=2)).detach()
     plain = MambaLRP(model).attribute(embeds, target=1)
     lean = MambaLRP(model, memory_lean=True).attribute(embeds, target=1)
-    assert _relative(lean, plain) <= 1e-5
+    offload = MambaLRP(model, memory_lean="offload").attribute(embeds, target=1)
+    assert _relative(lean, plain) <= 1e-5 and _relative(offload, plain) <= 1e-5
 
 
+@pytest.mark.parametrize("family", ["mamba", "falcon_mamba"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_on_the_kernels(dtype):
-    model32 = _model("mamba", seed=3)
-    model16 = _model("mamba", seed=3, dtype=dtype)
+def test_half_precision_on_the_kernels(family, dtype, monkeypatch):
+    """Half precision runs the fused node (every rule kept) and agrees with the float32 rule-by-rule path."""
+    from captum_mamba.families import FAMILIES as DECLARED
+    from captum_mamba.rules import MixerRule
+
+    model32 = _model(family, seed=3)
+    model16 = _model(family, seed=3, dtype=dtype)
     ids = _ids(2, 512, seed=3)
-    reference = LayerMambaLRP(model32, model32.backbone.embeddings).attribute(ids, target=2).sum(-1)
-    half = LayerMambaLRP(model16, model16.backbone.embeddings).attribute(ids, target=2).float().sum(-1)
-    error = _relative(half, reference)
+    mixer_type = type(model32.backbone.layers[0].mixer)
+    rule_by_rule = {mixer_type: MixerRule(fused=False, layout=DECLARED.mixer_layout(mixer_type))}
+    reference, reference_delta = LayerMambaLRP(model32, model32.backbone.embeddings, rules=rule_by_rule).attribute(
+        ids, target=2, return_convergence_delta=True
+    )
+    calls = _counting_fused_calls(monkeypatch)
+    half, half_delta = LayerMambaLRP(model16, model16.backbone.embeddings).attribute(
+        ids, target=2, return_convergence_delta=True
+    )
+    assert len(calls) == model16.config.num_hidden_layers  # the fused node, in half precision
+    unfused = LayerMambaLRP(model16, model16.backbone.embeddings, rules=rule_by_rule).attribute(ids, target=2)
+    reference, half, unfused = reference.sum(-1), half.float().sum(-1), unfused.float().sum(-1)
+    error, error_unfused = _relative(half, reference), _relative(half, unfused)
     correlation = float(torch.corrcoef(torch.stack([half.flatten(), reference.flatten()]))[0, 1])
-    print(f"\n{dtype}: token relevance max error {error:.2e} of max |R|, correlation {correlation:.5f}")
-    assert torch.isfinite(half).all() and correlation > 0.99
+    logit = reference.sum(-1).double() - reference_delta.double()
+    print(
+        f"\n{family} {dtype}: fused half vs float32 rule-by-rule: token relevance max error {error:.2e} of max |R|, "
+        f"correlation {correlation:.5f}; vs half rule-by-rule {error_unfused:.2e}; "
+        f"delta {half_delta.float().abs().max():.2e} (float32 {reference_delta.abs().max():.2e}, logit {logit.abs().max():.3f})"
+    )
+    assert half_delta.dtype in (torch.float32, torch.float64) and torch.isfinite(half).all()
+    assert correlation > 0.99 and error_unfused < 0.05
 
 
 def _ssm_lm(layer: str, **ssm_cfg):

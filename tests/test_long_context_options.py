@@ -71,3 +71,37 @@ def test_cuda_backend_without_the_gpu_extra_names_the_package():
         MambaLRP(model, backend="cuda").attribute(embeds, target=0)
     with pytest.raises(ValueError, match="backend must be one of"):
         MambaLRP(model, backend="tpu")
+
+
+def test_memory_lean_takes_true_false_or_offload():
+    model = tiny_lm(seed=1)
+    with pytest.raises(ValueError, match="memory_lean must be False, True .* or 'offload'"):
+        MambaLRP(model, memory_lean="yes")
+    embeds = embeddings_of(model, token_ids(2, 7))
+    plain = MambaLRP(model).attribute(embeds, target=3)
+    offload = MambaLRP(model, memory_lean="offload").attribute(embeds, target=3)  # CPU inputs: nothing to offload
+    torch.testing.assert_close(offload, plain, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("memory_lean", "advice"),
+    [
+        (False, "memory_lean=True recomputes each block"),
+        (True, "memory_lean='offload' also keeps the blocks' inputs in host memory"),
+        ("offload", "even one block does not fit"),
+    ],
+)
+def test_out_of_memory_says_which_mode_to_ask_for(memory_lean, advice):
+    model = tiny_lm(seed=1)
+    embeds = embeddings_of(model, token_ids(1, 5))
+
+    def exhausted(module, args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    handle = model.backbone.layers[1].mixer.register_forward_pre_hook(exhausted)
+    try:
+        with pytest.raises(torch.OutOfMemoryError, match="MambaLRP ran out of GPU memory") as raised:
+            MambaLRP(model, memory_lean=memory_lean).attribute(embeds, target=3)
+    finally:
+        handle.remove()
+    assert advice in str(raised.value) and "Tried to allocate 20.00 GiB" in str(raised.value)

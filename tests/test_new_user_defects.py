@@ -113,3 +113,18 @@ def test_half_precision_delta_is_formed_in_float32():
     assert delta.dtype == torch.float32
     torch.testing.assert_close(ruled, plain, atol=2e-2, rtol=0)  # bfloat16 rounding of two computations
     torch.testing.assert_close(delta, relevance.float().sum((1, 2)) - ruled, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_shipped_classifier_runs_and_is_explained_in_half_precision(dtype):
+    """The default classifier in half precision (its backbone keeps a float32 residual stream) gave a dtype error."""
+    from captum_mamba.default import SAMPLE_SENTENCES, encode, load_default_classifier
+
+    model, tokenizer = load_default_classifier(dtype=dtype)
+    ids, mask = encode(tokenizer, SAMPLE_SENTENCES[:2])
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    assert logits.dtype == dtype and torch.isfinite(logits).all()
+    relevance = LayerMambaLRP(model, model.get_input_embeddings()).attribute(
+        ids, target=1, additional_forward_args=mask
+    )
+    assert torch.isfinite(relevance.float()).all() and relevance.float().abs().sum() > 0

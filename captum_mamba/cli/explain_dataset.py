@@ -10,8 +10,9 @@ from pathlib import Path
 
 from captum_mamba.cli.errors import UsageError, output_folder, positive_int, unknown_names
 
-RANDOM_CONFIG_NAMES: tuple[str, ...] = ("mamba-130m", "mamba-1.4b", "tiny")
-"""The names of :data:`~captum_mamba.evaluation.dataset.RANDOM_CONFIGS` (listed here: parsing imports no torch)."""
+RANDOM_CONFIG_NAMES: tuple[str, ...] = ("mamba-130m", "mamba-1.4b", "tiny", "bamba-1b")
+"""The names of :data:`~captum_mamba.evaluation.dataset.RANDOM_CONFIGS` (listed here: parsing imports no torch);
+``<family>-tiny`` names each declared family's tiny test configuration (checked when the command runs)."""
 DEFAULT_MAX_TOKENS = 128
 """Same as :data:`captum_mamba.evaluation.dataset.DEFAULT_MAX_TOKENS`."""
 
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     """
     import torch.distributed as dist
 
-    from captum_mamba.evaluation.dataset import default_workload, random_workload, run
+    from captum_mamba.errors import UnsupportedModuleError
+    from captum_mamba.evaluation.dataset import random_config_names, random_workload, run, text_workload
     from captum_mamba.evaluation.methods import METHODS
 
     if not args.input and not args.random_config:
@@ -42,8 +44,14 @@ def run(args: argparse.Namespace) -> int:
     error = unknown_names("attribution method", args.methods, sorted(METHODS))
     if error is not None:
         raise error
-    if args.random_config and list(args.methods) != ["mamba_lrp"]:
-        raise UsageError("random-config (causal LM) runs explain with mamba_lrp only; leave out --methods")
+    if args.random_config:
+        if list(args.methods) != ["mamba_lrp"]:
+            raise UsageError("random-config (causal LM) runs explain with mamba_lrp only; leave out --methods")
+        if args.model != "default":
+            raise UsageError("--model chooses the model of --input; --random-config builds its own, leave out --model")
+        error = unknown_names("random config", [args.random_config], random_config_names())
+        if error is not None:
+            raise error
     out = output_folder(args.out)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -52,13 +60,20 @@ def run(args: argparse.Namespace) -> int:
                 if args.random_config:
                     workload = random_workload(args.random_config, args.length, args.count)
                 else:
-                    workload = default_workload(Path(args.input), args.text_column, args.label_column, args.max_tokens)
-            except (ValueError, FileNotFoundError) as problem:  # the input file: missing, malformed
+                    workload = text_workload(
+                        Path(args.input), args.model, args.text_column, args.label_column, args.max_tokens
+                    )
+            except (ValueError, FileNotFoundError) as problem:  # the input file or checkpoint: missing, malformed
                 raise UsageError(str(problem)) from None
             for message in caught:
                 _warn(message)
             caught.clear()
-            summary = run(workload, out, args.methods, args.batch_size, args.warmup)
+            try:
+                summary = run(workload, out, args.methods, args.batch_size, args.warmup)
+            except UnsupportedModuleError as problem:  # a checkpoint with layers no declared family covers
+                raise UsageError(
+                    f"{problem} (or explain it with a gradient method only, e.g. --methods input_x_gradient)"
+                ) from None
             for message in caught:
                 _warn(message)
     finally:
@@ -83,7 +98,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "explain-dataset",
         help="explain every example of a JSONL/CSV file (or random token sequences); shard with torchrun",
     )
-    parser.add_argument("--input", help="a .jsonl or .csv file with a text column (default model)")
+    parser.add_argument("--input", help="a .jsonl or .csv file with a text column")
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="the model explaining --input: default (shipped Mamba classifier), hybrid (shipped Bamba classifier) "
+        "or a local checkpoint directory (save_pretrained of a model and its tokenizer: a classifier's predicted "
+        "class or a causal LM's predicted next token is explained) (default: default)",
+    )
     parser.add_argument(
         "--text-column", default="text", help="field (JSONL) or column (CSV) of the text (default: text)"
     )
@@ -99,8 +121,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument(
         "--random-config",
-        choices=RANDOM_CONFIG_NAMES,
-        help="explain random token ids with a random causal LM: " + ", ".join(RANDOM_CONFIG_NAMES),
+        help="explain random token ids with a random causal LM: " + ", ".join(RANDOM_CONFIG_NAMES) + ", or "
+        "<family>-tiny for any declared family with a test configuration (e.g. jamba-tiny)",
     )
     parser.add_argument("--length", type=positive_int, default=2048, help="tokens per random sequence (default 2048)")
     parser.add_argument("--count", type=positive_int, default=16, help="random sequences (default 16)")

@@ -21,7 +21,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +31,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from captum_mamba.evaluation.methods import METHODS, token_attributions
-
-RANDOM_CONFIGS: dict[str, dict[str, int]] = {
-    "mamba-130m": {"hidden_size": 768, "num_hidden_layers": 24, "vocab_size": 50280, "state_size": 16},
-    "mamba-1.4b": {"hidden_size": 2048, "num_hidden_layers": 48, "vocab_size": 50280, "state_size": 16},
-    "tiny": {"hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 64, "state_size": 8},
-}
-"""Randomly initialised causal-LM configurations (seed 0) for throughput runs on random token ids."""
 
 DEFAULT_MAX_TOKENS = 128
 """Tokens explained per example of a text file unless told otherwise (longer ones are cut, with a warning)."""
@@ -73,7 +66,10 @@ class Workload:
     model: nn.Module
     examples: list[Example]
     id_to_token: Any = None
-    is_classifier: bool = True
+    explains_prediction: bool = True
+    """True: explain the model's prediction at each example's last token (a classifier's top class,
+    a causal LM's most likely next token); False: each example's last token as the next token
+    (random sequences, for throughput)."""
     description: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,14 +165,85 @@ def read_examples(
     return examples
 
 
-def default_workload(
-    path: Path, text_column: str = "text", label_column: str | None = "label", max_tokens: int = DEFAULT_MAX_TOKENS
+def load_checkpoint(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
+    r"""
+    A model saved in a local checkpoint directory (``model.save_pretrained(folder)`` and
+    ``tokenizer.save_pretrained(folder)``): its class is the one ``config.json`` names, looked
+    up among the declared families' causal LMs and classifiers (the package's own heads
+    included), then in ``transformers``. Nothing is downloaded.
+
+    Args:
+        folder (Path): the directory with ``config.json``, the weights and ``tokenizer.json``.
+        dtype (torch.dtype, optional): parameter type. Default: ``torch.float32``
+
+    Returns:
+        *tuple* ``(model, tokenizer)``: the model in eval mode on CPU, and its
+        ``tokenizers.Tokenizer``.
+
+    Raises:
+        ValueError: if the folder is not a checkpoint directory, names no architecture, names
+                    one that neither a declared family nor transformers has, or has no
+                    ``tokenizer.json`` (each message says what to do).
+    """
+    import transformers
+    from tokenizers import Tokenizer
+    from transformers.utils import logging as hf_logging
+
+    from captum_mamba.families import FAMILIES
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(
+            f"{folder} is not a checkpoint directory (no config.json); give a folder written by "
+            "model.save_pretrained(folder) and tokenizer.save_pretrained(folder), or --model default / hybrid"
+        )
+    architectures = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    if not architectures:
+        raise ValueError(
+            f"{folder / 'config.json'} names no architecture; save the model with model.save_pretrained(folder) "
+            "(it records the class in 'architectures')"
+        )
+    name = architectures[0]
+    declared = {
+        cls.__name__: cls for family in FAMILIES.families() for cls in (family.causal_lm, family.classifier) if cls
+    }
+    model_class = declared.get(name) or getattr(transformers, name, None)
+    if model_class is None:
+        raise ValueError(
+            f"{folder / 'config.json'} names the architecture {name!r}, which neither a declared model family nor "
+            "transformers provides; declare its family (captum_mamba.register_family) or save it as a supported class"
+        )
+    if not (folder / "tokenizer.json").is_file():
+        raise ValueError(
+            f"{folder} has no tokenizer.json; save the model's (fast) tokenizer there with "
+            "tokenizer.save_pretrained(folder)"
+        )
+    progress_bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = model_class.from_pretrained(folder, dtype=dtype)
+    finally:
+        if progress_bar:
+            hf_logging.enable_progress_bar()
+    return model.eval(), Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+
+def text_workload(
+    path: Path,
+    model: str | Path = "default",
+    text_column: str = "text",
+    label_column: str | None = "label",
+    max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> Workload:
     r"""
-    The shipped sentiment classifier on the texts of ``path``.
+    A model's predictions on the texts of ``path``: a classifier's top class, or a causal LM's
+    most likely next token, at each text's last token.
 
     Args:
         path (Path): the JSONL or CSV file (see :func:`read_examples`).
+        model (str or Path, optional): ``"default"`` (the shipped Mamba sentiment classifier),
+                    ``"hybrid"`` (the shipped Bamba one) or a local checkpoint directory (see
+                    :func:`load_checkpoint`). Default: ``"default"``
         text_column (str): field with the text. Default: "text"
         label_column (str, optional): field with an integer label, if present. Default: "label"
         max_tokens (int): tokens kept per text. Default: 128
@@ -184,34 +251,141 @@ def default_workload(
     Returns:
         *Workload*.
     """
-    from captum_mamba.default import load_default_classifier
+    from captum_mamba.default import VARIANT_NAMES, VARIANTS, load_default_classifier
 
-    model, tokenizer = load_default_classifier()
+    if str(model) in VARIANTS:
+        loaded, tokenizer = load_default_classifier(variant=str(model))
+        description = VARIANT_NAMES[str(model)]
+    else:
+        loaded, tokenizer = load_checkpoint(Path(model))
+        description = f"checkpoint {model} ({type(loaded).__name__})"
     return Workload(
-        model,
+        loaded,
         read_examples(path, tokenizer, text_column, label_column, max_tokens),
         tokenizer.id_to_token,
         True,
-        {"model": "default sentiment classifier"},
+        {"model": description},
     )
+
+
+@dataclass(frozen=True)
+class RandomModel:
+    r"""A randomly initialised causal LM for throughput runs: a declared family and its configuration."""
+
+    family: str
+    """The name of a declared model family (see :data:`captum_mamba.families.FAMILIES`)."""
+    settings: Mapping[str, Any]
+    """Keyword arguments of the family's configuration class."""
+
+
+_MAMBA = dict(expand=2, conv_kernel=4)
+BAMBA_1B: dict[str, Any] = dict(
+    vocab_size=50280,
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    attn_layer_indices=[6, 12, 18],
+    mamba_n_heads=64,
+    mamba_d_head=64,
+    mamba_n_groups=1,
+    mamba_d_state=128,
+    mamba_d_conv=4,
+    mamba_expand=2,
+    mamba_chunk_size=256,
+    mamba_conv_bias=True,
+    mamba_proj_bias=False,
+    tie_word_embeddings=False,
+)
+"""A 1B-sized Bamba (hidden 2048, 24 layers, Mamba-2 mixers with 64 heads of 64 and state 128,
+attention in layers 6, 12 and 18, SwiGLU MLPs)."""
+
+RANDOM_CONFIGS: dict[str, RandomModel] = {
+    "mamba-130m": RandomModel(
+        "mamba", dict(hidden_size=768, num_hidden_layers=24, vocab_size=50280, state_size=16, **_MAMBA)
+    ),
+    "mamba-1.4b": RandomModel(
+        "mamba", dict(hidden_size=2048, num_hidden_layers=48, vocab_size=50280, state_size=16, **_MAMBA)
+    ),
+    "tiny": RandomModel("mamba", dict(hidden_size=32, num_hidden_layers=2, vocab_size=64, state_size=8, **_MAMBA)),
+    "bamba-1b": RandomModel("bamba", BAMBA_1B),
+}
+"""Sized random causal-LM configurations (seed 0) for throughput runs on random token ids. Besides
+these, ``<family>-tiny`` names the tiny test configuration of every declared family that has one
+(see :func:`random_config_names`)."""
+
+TINY_SUFFIX = "-tiny"
+
+
+def random_config_names() -> list[str]:
+    r"""
+    The names :func:`random_workload` takes: the sized configurations of :data:`RANDOM_CONFIGS`,
+    then ``<family>-tiny`` for every declared family with a causal LM and a test configuration.
+
+    Returns:
+        *list[str]*.
+    """
+    from captum_mamba.families import FAMILIES
+
+    tiny = [
+        family.name + TINY_SUFFIX
+        for family in FAMILIES.families()
+        if family.config is not None and family.causal_lm is not None
+    ]
+    return [*RANDOM_CONFIGS, *tiny]
+
+
+def build_random_lm(config_name: str) -> nn.Module:
+    r"""
+    A randomly initialised causal LM (seed 0: identical on every rank), no cache, in eval mode.
+
+    Args:
+        config_name (str): a name of :func:`random_config_names`.
+
+    Returns:
+        *nn.Module*: the family's causal LM, float32, on CPU.
+
+    Raises:
+        ValueError: for an unknown name (the message lists the known ones).
+    """
+    from captum_mamba.families import FAMILIES
+
+    names = random_config_names()
+    if config_name not in names:
+        raise ValueError(f"unknown random config {config_name!r}; choose from {', '.join(names)}")
+    by_name = {family.name: family for family in FAMILIES.families()}
+    if config_name in RANDOM_CONFIGS:
+        spec = RANDOM_CONFIGS[config_name]
+        family = by_name[spec.family]
+        config = family.causal_lm.config_class(**spec.settings)
+    else:
+        family = by_name[config_name.removesuffix(TINY_SUFFIX)]
+        config = family.config()
+    config.use_cache = False
+    torch.manual_seed(0)
+    return family.causal_lm(config).float().eval()
 
 
 def random_workload(config_name: str, length: int, count: int) -> Workload:
     r"""
-    A randomly initialised ``MambaForCausalLM`` (seed 0, identical on every rank) and ``count``
-    sequences of ``length`` random token ids (seeded by the example id).
-    """
-    from transformers import MambaConfig, MambaForCausalLM
+    A randomly initialised causal LM (:func:`build_random_lm`) and ``count`` sequences of
+    ``length`` random token ids (seeded by the example id); each explains the last token's logit
+    at the last position.
 
-    if config_name not in RANDOM_CONFIGS:
-        raise ValueError(f"unknown random config {config_name!r}; choose from {', '.join(RANDOM_CONFIGS)}")
-    settings = RANDOM_CONFIGS[config_name]
-    torch.manual_seed(0)
-    model = MambaForCausalLM(MambaConfig(**settings, expand=2, conv_kernel=4, use_cache=False)).eval()
+    Args:
+        config_name (str): a name of :func:`random_config_names` (``mamba-130m``, ``bamba-1b``,
+                    ``jamba-tiny``, ...).
+        length (int): tokens per sequence.
+        count (int): sequences.
+
+    Returns:
+        *Workload*.
+    """
+    model = build_random_lm(config_name)
+    vocab = model.config.vocab_size
     examples = [
-        Example(
-            i, torch.randint(0, settings["vocab_size"], (length,), generator=torch.Generator().manual_seed(i)).tolist()
-        )
+        Example(i, torch.randint(0, vocab, (length,), generator=torch.Generator().manual_seed(i)).tolist())
         for i in range(count)
     ]
     return Workload(model, examples, None, False, {"model": f"random {config_name}", "length": length})
@@ -274,21 +448,22 @@ def explain_batch(
     model = workload.model
     ids, mask = _pad(batch, device)
     records = [{"id": e.id} for e in batch]
-    if workload.is_classifier:
-        with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=mask).logits
+    if workload.explains_prediction:
+        from captum_mamba import ExplainedLogits
+
+        with torch.no_grad():  # the class (or next token) predicted at each row's last real token
+            logits = ExplainedLogits(model)(model.get_input_embeddings()(ids), mask)
         target = logits.argmax(-1)
         explained = logits.gather(1, target[:, None])[:, 0]
         scores = {m: token_attributions(m, model, ids, target, mask) for m in methods}
     else:
-        from captum_mamba import LayerMambaLRP
+        from captum_mamba import MambaLRP
 
         if list(methods) != ["mamba_lrp"]:
             raise ValueError("random-config (causal LM) runs explain with mamba_lrp only")
         target = ids[:, -1]
-        relevance, delta = LayerMambaLRP(model, model.get_input_embeddings()).attribute(
-            ids, target=target, return_convergence_delta=True
-        )
+        embeds = model.get_input_embeddings()(ids).detach()
+        relevance, delta = MambaLRP(model).attribute(embeds, target=target, return_convergence_delta=True)
         scores = {"mamba_lrp": relevance.sum(-1)}
         explained = scores["mamba_lrp"].sum(-1) - delta
     for row, (record, example) in enumerate(zip(records, batch)):

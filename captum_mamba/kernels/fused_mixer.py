@@ -27,6 +27,7 @@ replaced by the SiLU rule's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -36,6 +37,8 @@ from torch import Tensor, nn
 from captum_mamba.errors import MissingDependencyError
 
 _MIXER_PARTS = ("in_proj", "conv1d", "x_proj", "dt_proj", "out_proj")
+SelectionNorm = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+"""``normalise(dt, B, C)``: a normalisation of the selection, on ``(batch, length, features)`` tensors."""
 
 
 @cache
@@ -69,37 +72,57 @@ def raw_kernels_available() -> bool:
     return True
 
 
-def fusable(mixer: nn.Module, hidden_states: Tensor) -> bool:
+_HALF_OR_FLOAT = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _fusable(mixer: nn.Module, hidden_states: Tensor, parts: tuple[str, ...], parameters: tuple[str, ...]) -> bool:
     r"""
-    Whether the fused node computes exactly what the rule-by-rule path would: float32 CUDA
-    inputs, no per-module rule or hook on the mixer's layers (they would be bypassed), frozen
-    parameters, and the kernels importable.
+    Whether a fused node computes exactly what the rule-by-rule path would: CUDA inputs in
+    float32, bfloat16 or float16 with the layers' weights in that dtype, no per-module rule or
+    hook on the layers ``parts`` (they would be bypassed), frozen parameters (the layers' and
+    ``parameters``, e.g. ``A_log``, ``D``), ``x_proj`` without bias, the kernels importable.
+    ``A`` is formed in float32 from ``A_log`` whatever its dtype, as the kernels' callers do.
     """
-    if not (hidden_states.is_cuda and hidden_states.dtype == torch.float32):
+    if not (hidden_states.is_cuda and hidden_states.dtype in _HALF_OR_FLOAT):
         return False
-    for name in _MIXER_PARTS:
+    for name in parts:
         part = getattr(mixer, name, None)
         if part is None or "forward" in part.__dict__ or part._forward_hooks or part._forward_pre_hooks:
             return False
-        if any(p.requires_grad for p in part.parameters()):
+        if any(p.requires_grad for p in part.parameters()) or part.weight.dtype != hidden_states.dtype:
             return False
-    if getattr(mixer.x_proj, "bias", None) is not None:
-        return False
-    if mixer.A_log.requires_grad or mixer.D.requires_grad or mixer.A_log.dtype != torch.float32:
+        if name.startswith("x_proj") and part.bias is not None:
+            return False
+    if any(getattr(mixer, name).requires_grad for name in parameters):
         return False
     return raw_kernels_available()
 
 
-def fused_mixer(mixer: nn.Module, hidden_states: Tensor, rank: int, state: int) -> Tensor:
+def fusable(mixer: nn.Module, hidden_states: Tensor) -> bool:
+    r"""
+    Whether :func:`fused_mixer` computes exactly what the rule-by-rule path would: CUDA inputs
+    in float32, bfloat16 or float16 (the model's dtype), no rule or hook on the mixer's layers,
+    frozen parameters, the kernels importable.
+    """
+    return _fusable(mixer, hidden_states, _MIXER_PARTS, ("A_log", "D"))
+
+
+def fused_mixer(
+    mixer: nn.Module, hidden_states: Tensor, rank: int, state: int, normalise: SelectionNorm | None = None
+) -> Tensor:
     r"""
     A Mamba-1 mixer's output with the SiLU, SSM and gate rules, as one autograd node.
 
     Args:
         mixer (nn.Module): the mixer (``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj``,
                     ``A_log``, ``D``, ``out_proj``), parameters frozen.
-        hidden_states (Tensor): ``(batch, length, hidden)``, float32, on CUDA.
+        hidden_states (Tensor): ``(batch, length, hidden)`` on CUDA, in float32, bfloat16 or
+                    float16 (the model's dtype; the scan accumulates in float32).
         rank (int): rank of ``dt`` (``x_proj``'s first outputs).
         state (int): SSM state size.
+        normalise (Callable, optional): ``normalise(dt, B, C)`` on ``(batch, length, features)``:
+                    a normalisation of ``x_proj``'s outputs (FalconMamba's RMSNorms; held
+                    constant like the rest of the selection). Default: none
 
     Returns:
         *Tensor* ``(batch, length, hidden)``.
@@ -112,6 +135,7 @@ def fused_mixer(mixer: nn.Module, hidden_states: Tensor, rank: int, state: int) 
         mixer.out_proj.bias,
         rank,
         state,
+        normalise,
         *_direction_parts(mixer, ""),
     )
 
@@ -169,10 +193,11 @@ class _FusedMambaLRPMixer(torch.autograd.Function):
         out_bias: Tensor | None,
         rank: int,
         state: int,
+        normalise: SelectionNorm | None,
         *parts: Tensor,
     ) -> Tensor:
         x, z = _in_projection(hidden, in_weight, in_bias)
-        gated, saved = _direction_forward(x, z, parts, rank, state)
+        gated, saved = _direction_forward(x, z, parts, rank, state, normalise)
         ctx.save_for_backward(x, z, in_weight, *saved)
         ctx.parts, ctx.out_weight = parts, out_weight
         return torch.nn.functional.linear(gated.transpose(1, 2), out_weight, out_bias)
@@ -182,34 +207,20 @@ class _FusedMambaLRPMixer(torch.autograd.Function):
         x, z, in_weight, *saved = ctx.saved_tensors
         half = _out_projection_backward(grad, ctx.out_weight, 0.5)  # the gate rule's half share
         grad_x, grad_z = _direction_backward(x, z, tuple(saved), ctx.parts, half)
-        return (_in_projection_backward(grad_x, grad_z, in_weight),) + (None,) * (6 + len(ctx.parts))
+        return (_in_projection_backward(grad_x, grad_z, in_weight),) + (None,) * (7 + len(ctx.parts))
 
 
 # --- Vision Mamba's bidirectional mixer ------------------------------------------------------------
 
 _BIDIRECTIONAL_PARTS = ("in_proj", "conv1d", "x_proj", "dt_proj", "conv1d_b", "x_proj_b", "dt_proj_b", "out_proj")
-_HALF_OR_FLOAT = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def bidirectional_fusable(mixer: nn.Module, hidden_states: Tensor) -> bool:
     r"""
-    Whether :func:`fused_bidirectional_mixer` computes exactly what the rule-by-rule path would:
-    CUDA inputs in float32, bfloat16 or float16 (the model's dtype), no rule or hook on the
-    mixer's layers, frozen parameters, the kernels importable.
+    Whether :func:`fused_bidirectional_mixer` computes exactly what the rule-by-rule path would
+    (the conditions of :func:`fusable`, on both directions' layers).
     """
-    if not (hidden_states.is_cuda and hidden_states.dtype in _HALF_OR_FLOAT):
-        return False
-    for name in _BIDIRECTIONAL_PARTS:
-        part = getattr(mixer, name, None)
-        if part is None or "forward" in part.__dict__ or part._forward_hooks or part._forward_pre_hooks:
-            return False
-        if any(p.requires_grad for p in part.parameters()) or part.weight.dtype != hidden_states.dtype:
-            return False
-    if mixer.x_proj.bias is not None or mixer.x_proj_b.bias is not None:
-        return False
-    if any(getattr(mixer, name).requires_grad for name in ("A_log", "A_b_log", "D", "D_b")):
-        return False
-    return raw_kernels_available()
+    return _fusable(mixer, hidden_states, _BIDIRECTIONAL_PARTS, ("A_log", "A_b_log", "D", "D_b"))
 
 
 def fused_bidirectional_mixer(mixer: nn.Module, hidden_states: Tensor, rank: int, state: int) -> Tensor:
@@ -237,20 +248,31 @@ def fused_bidirectional_mixer(mixer: nn.Module, hidden_states: Tensor, rank: int
 
 
 def _direction_forward(
-    x: Tensor, z: Tensor, parts: tuple[Tensor, ...], rank: int, state: int
+    x: Tensor, z: Tensor, parts: tuple[Tensor, ...], rank: int, state: int, normalise: SelectionNorm | None = None
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One direction on ``(batch, channels, length)`` inputs: the gated scan output and what its backward needs."""
+    r"""
+    One direction on ``(batch, channels, length)`` inputs: the gated scan output and what its
+    backward needs. Of the channel-sized activations only ``y`` is kept (besides ``x`` and ``z``,
+    kept by the caller): ``conv``, ``u`` and ``delta`` are recomputed in the backward from ``x``
+    and the low-rank ``dt`` (as ``mamba_inner_fn`` does for the plain gradient), so MambaLRP keeps
+    less than Gradient x Input through the same kernels.
+    """
     scan_cuda, conv_fwd, _ = load_raw_kernels()
     conv_weight, conv_bias, x_proj_weight, dt_weight, dt_bias, A, D = parts
     batch, length = x.shape[0], x.shape[-1]
     conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
     u = torch.nn.functional.silu(conv)
-    selected = x_proj_weight @ u.permute(1, 0, 2).reshape(u.shape[1], -1)
-    delta = _channels_by_length(dt_weight, selected[:rank], batch)
+    del conv
+    selected = x_proj_weight @ u.permute(1, 0, 2).reshape(u.shape[1], -1)  # (rank + 2 state, batch * length)
+    if normalise is not None:  # on (batch, length, features) views; small tensors
+        rows = selected.t().view(batch, length, -1).split([rank, state, state], dim=-1)
+        selected = torch.cat(normalise(*rows), dim=-1).view(batch * length, -1).t()
+    dt = selected[:rank].contiguous()
+    delta = _channels_by_length(dt_weight, dt, batch)
     B = selected[rank : rank + state].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
     C = selected[rank + state :].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
     y, scan_states, gated = scan_cuda.fwd(u, delta, A, B, C, D, z, dt_bias.float(), True)
-    return gated, (conv, u, delta, B, C, scan_states, y)
+    return gated, (dt, B, C, scan_states, y)
 
 
 def _direction_backward(
@@ -259,14 +281,21 @@ def _direction_backward(
     r"""
     The rules' backward of one direction, for ``half = 0.5 d gated`` (the gate rule's share):
     ``(dx, dz)`` with the SSM rule through the scan, the SiLU rule on ``conv`` and on ``z``.
+    ``conv``, ``u`` and ``delta`` are recomputed as the forward formed them (same kernels, same
+    values).
     """
-    scan_cuda, _, conv_bwd = load_raw_kernels()
-    conv, u, delta, B, C, scan_states, y = saved
-    conv_weight, conv_bias, _, _, dt_bias, A, D = parts
+    scan_cuda, conv_fwd, conv_bwd = load_raw_kernels()
+    dt, B, C, scan_states, y = saved
+    conv_weight, conv_bias, _, dt_weight, dt_bias, A, D = parts
+    conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
+    u = torch.nn.functional.silu(conv)
+    delta = _channels_by_length(dt_weight, dt, x.shape[0])
     grad_x, grad_z = torch.empty_like(x), torch.empty_like(z)
     grad_u, *_ = scan_cuda.bwd(u, delta, A, B, C, D, z, dt_bias.float(), half, scan_states, y, grad_z, True, False)
+    del u, delta
     torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule's dz replaces the kernel's
     grad_conv = grad_u.mul_(torch.sigmoid(conv))
+    del conv
     conv_bwd(x, conv_weight, conv_bias, grad_conv, None, None, None, grad_x, False, False)
     return grad_x, grad_z
 
@@ -302,9 +331,9 @@ class _FusedBidirectionalMixer(torch.autograd.Function):
         forward_parts, backward_parts = ctx.parts
         # the gate rule's half share of d(mixed), with the directions' mean or sum
         half = _out_projection_backward(grad, ctx.out_weight, 0.5 * ctx.scale)
-        grad_x, grad_z = _direction_backward(x, z, tuple(saved[:7]), forward_parts, half)
+        grad_x, grad_z = _direction_backward(x, z, tuple(saved[:5]), forward_parts, half)
         grad_x_rev, grad_z_rev = _direction_backward(
-            x_rev, z_rev, tuple(saved[7:]), backward_parts, half.flip(-1).contiguous()
+            x_rev, z_rev, tuple(saved[5:]), backward_parts, half.flip(-1).contiguous()
         )
         grad_hidden = _in_projection_backward(grad_x + grad_x_rev.flip(-1), grad_z + grad_z_rev.flip(-1), in_weight)
         return (grad_hidden,) + (None,) * (7 + len(forward_parts) + len(backward_parts))

@@ -88,6 +88,10 @@ class Mamba1Layout(MixerLayout):
         """The input-dependent ``dt`` (before ``dt_proj``), ``B`` and ``C``."""
         rank, state = self.sizes(mixer)
         dt, B, C = torch.split(mixer.x_proj(u), [rank, state, state], dim=-1)
+        return self.normalise_selection(mixer, dt, B, C)
+
+    def normalise_selection(self, mixer: nn.Module, dt: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Any normalisation of ``x_proj``'s outputs ``(..., features)`` (none here; held constant where there is)."""
         return dt, B, C
 
     def mix(self, mixer: nn.Module, ops: MixerOps, call: MixerCall) -> Tensor:
@@ -210,8 +214,7 @@ class NormalisedSelectionLayout(Mamba1Layout):
 
     held_constant = ("x_proj", "dt_proj", "dt_layernorm", "b_layernorm", "c_layernorm")
 
-    def selection(self, mixer: nn.Module, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        dt, B, C = super().selection(mixer, u)
+    def normalise_selection(self, mixer: nn.Module, dt: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return mixer.dt_layernorm(dt), mixer.b_layernorm(B), mixer.c_layernorm(C)
 
 

@@ -66,10 +66,21 @@ class _ScaledGradient(torch.autograd.Function):
         return grad * ctx.factor, None
 
 
-def _additive_mask(attention_mask: Tensor | None, keys: int, dtype: torch.dtype) -> Tensor | None:
-    """An eager (additive float) or SDPA (boolean, True = attend) mask as an additive float mask."""
+def _additive_mask(attention_mask: Tensor | None, keys: int, dtype: torch.dtype, queries: int = 0) -> Tensor | None:
+    r"""
+    An eager (additive float) or SDPA (boolean, True = attend) mask as an additive float mask. A
+    2-D ``(batch, keys)`` padding mask (1 = real token), what models configured for
+    flash-attention pass, becomes the causal mask of ``queries`` positions (the last ones) with
+    the pads masked.
+    """
     if attention_mask is None:
         return None
+    if attention_mask.dim() == 2:
+        real = attention_mask[:, :keys].bool()
+        offset = keys - queries
+        positions = torch.arange(keys, device=real.device)
+        causal = positions[None, :] <= (positions[offset:, None] if queries else positions[:, None])
+        attention_mask = causal[None, None] & real[:, None, None, :]
     mask = attention_mask[..., :keys]
     if mask.dtype == torch.bool:  # the most negative number, not -inf: a fully masked row stays finite
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
@@ -119,7 +130,7 @@ def attention_with_rules(
         query, key = query.detach(), key.detach()
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_heads(key, groups), repeat_heads(value, groups)
-    mask = _additive_mask(attention_mask, key.shape[-2], query.dtype)
+    mask = _additive_mask(attention_mask, key.shape[-2], query.dtype, query.shape[-2])
     causal = mask is None and getattr(module, "is_causal", True) and query.shape[-2] > 1
     if causal and query.shape[-2] != key.shape[-2]:
         raise NotImplementedError("the attention rules explain whole sequences (no cached prefix)")

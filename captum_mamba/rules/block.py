@@ -71,13 +71,25 @@ class BlockRule(OwnForwardRule):
     A residual block ``x + mixer(norm(x))``: relevance splits over the sum as the gradient says
     (LRP-0); the norm and the mixer get their own rules. The block's own forward runs as in
     :class:`OwnForwardRule`; in memory-lean mode (``checkpoint_blocks``) the block is recomputed
-    in the backward pass.
+    in the backward pass, from a copy of its input kept in host memory with ``offload_blocks``.
 
     Args:
         overrides (Mapping, optional): ``{attribute: value}`` set on the block during its forward.
     """
 
     def module_forward(self, block: nn.Module, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if current_options().checkpoint_blocks and torch.is_grad_enabled():
-            return checkpoint(self._run, block, *args, use_reentrant=False, **kwargs)
-        return self._run(block, *args, **kwargs)
+        options = current_options()
+        if not (options.checkpoint_blocks and torch.is_grad_enabled()):
+            return self._run(block, *args, **kwargs)
+        if options.offload_blocks and args and isinstance(args[0], Tensor) and args[0].is_cuda:
+            # The block's input goes to host memory; the checkpoint keeps that copy and the
+            # recomputation brings it back. The copies are differentiable (the gradient makes
+            # the same round trip), so the relevances are unchanged.
+            device = args[0].device
+            return checkpoint(
+                self._run_from_host, block, device, args[0].to("cpu"), *args[1:], use_reentrant=False, **kwargs
+            )
+        return checkpoint(self._run, block, *args, use_reentrant=False, **kwargs)
+
+    def _run_from_host(self, block: nn.Module, device: torch.device, hidden: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self._run(block, hidden.to(device), *args, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,7 +35,8 @@ class MixerRule(MambaLRPRule, MixerOps):
         gate (GateHalfRule, optional): rule for the multiplicative gates applied by the mixer
                     (Mamba-2's gate inside its gated norm follows the norm's rule). Default:
                     ``GateHalfRule()``
-        fused (bool, optional): on the CUDA kernels, with all three rules and float32 inputs, run
+        fused (bool, optional): on the CUDA kernels, with all three rules and float32, bfloat16 or float16
+                    inputs, run
                     a Mamba-1 mixer as one autograd node
                     (:mod:`captum_mamba.kernels.fused_mixer`; same relevances). Default: True
         layout (MixerLayout, optional): how to read the mixer; ``None`` takes the layout the
@@ -135,7 +137,10 @@ class MixerRule(MambaLRPRule, MixerOps):
         rank, state = layout.sizes(mixer)
         if isinstance(layout, BidirectionalMamba1Layout):
             return fused_bidirectional_mixer(mixer, call.hidden_states, rank, state)
-        return fused_mixer(mixer, call.hidden_states, rank, state)
+        normalise = None
+        if type(layout).normalise_selection is not Mamba1Layout.normalise_selection:  # FalconMamba's dt/B/C norms
+            normalise = functools.partial(layout.normalise_selection, mixer)
+        return fused_mixer(mixer, call.hidden_states, rank, state, normalise)
 
     def _fuses(self, mixer: nn.Module, call: MixerCall, layout: Any) -> bool:
         """Whether the fused node computes exactly this rule: the default components, no mask or cache."""

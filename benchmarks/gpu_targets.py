@@ -1,0 +1,344 @@
+"""The GPU performance targets in one run: half precision, a 7B-sized model, Mamba-2, a million tokens.
+
+Every timed comparison runs the methods through the same model on the same CUDA kernels
+(causal-conv1d, mamba-ssm's selective scan or SSD kernels), parameters frozen, one sequence of
+random token ids, the logit of one token at the last position (logits computed there only):
+
+* ``mamba_lrp``: ``MambaLRP(model)`` (the fused mixer node where it applies);
+* ``input_x_gradient``: Captum ``InputXGradient`` through the model's own forward;
+* ``forward``: a no-grad forward pass (the floor).
+
+Timed alternately after a warm-up (medians of ``--repeats``); peak memory is the largest
+allocation above the model's own. Sections (``--sections``):
+
+* ``trained_precision``: the shipped default model (trained) in bfloat16 / float16 against float32:
+  token-relevance correlation, top-1 agreement and error on held-out sentences;
+* ``mamba1``: 130m-sized Mamba in float32, bfloat16, float16 at 8k and 32k; 1.4b-sized in
+  bfloat16 at 8k;
+* ``falcon_mamba_7b``: FalconMamba-7B's size (d_model 4096, 64 layers) in bfloat16 at 8k and 32k;
+* ``mamba2``: Hugging Face Mamba-2, 130m- and 1.3b-sized, float32 at 2k, 8k and 32k;
+* ``million``: 1,048,576 tokens through the 130m-sized model with ``memory_lean="offload"``;
+* ``breakdown``: CUDA kernel time by kernel for each method (130m, float32, 8k).
+
+Usage (on the GPU machine, from a clean checkout):
+``python benchmarks/gpu_targets.py --json benchmarks/results/gpu_targets_h200.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from _provenance import result_provenance, with_provenance
+from _timing import timed_cuda
+
+VOCAB = 50280
+MAMBA_SIZES = {
+    "130m": dict(hidden_size=768, num_hidden_layers=24, state_size=16, expand=2, conv_kernel=4),
+    "1.4b": dict(hidden_size=2048, num_hidden_layers=48, state_size=16, expand=2, conv_kernel=4),
+}
+FALCON_MAMBA_7B = dict(
+    hidden_size=4096, intermediate_size=8192, num_hidden_layers=64, state_size=16, time_step_rank=256,
+    conv_kernel=4, expand=16, use_conv_bias=True, use_bias=False, vocab_size=65024, mixer_rms_eps=1e-6,
+)  # fmt: skip
+MAMBA2_SIZES = {
+    "130m": dict(hidden_size=768, num_hidden_layers=24, num_heads=24, head_dim=64, state_size=128, n_groups=1),
+    "1.3b": dict(hidden_size=2048, num_hidden_layers=48, num_heads=64, head_dim=64, state_size=128, n_groups=1),
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SECTIONS = ("trained_precision", "mamba1", "falcon_mamba_7b", "mamba2", "million", "breakdown")
+
+
+def build(family: str, settings: dict[str, Any], dtype: torch.dtype) -> torch.nn.Module:
+    """A randomly initialised causal LM (seed 0) on the GPU, frozen, in eval mode."""
+    import transformers
+
+    config_class, model_class = {
+        "mamba": (transformers.MambaConfig, transformers.MambaForCausalLM),
+        "falcon_mamba": (transformers.FalconMambaConfig, transformers.FalconMambaForCausalLM),
+        "mamba2": (transformers.Mamba2Config, transformers.Mamba2ForCausalLM),
+    }[family]
+    torch.manual_seed(0)
+    config = config_class(**{"vocab_size": VOCAB, **settings}, use_cache=False)
+    with torch.device("cuda"):
+        model = model_class(config)
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def methods(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor, int], Any]]:
+    from captum.attr import InputXGradient
+
+    from captum_mamba import MambaLRP
+
+    def last_logits(embeds: torch.Tensor) -> torch.Tensor:
+        return model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[:, -1]
+
+    def forward(embeds: torch.Tensor, target: int) -> torch.Tensor:
+        with torch.no_grad():
+            return last_logits(embeds)
+
+    return {
+        "mamba_lrp": lambda e, t: MambaLRP(model).attribute(e, target=t),
+        "input_x_gradient": lambda e, t: InputXGradient(last_logits).attribute(e.clone().requires_grad_(), target=t),
+        "forward": forward,
+    }
+
+
+def _inputs(model: torch.nn.Module, length: int) -> tuple[torch.Tensor, int]:
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(length)).cuda()
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids).detach()
+    return embeds, int(ids[0, -1])
+
+
+def compare(model: torch.nn.Module, length: int, repeats: int, label: dict[str, Any]) -> dict[str, Any]:
+    """The methods timed alternately at ``length``; a method out of memory is recorded as such."""
+    from captum_mamba import MambaLRP
+
+    runs = methods(model)
+    embeds, target = _inputs(model, length)
+    for run in runs.values():  # warm-up: kernels, Triton, allocator
+        run(embeds[:, :1024], target)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    peaks: dict[str, float] = {name: 0.0 for name in runs}
+    failed: set[str] = set()
+    for _ in range(repeats):
+        for name, run in runs.items():
+            if name in failed:
+                continue
+            try:
+                seconds, peak = timed_cuda(lambda run=run: run(embeds, target))
+            except torch.OutOfMemoryError:
+                failed.add(name)
+                torch.cuda.empty_cache()
+                continue
+            times[name].append(seconds)
+            peaks[name] = max(peaks[name], peak)
+    medians = {name: sorted(values)[len(values) // 2] for name, values in times.items() if values}
+    row: dict[str, Any] = {
+        **label,
+        "length": length,
+        "repeats": repeats,
+        "median_seconds": medians,
+        "all_seconds": times,
+        "peak_gib": {name: peaks[name] for name in medians},
+        "out_of_memory": sorted(failed),
+    }
+    if "mamba_lrp" in medians:
+        for other in ("input_x_gradient", "forward"):
+            if other in medians:
+                row[f"time_mamba_lrp_to_{other}"] = medians["mamba_lrp"] / medians[other]
+        if "input_x_gradient" in medians:
+            row["memory_mamba_lrp_to_input_x_gradient"] = peaks["mamba_lrp"] / peaks["input_x_gradient"]
+        relevance, delta = MambaLRP(model).attribute(embeds, target=target, return_convergence_delta=True)
+        logit = relevance.double().sum() - delta.double()
+        row.update(
+            relevance_finite=bool(torch.isfinite(relevance).all()),
+            delta=float(delta.double().abs().max()),
+            logit=float(logit),
+        )
+        del relevance
+    print(json.dumps({k: v for k, v in row.items() if k != "all_seconds"}), flush=True)
+    torch.cuda.empty_cache()
+    return row
+
+
+def trained_precision(sentences: int) -> dict[str, Any]:
+    """The shipped (trained) default model in half precision against float32, sentence by sentence."""
+    from captum_mamba import LayerMambaLRP
+    from captum_mamba.default import encode, load_default_classifier
+    from captum_mamba.default.data import split_rotten_tomatoes
+
+    _, test = split_rotten_tomatoes()
+    texts = [text for text, _ in test[:sentences]]
+    relevances: dict[str, list[torch.Tensor]] = {}
+    predictions: dict[str, list[int]] = {}
+    for name, dtype in DTYPES.items():
+        model, tokenizer = load_default_classifier(dtype=dtype)
+        model = model.cuda().requires_grad_(False)
+        explainer = LayerMambaLRP(model, model.get_input_embeddings())
+        relevances[name], predictions[name] = [], []
+        for text in texts:  # one at a time, no padding: the fused node runs
+            ids, _ = encode(tokenizer, [text])
+            ids = ids.cuda()
+            with torch.no_grad():
+                label = int(model(input_ids=ids).logits.argmax(-1))
+            predictions[name].append(label)
+            relevances[name].append(explainer.attribute(ids, target=label).float().sum(-1)[0].cpu())
+        del model
+    report: dict[str, Any] = {"model": "default sentiment classifier (trained)", "sentences": len(texts)}
+    for name in ("bfloat16", "float16"):
+        same = [i for i, (a, b) in enumerate(zip(predictions["float32"], predictions[name])) if a == b]
+        correlations, top1, errors = [], 0, []
+        for i in same:
+            ref, half = relevances["float32"][i], relevances[name][i]
+            top1 += int(ref.argmax() == half.argmax())
+            errors.append(float((half - ref).abs().max() / ref.abs().max()))
+            if ref.numel() > 2:
+                correlations.append(float(torch.corrcoef(torch.stack([ref, half]))[0, 1]))
+        correlations.sort()
+        report[name] = {
+            "same_prediction": len(same) / len(texts),
+            "median_token_correlation": correlations[len(correlations) // 2],
+            "lowest_token_correlation": correlations[0],
+            "top1_token_agreement": top1 / len(same),
+            "median_max_error_of_max": sorted(errors)[len(errors) // 2],
+        }
+    print(json.dumps(report), flush=True)
+    return report
+
+
+def million_tokens(length: int) -> dict[str, Any]:
+    """``memory_lean="offload"`` at ``length`` tokens through the 130m-sized model, float32."""
+    from captum_mamba import MambaLRP
+
+    model = build("mamba", MAMBA_SIZES["130m"], torch.float32)
+    embeds, target = _inputs(model, length)
+    explainer = MambaLRP(model, memory_lean="offload")
+    explainer.attribute(embeds[:, :4096], target=target)  # warm-up
+    result: dict[str, Any] = {"length": length, "memory_lean": "offload", "dtype": "float32", "size": "130m"}
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        return explainer.attribute(embeds, target=target, return_convergence_delta=True)
+
+    try:
+        outputs: list[Any] = []
+        seconds, peak = timed_cuda(lambda: outputs.append(run()))
+        relevance, delta = outputs[0]
+        logit = relevance.double().sum() - delta.double()
+        result.update(
+            status="ok",
+            seconds=seconds,
+            peak_gib=peak,
+            relevance_finite=bool(torch.isfinite(relevance).all()),
+            delta=float(delta.double().abs().max()),
+            logit=float(logit),
+            relative_delta=float(delta.double().abs().max() / logit.abs().clamp(min=1)),
+        )
+    except torch.OutOfMemoryError as error:
+        result.update(status="out of memory", message=str(error)[:500])
+    print(json.dumps(result), flush=True)
+    del model
+    torch.cuda.empty_cache()
+    return result
+
+
+def breakdown(length: int, log: Path | None) -> dict[str, Any]:
+    """CUDA kernel time by kernel (top 12) of each method, one profiled run after a warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build("mamba", MAMBA_SIZES["130m"], torch.float32)
+    embeds, target = _inputs(model, length)
+    report: dict[str, Any] = {"size": "130m", "dtype": "float32", "length": length}
+    texts = []
+    for name, run in methods(model).items():
+        run(embeds, target)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            run(embeds, target)
+            torch.cuda.synchronize()
+        events = [e for e in prof.key_averages() if e.device_time_total > 0]
+        total = sum(e.device_time_total for e in events)
+        events.sort(key=lambda e: -e.device_time_total)
+        report[name] = {
+            "cuda_ms": total / 1000,
+            "kernels": [
+                {"name": e.key[:90], "cuda_ms": e.device_time_total / 1000, "calls": e.count} for e in events[:12]
+            ],
+        }
+        texts.append(f"## {name}: {total / 1000:.1f} ms CUDA time\n" + prof.key_averages().table(row_limit=15))
+    report["mamba_lrp_to_forward_cuda_time"] = report["mamba_lrp"]["cuda_ms"] / report["forward"]["cuda_ms"]
+    report["input_x_gradient_to_forward_cuda_time"] = (
+        report["input_x_gradient"]["cuda_ms"] / report["forward"]["cuda_ms"]
+    )
+    if log is not None:
+        log.write_text("\n\n".join(texts))
+    print(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}), flush=True)
+    del model
+    torch.cuda.empty_cache()
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--million", type=int, default=1_048_576, help="tokens of the million-token run")
+    parser.add_argument("--sentences", type=int, default=200, help="held-out sentences of trained_precision")
+    parser.add_argument("--breakdown-log", type=Path, default=None, help="the profiler tables (text)")
+    args = parser.parse_args()
+    record = result_provenance(args.json, "cuda")
+    result: dict[str, Any] = {"rows": []}
+
+    def save() -> None:
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(with_provenance(dict(result), record), indent=1))
+
+    def rows(family: str, settings: dict[str, Any], dtype: str, lengths: list[int], size: str, repeats: int) -> None:
+        model = build(family, settings, DTYPES[dtype])
+        for length in lengths:
+            label = {"family": family, "size": size, "dtype": dtype}
+            result["rows"].append(compare(model, length, repeats, label))
+            save()
+        del model
+        torch.cuda.empty_cache()
+
+    def attempt(section: str, run: Callable[[], Any]) -> None:
+        """Run one section; an error is recorded (and printed) and the next section runs."""
+        if section not in args.sections:
+            return
+        try:
+            run()
+        except Exception as error:  # noqa: BLE001 (a benchmark run keeps going)
+            import traceback
+
+            traceback.print_exc()
+            result.setdefault("errors", {})[section] = f"{type(error).__name__}: {error}"[:2000]
+            torch.cuda.empty_cache()
+        save()
+
+    def mamba1() -> None:
+        for dtype in ("float32", "bfloat16", "float16"):
+            rows("mamba", MAMBA_SIZES["130m"], dtype, [8192, 32768], "130m", args.repeats)
+        rows("mamba", MAMBA_SIZES["1.4b"], "bfloat16", [8192], "1.4b", args.repeats)
+
+    def mamba2() -> None:
+        rows("mamba2", MAMBA2_SIZES["130m"], "float32", [2048, 8192, 32768], "130m", args.repeats)
+        rows("mamba2", MAMBA2_SIZES["1.3b"], "float32", [2048, 8192, 32768], "1.3b", max(2, args.repeats // 2))
+
+    attempt("trained_precision", lambda: result.update(trained_precision=trained_precision(args.sentences)))
+    attempt("mamba1", mamba1)
+    attempt(
+        "falcon_mamba_7b",
+        lambda: rows("falcon_mamba", FALCON_MAMBA_7B, "bfloat16", [8192, 32768], "7b", max(2, args.repeats // 2)),
+    )
+    attempt("mamba2", mamba2)
+    attempt("million", lambda: result.update(million=million_tokens(args.million)))
+    attempt("breakdown", lambda: result.update(breakdown=breakdown(8192, args.breakdown_log)))
+    print(
+        "| family | size | dtype | tokens | MambaLRP s | IxG s | forward s | LRP/IxG | LRP/forward | peak GiB LRP / IxG |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for row in result["rows"]:
+        m, p = row["median_seconds"], row["peak_gib"]
+
+        def cell(name: str, values: dict[str, float] = m) -> str:
+            return f"{values[name]:.3f}" if name in values else "OOM"
+
+        print(
+            f"| {row['family']} | {row['size']} | {row['dtype']} | {row['length']} | {cell('mamba_lrp')} | "
+            f"{cell('input_x_gradient')} | {cell('forward')} | {row.get('time_mamba_lrp_to_input_x_gradient', 0):.2f} | "
+            f"{row.get('time_mamba_lrp_to_forward', 0):.2f} | {cell('mamba_lrp', p)} / {cell('input_x_gradient', p)} |"
+        )
+    save()
+
+
+if __name__ == "__main__":
+    main()
