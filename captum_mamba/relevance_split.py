@@ -1,4 +1,5 @@
-r"""How relevance splits across the layer kinds of a model: SSM mixers, attention, MLPs, experts.
+r"""How relevance splits across the layer kinds of a model: SSM mixers, linear attention (Gated DeltaNets),
+attention, MLPs, experts.
 
 Each block adds its update to the residual stream, ``h + update(norm(h))``; the relevance of an
 update (the sum of its output's relevances) is the share of the explained output that flows
@@ -47,7 +48,10 @@ def register_layer_kind(rule_type: type[PropagationRule], kind: str) -> None:
 
 
 def layer_kind(rule: PropagationRule) -> str | None:
-    """The layer kind of a module with ``rule`` (``None`` for other modules)."""
+    """The layer kind of a module with ``rule`` (``None`` for other modules); a Gated DeltaNet's mixer rule
+    reports ``"linear_attention"`` (transformers' name for those layers), other mixers ``"ssm"``."""
+    if isinstance(rule, MixerRule) and getattr(rule.layout, "kind", None) == "gated_delta":
+        return "linear_attention"
     for rule_type, kind in LAYER_KINDS.items():
         if isinstance(rule, rule_type):
             return kind
@@ -61,7 +65,7 @@ class SplitRow:
 
     Args:
         module (str): the module's name in the model.
-        kind (str): ``"ssm"``, ``"attention"``, ``"mlp"``, ``"moe"``, ...
+        kind (str): ``"ssm"``, ``"linear_attention"``, ``"attention"``, ``"mlp"``, ``"moe"``, ...
         layer (int or None): the index of the layer (the first number in the name), if any.
         relevance (Tensor): ``(batch,)`` the sum of the relevances of the module's output (summed
                     over its calls, for a block shared by several layers; an output with the

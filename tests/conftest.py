@@ -37,6 +37,8 @@ MODEL_FACING = {
     "test_families",
     "test_family_suite",
     "test_forward_equivalence",
+    "test_gated_delta_families",
+    "test_gated_delta_rule",
     "test_hybrid_families_nh",
     "test_hybrid_families_fz",
     "test_llm_attribution",
@@ -58,8 +60,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.model_facing)
 
 
-#: The declared families with test configurations, by name (the shared suite runs on each).
-FAMILIES = {family.name: family for family in DECLARED.families() if family.config is not None}
+#: The declared families with test configurations and random configurations for the sweep, by
+#: name (the shared suite runs on each; the Gated DeltaNet hybrids' tiny configurations are tested
+#: in test_gated_delta_families.py against their own reference).
+FAMILIES = {
+    family.name: family
+    for family in DECLARED.families()
+    if family.config is not None and family.random_config is not None
+}
 
 
 def tiny_config(family: str = "mamba", **overrides):

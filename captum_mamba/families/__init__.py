@@ -2,8 +2,8 @@
 
 The rule registry, the canonizer and the shared test suite derive from :data:`FAMILIES`, the
 declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, Vision Mamba, Llama,
-Qwen3, Bamba, Nemotron-H, Granite 4.0 hybrid, Jamba, Qwen3-MoE, Falcon-H1, Zamba, Zamba2; mamba-ssm
-when it imports) and those declared with :func:`register_family`. Importing this package changes no
+Qwen3, Bamba, Nemotron-H, Granite 4.0 hybrid, Jamba, Qwen3-MoE, Falcon-H1, Zamba, Zamba2, and the
+Gated DeltaNet hybrids Qwen3-Next, Qwen3.5, Qwen3.5-MoE, OLMo hybrid; mamba-ssm when it imports) and those declared with :func:`register_family`. Importing this package changes no
 global table.
 """
 
@@ -19,7 +19,10 @@ from captum_mamba.families.llama import LLAMA, QWEN3
 from captum_mamba.families.mamba import MAMBA
 from captum_mamba.families.mamba2 import MAMBA2
 from captum_mamba.families.nemotron_h import NEMOTRON_H
+from captum_mamba.families.olmo_hybrid import OLMO_HYBRID
+from captum_mamba.families.qwen3_5 import QWEN3_5, QWEN3_5_MOE
 from captum_mamba.families.qwen3_moe import QWEN3_MOE
+from captum_mamba.families.qwen3_next import QWEN3_NEXT
 from captum_mamba.families.vim import VIM
 from captum_mamba.families.zamba import ZAMBA, ZAMBA2
 
@@ -40,6 +43,10 @@ def _builtin() -> tuple[ModelFamily, ...]:
         FALCON_H1,
         ZAMBA,
         ZAMBA2,
+        QWEN3_NEXT,
+        QWEN3_5,
+        QWEN3_5_MOE,
+        OLMO_HYBRID,
     ]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
@@ -75,8 +82,12 @@ __all__ = [
     "MAMBA",
     "MAMBA2",
     "NEMOTRON_H",
+    "OLMO_HYBRID",
     "QWEN3",
+    "QWEN3_5",
+    "QWEN3_5_MOE",
     "QWEN3_MOE",
+    "QWEN3_NEXT",
     "VIM",
     "ZAMBA",
     "ZAMBA2",

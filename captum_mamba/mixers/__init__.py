@@ -1,4 +1,4 @@
-"""Each kind of Mamba mixer written once, against a small set of rule operations.
+"""Each kind of Mamba mixer (and the Gated DeltaNet mixer) written once, against a small set of rule operations.
 
 A mixer function (:func:`~captum_mamba.mixers.mamba1.mix_mamba1`,
 :func:`~captum_mamba.mixers.mamba2.mix_mamba2`) computes the mixer's output from its input and
@@ -11,6 +11,13 @@ implementation keeps its sizes and sub-modules (Hugging Face, mamba-ssm, ...).
 """
 
 from captum_mamba.mixers.calls import MixerCall, bind_mixer_call, check_padding, check_prefill, mask_padding
+from captum_mamba.mixers.gated_delta import (
+    GatedDeltaLayout,
+    GatedDeltaProjections,
+    OlmoHybridGatedDeltaLayout,
+    Qwen3NextGatedDeltaLayout,
+    SplitGatedDeltaLayout,
+)
 from captum_mamba.mixers.layouts import (
     BidirectionalMamba1Layout,
     Mamba1Layout,
@@ -23,6 +30,11 @@ from captum_mamba.mixers.ops import MixerOps
 
 __all__ = [
     "BidirectionalMamba1Layout",
+    "GatedDeltaLayout",
+    "GatedDeltaProjections",
+    "OlmoHybridGatedDeltaLayout",
+    "Qwen3NextGatedDeltaLayout",
+    "SplitGatedDeltaLayout",
     "Mamba1Layout",
     "Mamba2Layout",
     "Mamba2Sizes",

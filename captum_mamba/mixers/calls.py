@@ -16,8 +16,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-#: mamba-ssm's packed-sequence arguments: a packed batch is not (batch, length, hidden).
-_PACKED_ARGUMENTS = ("seqlen", "seq_idx", "cu_seqlens")
+#: Packed-sequence arguments (mamba-ssm's; transformers' ``cu_seq_lens_q`` for its Gated DeltaNets): a
+#: packed batch is not (batch, length, hidden).
+_PACKED_ARGUMENTS = ("seqlen", "seq_idx", "cu_seqlens", "cu_seq_lens_q")
 
 
 @dataclass

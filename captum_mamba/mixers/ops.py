@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 class MixerOps:
     r"""
-    The operations of a Mamba mixer that MambaLRP rewrites. A mixer function computes
+    The operations of a Mamba (or Gated DeltaNet) mixer that MambaLRP rewrites. A mixer function computes
     everything else itself (projections through the mixer's own modules, splits, re-indexing,
     padding masks, dtype casts) and calls these for the non-linear or relevance-routing steps.
 
@@ -87,6 +87,27 @@ class MixerOps:
         Returns:
             *tuple* ``(y, last_state)``: ``(batch, length, heads, head_dim)``,
             ``(batch, heads, head_dim, state)``.
+        """
+        raise NotImplementedError
+
+    def gated_delta(
+        self, mixer: nn.Module, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float
+    ) -> tuple[Tensor, Tensor]:
+        r"""
+        The gated delta rule ``S_t = α_t (I - β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ``,
+        ``o_t = S_tᵀ (scale · q_t)``, ``α_t = exp(g_t)`` (Gated DeltaNet).
+
+        Args:
+            q (Tensor): L2-normalised queries ``(batch, length, key_heads, key_dim)``.
+            k (Tensor): L2-normalised keys, same shape.
+            v (Tensor): values ``(batch, length, heads, value_dim)``, carry relevance.
+            g (Tensor): log decays ``(batch, length, heads)``.
+            beta (Tensor): writing strengths ``(batch, length, heads)``.
+            scale (float): factor on the queries.
+
+        Returns:
+            *tuple* ``(o, last_state)``: ``(batch, length, heads, value_dim)``,
+            ``(batch, heads, key_dim, value_dim)``.
         """
         raise NotImplementedError
 

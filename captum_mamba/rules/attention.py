@@ -18,11 +18,15 @@ family's attention is covered without copying its modeling code.
   constant, so the output is linear in ``V`` and relevance flows through the values only; it
   conserves exactly.
 
-Grouped-query heads are repeated (a linear copy) and the scaling is a constant factor.
+Grouped-query heads are repeated (a linear copy) and the scaling is a constant factor. An output
+gate ``attention(...) · σ(g)`` that the module's own forward applies (Qwen3-Next, Qwen3.5) gets
+the :class:`~captum_mamba.rules.gate.SigmoidGateRule`: the half rule on the product, the identity
+rule on the sigmoid (in both modes).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from contextvars import ContextVar
 from typing import Any
 
@@ -32,6 +36,7 @@ from torch import Tensor, nn
 
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.dispatch import dispatched_to
+from captum_mamba.rules.gate import SigmoidGateRule
 
 #: The attention-implementation name the rules register with transformers.
 ATTENTION_NAME = "captum_mamba_lrp"
@@ -153,14 +158,20 @@ class AttentionRule(MambaLRPRule):
         mode (str, optional): ``"attnlrp"`` (softmax Gradient x Input rule, uniform rule on both
                     products; not exactly conservative) or ``"cp"`` (CP-LRP: attention weights
                     held constant; conservative). Default: "attnlrp"
+        output_gate (SigmoidGateRule, optional): the rule of a sigmoid output gate
+                    ``attention(...) · σ(g)`` formed in the module's own forward (gated attention:
+                    Qwen3-Next, Qwen3.5; modules without one are unaffected); ``None``: the plain
+                    product. Default: ``SigmoidGateRule("half")``
     """
 
     replaces_forward = True
+    components = {"gate": "output_gate"}
 
-    def __init__(self, mode: str = "attnlrp") -> None:
+    def __init__(self, mode: str = "attnlrp", output_gate: SigmoidGateRule | None = SigmoidGateRule()) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
+        self.output_gate = output_gate
 
     def module_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         _register()
@@ -170,11 +181,16 @@ class AttentionRule(MambaLRPRule):
                 f"AttentionRule runs attention modules that call transformers' attention interface through "
                 f"their config; {type(module).__name__} has no config"
             )
-        with dispatched_to(config, "_attn_implementation", ATTENTION_NAME, _ACTIVE, self):
+        gates = nullcontext() if self.output_gate is None else self.output_gate.in_forward()
+        with dispatched_to(config, "_attn_implementation", ATTENTION_NAME, _ACTIVE, self), gates:
             return type(module).forward(module, *args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"AttentionRule({self.mode!r})"
+        return (
+            f"AttentionRule({self.mode!r})"
+            if self.output_gate is not None
+            else f"AttentionRule({self.mode!r}, no gate rule)"
+        )
 
 
 __all__ = ["ATTENTION_NAME", "AttentionRule", "attention_with_rules", "repeat_heads"]

@@ -1,10 +1,16 @@
-"""Multiplicative gate rule (MambaLRP, Eq. 9): ``0.5 * a * b + 0.5 * [a * b]const``."""
+"""Multiplicative gate rules: the half rule (MambaLRP, Eq. 9: ``0.5 * a * b + 0.5 * [a * b]const``) and
+sigmoid gates ``x · σ(g)`` found inside a module's own forward (:class:`SigmoidGateRule`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
+from captum_mamba.rules.activation import SigmoidIdentityRule
 from captum_mamba.rules.base import MambaLRPRule
 
 
@@ -55,3 +61,89 @@ def _unbroadcast(grad: Tensor, shape: torch.Size) -> Tensor:
         if size == 1 and grad.shape[dim] != 1:
             grad = grad.sum(dim, keepdim=True)
     return grad
+
+
+#: The functions a forward computes a sigmoid or a product with (``a * b`` arrives as ``Tensor.mul``).
+_SIGMOIDS = frozenset({torch.sigmoid, torch.Tensor.sigmoid, torch._C.TensorBase.sigmoid})
+_PRODUCTS = frozenset(
+    {torch.mul, torch.Tensor.mul, torch._C.TensorBase.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__}
+)
+GATE_MODES = ("half", "constant")
+
+
+class SigmoidGateRule(MambaLRPRule):
+    r"""
+    A product ``x · σ(g)`` of a relevance carrier ``x`` and a sigmoid gate of an input-dependent
+    pre-activation ``g`` (Qwen3-Next's and Qwen3.5's attention output gate, their MoE blocks'
+    shared-expert gate).
+
+    Args:
+        mode (str, optional): ``"half"``: both factors carry relevance: the half rule on the
+                    product (each factor receives half of it, :class:`GateHalfRule`) and the
+                    identity rule on the sigmoid
+                    (:class:`~captum_mamba.rules.activation.SigmoidIdentityRule`), so ``x`` and
+                    ``g`` receive half each. ``"constant"``: the gate is held constant, as the
+                    routing weights of a mixture of experts: all of the product's relevance goes
+                    to ``x``, none to ``g``. Default: "half"
+    """
+
+    def __init__(self, mode: str = "half") -> None:
+        if mode not in GATE_MODES:
+            raise ValueError(f"mode must be one of {GATE_MODES}, got {mode!r}")
+        self.mode = mode
+
+    def apply(self, x: Tensor, gate: Tensor) -> Tensor:
+        r"""
+        Args:
+            x (Tensor): the gated factor.
+            gate (Tensor): the gate's pre-activation ``g``, broadcastable with ``x``.
+
+        Returns:
+            *Tensor* equal to ``x * sigmoid(gate)``, with the rule's gradients.
+        """
+        if self.mode == "constant":
+            return x * torch.sigmoid(gate).detach()
+        return _HalfGradientProduct.apply(x, SigmoidIdentityRule().apply(gate))
+
+    @contextmanager
+    def in_forward(self) -> Iterator[list[int]]:
+        r"""
+        For a ``with`` block around a module's own forward: every product ``x * sigmoid(g)`` the
+        forward forms (``torch.sigmoid`` / ``Tensor.sigmoid`` / ``F.sigmoid``, then a
+        multiplication with the result) is computed by :meth:`apply` instead, with the same value;
+        other computations run as they are. The forward is not copied: the products are found at
+        PyTorch's function interface (a ``TorchFunctionMode`` active only inside the block).
+
+        Returns:
+            *list* that counts the products the rule was applied to (one entry each).
+        """
+        applied: list[int] = []
+        with _SigmoidGates(self, applied):
+            yield applied
+
+    def __repr__(self) -> str:
+        return f"SigmoidGateRule({self.mode!r})"
+
+
+class _SigmoidGates(TorchFunctionMode):
+    """Finds ``x * sigmoid(g)`` at the torch-function interface and computes it under a :class:`SigmoidGateRule`."""
+
+    def __init__(self, rule: SigmoidGateRule, applied: list[int]) -> None:
+        super().__init__()
+        self.rule = rule
+        self.applied = applied
+        self.sigmoids: dict[int, tuple[Tensor, Tensor]] = {}  # id(output) -> (output, pre-activation), kept alive
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in _SIGMOIDS and len(args) == 1 and not kwargs:
+            out = func(*args)
+            self.sigmoids[id(out)] = (out, args[0])
+            return out
+        if func in _PRODUCTS and len(args) == 2 and not kwargs:
+            for gate_side in (1, 0):
+                entry = self.sigmoids.get(id(args[gate_side]))
+                if entry is not None and entry[0] is args[gate_side] and isinstance(args[1 - gate_side], Tensor):
+                    self.applied.append(1)
+                    return self.rule.apply(args[1 - gate_side], entry[1])
+        return func(*args, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from captum_mamba.mixers.layouts import BidirectionalMamba1Layout, Mamba1Layout,
 from captum_mamba.mixers.ops import MixerOps
 from captum_mamba.options import current_options
 from captum_mamba.rules.base import MambaLRPRule
+from captum_mamba.rules.delta import GatedDeltaRule, plain_gated_delta
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 from captum_mamba.rules.ssm import SelectiveSSMRule, plain_scan_heads, plain_selective_ssm
@@ -22,10 +24,10 @@ from captum_mamba.rules.ssm import SelectiveSSMRule, plain_scan_heads, plain_sel
 
 class MixerRule(MambaLRPRule, MixerOps):
     r"""
-    MambaLRP for a Mamba mixer (Mamba-1 or Mamba-2, any implementation a model family declares):
-    the mixer function of its layout, with the component rules below. A component set to
-    ``None`` runs plainly (gradients through everything): that is how ablations switch one rule
-    off, e.g. ``MambaLRP(model, rules={MambaMixer: MixerRule(ssm=None)})``.
+    MambaLRP for a Mamba mixer (Mamba-1 or Mamba-2, any implementation a model family declares)
+    or a Gated DeltaNet mixer: the mixer function of its layout, with the component rules below.
+    A component set to ``None`` runs plainly (gradients through everything): that is how
+    ablations switch one rule off, e.g. ``MambaLRP(model, rules={MambaMixer: MixerRule(ssm=None)})``.
 
     Args:
         silu (SiLUIdentityRule, optional): rule for the SiLUs. Default: ``SiLUIdentityRule()``
@@ -39,10 +41,13 @@ class MixerRule(MambaLRPRule, MixerOps):
                     (:mod:`captum_mamba.kernels.fused_mixer`; same relevances). Default: True
         layout (MixerLayout, optional): how to read the mixer; ``None`` takes the layout the
                     model family declares for the mixer's type.
+        delta (GatedDeltaRule, optional): rule for the gated delta rule of a Gated DeltaNet
+                    mixer (decay, writing strength, keys and queries held constant). Default:
+                    ``GatedDeltaRule()``
     """
 
     replaces_forward = True
-    components = {"silu": "silu_rule", "ssm": "ssm_rule", "gate": "gate_rule"}
+    components = {"silu": "silu_rule", "ssm": "ssm_rule", "gate": "gate_rule", "delta": "delta_rule"}
 
     def __init__(
         self,
@@ -51,16 +56,29 @@ class MixerRule(MambaLRPRule, MixerOps):
         gate: GateHalfRule | None = GateHalfRule(),
         fused: bool = True,
         layout: MixerLayout | None = None,
+        delta: GatedDeltaRule | None = GatedDeltaRule(),
     ) -> None:
         self.silu_rule = silu
         self.ssm_rule = ssm
         self.gate_rule = gate
         self.fused_node = fused
         self.layout = layout
+        self.delta_rule = delta
+
+    def without(self, names: Iterable[str]) -> MambaLRPRule:
+        r"""
+        A copy with the named components switched off (see :meth:`MambaLRPRule.without`); ``"ssm"``
+        also switches off ``"delta"``: the gated delta rule is a Gated DeltaNet's SSM rule (a linear
+        recurrence whose input-dependent coefficients are held constant).
+        """
+        names = set(names)
+        if "ssm" in names:
+            names.add("delta")
+        return super().without(names)
 
     def with_layout(self, layout: MixerLayout) -> MixerRule:
         """A copy of this rule bound to ``layout`` (the component rules are shared)."""
-        return MixerRule(self.silu_rule, self.ssm_rule, self.gate_rule, self.fused_node, layout)
+        return MixerRule(self.silu_rule, self.ssm_rule, self.gate_rule, self.fused_node, layout, self.delta_rule)
 
     def module_forward(self, mixer: nn.Module, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
         """The mixer's own call signature; the computation is the layout's mixer function."""
@@ -103,6 +121,13 @@ class MixerRule(MambaLRPRule, MixerOps):
             return plain_scan_heads(x, delta, A, B, C, D)
         return self.ssm_rule.apply_heads(x, delta, A, B, C, D, chunk_size=chunk_size)
 
+    def gated_delta(
+        self, mixer: nn.Module, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float
+    ) -> tuple[Tensor, Tensor]:
+        if self.delta_rule is None:
+            return plain_gated_delta(q, k, v, g, beta, scale)
+        return self.delta_rule.apply(q, k, v, g, beta, scale)
+
     def gated_norm(self, mixer: nn.Module, norm: nn.Module, y: Tensor, gate: Tensor) -> Tensor:
         return norm(y, gate)  # the norm module's own rule (GatedRMSNormRule) applies
 
@@ -139,11 +164,16 @@ class MixerRule(MambaLRPRule, MixerOps):
         )
 
     def __repr__(self) -> str:
-        off = [
-            name
-            for name, rule in (("silu", self.silu_rule), ("ssm", self.ssm_rule), ("gate", self.gate_rule))
-            if rule is None
+        components = [
+            ("silu", self.silu_rule),
+            ("ssm", self.ssm_rule),
+            ("gate", self.gate_rule),
+            ("delta", self.delta_rule),
         ]
+        kind = getattr(self.layout, "kind", None)
+        if kind is not None:  # the components the layout's mixer uses: the delta rule or the selective scan's
+            components = [c for c in components if c[0] != ("ssm" if kind == "gated_delta" else "delta")]
+        off = [name for name, rule in components if rule is None]
         layout = "" if self.layout is None else f"{type(self.layout).__name__}, "
         return f"MixerRule({layout}{'without ' + '/'.join(off) if off else 'all rules'})"
 

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.dispatch import dispatched_to
-from captum_mamba.rules.gate import GateHalfRule
+from captum_mamba.rules.gate import GateHalfRule, SigmoidGateRule
 
 #: The experts-implementation name the rule registers with transformers.
 EXPERTS_NAME = "captum_mamba_lrp"
@@ -205,4 +205,40 @@ class ExpertsRule(MambaLRPRule):
         return f"ExpertsRule({'half rule' if self.gate_rule is not None else 'plain product'})"
 
 
-__all__ = ["EXPERTS_NAME", "ExpertsRule", "experts_with_rules"]
+class MoEBlockRule(MambaLRPRule):
+    r"""
+    A sparse mixture-of-experts block whose own forward adds a sigmoid-gated shared expert,
+    ``experts(x) + σ(gate(x)) · shared(x)`` (Qwen3-Next, Qwen3.5-MoE). The block's own forward
+    runs (the router, the experts under :class:`ExpertsRule`, the shared expert under its MLP
+    rule); the shared expert's gate, a routing weight of the shared expert, is held constant as
+    the routed experts' weights are: all of the shared term's relevance flows into the shared
+    expert, none into its gate.
+
+    Args:
+        shared_gate (SigmoidGateRule, optional): the rule of ``σ(gate(x)) · shared(x)``;
+                    ``None``: the plain product (ablation). Default: ``SigmoidGateRule("constant")``
+    """
+
+    replaces_forward = True
+    components = {"gate": "shared_gate"}
+
+    def __init__(self, shared_gate: SigmoidGateRule | None = SigmoidGateRule("constant")) -> None:
+        self.shared_gate = shared_gate
+
+    def module_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.shared_gate is None:
+            return type(module).forward(module, *args, **kwargs)
+        with self.shared_gate.in_forward() as applied:
+            output = type(module).forward(module, *args, **kwargs)
+        if not applied:
+            raise TypeError(
+                f"{type(module).__name__}'s forward formed no product with a sigmoid gate, so MoEBlockRule could "
+                "not apply; declare it a container if it has no gated shared expert"
+            )
+        return output
+
+    def __repr__(self) -> str:
+        return f"MoEBlockRule({self.shared_gate!r})"
+
+
+__all__ = ["EXPERTS_NAME", "ExpertsRule", "MoEBlockRule", "experts_with_rules"]

@@ -30,15 +30,28 @@ class RMSNormRule(MambaLRPRule):
     Works for RMSNorm modules with a ``weight`` (or none) and an epsilon attribute named
     ``variance_epsilon``, ``eps`` or ``epsilon`` (Hugging Face and mamba-ssm conventions). Computes
     in ``float32`` or wider, like the models do, but never narrows a ``float64`` input.
+
+    Args:
+        weight_offset (float, optional): a constant added to the stored weight: ``1.0`` for the
+                    zero-centred norms of Qwen3-Next / Qwen3.5, which scale by ``1 + w``. The scale
+                    is a constant either way, so relevance passes element-wise. Default: 0.0
+        scale_before_cast (bool, optional): scale in the wide dtype, then cast to the input's
+                    (Qwen3-Next, Qwen3.5, OLMo), instead of casting, then scaling (Llama, Mamba):
+                    the same value in float32 and float64, the model's own rounding in half
+                    precision. Default: False
     """
 
     replaces_forward = True
+
+    def __init__(self, weight_offset: float = 0.0, scale_before_cast: bool = False) -> None:
+        self.weight_offset = weight_offset
+        self.scale_before_cast = scale_before_cast
 
     def apply(self, x: Tensor, weight: Tensor | None, eps: float, group_size: int | None = None) -> Tensor:
         r"""
         Args:
             x (Tensor): input, normalised over the last dimension.
-            weight (Tensor, optional): element-wise scale.
+            weight (Tensor, optional): element-wise scale (plus ``weight_offset``).
             eps (float): added to the mean square.
             group_size (int, optional): normalise groups of this many features separately
                         (Mamba2's grouped norm). Default: the whole last dimension
@@ -50,8 +63,12 @@ class RMSNormRule(MambaLRPRule):
         size = group_size or x.shape[-1]
         grouped = wide.reshape(*wide.shape[:-1], -1, size)
         inverse_rms = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps).detach()
-        normed = (grouped * inverse_rms).reshape(wide.shape).to(x.dtype)
-        return normed if weight is None else weight * normed
+        normed = (grouped * inverse_rms).reshape(wide.shape)
+        scale = None if weight is None else weight + self.weight_offset if self.weight_offset else weight
+        if scale is not None and self.scale_before_cast:
+            return (normed * scale.to(wide.dtype)).to(x.dtype)
+        normed = normed.to(x.dtype)
+        return normed if scale is None else scale * normed
 
     def module_forward(self, module: nn.Module, x: Tensor) -> Tensor:  # type: ignore[override]
         return self.apply(x, getattr(module, "weight", None), _epsilon_of(module))
@@ -70,6 +87,10 @@ class GatedRMSNormRule(MambaLRPRule):
         gate (GateHalfRule, optional): rule for ``y * silu(z)``; ``None``: plain product.
         silu (SiLUIdentityRule, optional): rule for ``silu(z)``; ``None``: plain SiLU.
         norm (RMSNormRule, optional): rule for the normalisation; ``None``: plain RMSNorm.
+        norm_before_gate (bool, optional): whether the module normalises before gating
+                    (``rmsnorm(y) * w * silu(z)``: the Gated DeltaNets' output norms, which
+                    declare it in no attribute); ``None`` reads the module's
+                    ``norm_before_gate`` attribute (False without one). Default: None
     """
 
     replaces_forward = True
@@ -80,10 +101,12 @@ class GatedRMSNormRule(MambaLRPRule):
         gate: GateHalfRule | None = GateHalfRule(),
         silu: SiLUIdentityRule | None = SiLUIdentityRule(),
         norm: RMSNormRule | None = RMSNormRule(),
+        norm_before_gate: bool | None = None,
     ) -> None:
         self.gate = gate
         self.silu = silu
         self.norm = norm
+        self.norm_before_gate = norm_before_gate
 
     def apply(
         self,
@@ -135,7 +158,9 @@ class GatedRMSNormRule(MambaLRPRule):
             getattr(module, "weight", None),
             _epsilon_of(module),
             group_size,
-            bool(getattr(module, "norm_before_gate", False)),
+            bool(getattr(module, "norm_before_gate", False))
+            if self.norm_before_gate is None
+            else self.norm_before_gate,
         )
 
 

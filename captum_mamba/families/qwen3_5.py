@@ -1,0 +1,126 @@
+"""Hugging Face Qwen3.5 and Qwen3.5-MoE (their text models): Gated DeltaNet layers and gated attention.
+
+The layers are Qwen3-Next's (:mod:`captum_mamba.families.qwen3_next`) with the Gated DeltaNet's
+projections split (``in_proj_qkv``, ``in_proj_z``, ``in_proj_b``, ``in_proj_a``:
+:class:`~captum_mamba.mixers.gated_delta.SplitGatedDeltaLayout`); Qwen3.5 has a dense SwiGLU MLP
+in every layer, Qwen3.5-MoE a mixture of experts with a sigmoid-gated shared expert. The rotary
+embedding takes multimodal (text, height, width) positions, constants of the positions either way.
+Only the text models are declared (``Qwen3_5ForCausalLM``, ``Qwen3_5TextForSequenceClassification``,
+``Qwen3_5MoeForCausalLM``); the vision towers are not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers.activations import SiLUActivation
+from transformers.models.qwen3_5 import configuration_qwen3_5, modeling_qwen3_5
+from transformers.models.qwen3_5_moe import configuration_qwen3_5_moe, modeling_qwen3_5_moe
+
+from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.mixers.gated_delta import SplitGatedDeltaLayout
+from captum_mamba.rules.attention import AttentionRule
+from captum_mamba.rules.block import OwnForwardRule
+from captum_mamba.rules.mlp import GatedMLPRule
+from captum_mamba.rules.moe import ExpertsRule, MoEBlockRule
+from captum_mamba.rules.norm import GatedRMSNormRule, RMSNormRule
+from captum_mamba.rules.silu import SiLUIdentityRule
+
+#: The layers and sizes both tiny test configurations share (as Qwen3-Next's in its family).
+_TINY: dict[str, Any] = dict(
+    vocab_size=40,
+    hidden_size=16,
+    intermediate_size=24,
+    num_hidden_layers=3,
+    layer_types=["linear_attention", "full_attention", "linear_attention"],
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    linear_conv_kernel_dim=4,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+    linear_key_head_dim=4,
+    linear_value_head_dim=6,
+    attention_bias=False,
+    tie_word_embeddings=False,
+    use_cache=False,
+)
+
+
+def tiny_config(**overrides: Any) -> configuration_qwen3_5.Qwen3_5TextConfig:
+    r"""
+    A tiny bias-free Qwen3.5 text configuration for tests: three layers (Gated DeltaNet,
+    attention, Gated DeltaNet) with SwiGLU MLPs; Gated DeltaNets with 2 key heads of 4 serving 4
+    value heads of 6, attention with 4 query heads of 8 over 2 key/value heads.
+    """
+    return configuration_qwen3_5.Qwen3_5TextConfig(**{**_TINY, **overrides})
+
+
+def tiny_moe_config(**overrides: Any) -> configuration_qwen3_5_moe.Qwen3_5MoeTextConfig:
+    r"""
+    A tiny bias-free Qwen3.5-MoE text configuration for tests: Qwen3.5's (:func:`tiny_config`) with
+    four experts (top 2) and a shared expert in every layer; eager experts (transformers'
+    grouped_mm takes no float64).
+    """
+    settings = dict(
+        _TINY,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=8,
+        shared_expert_intermediate_size=8,
+        experts_implementation="eager",
+    )
+    return configuration_qwen3_5_moe.Qwen3_5MoeTextConfig(**{**settings, **overrides})
+
+
+QWEN3_5 = ModelFamily(
+    name="qwen3_5",
+    mixers={modeling_qwen3_5.Qwen3_5GatedDeltaNet: SplitGatedDeltaLayout()},
+    norms={
+        modeling_qwen3_5.Qwen3_5RMSNorm: RMSNormRule(
+            weight_offset=1.0, scale_before_cast=True
+        ),  # zero-centred: (1 + w)
+        modeling_qwen3_5.Qwen3_5RMSNormGated: GatedRMSNormRule(norm_before_gate=True),
+    },
+    containers=(
+        modeling_qwen3_5.Qwen3_5TextModel,
+        modeling_qwen3_5.Qwen3_5ForCausalLM,
+        modeling_qwen3_5.Qwen3_5TextForSequenceClassification,  # a linear score read at the last real token
+        modeling_qwen3_5.Qwen3_5TextRotaryEmbedding,  # positions -> cos, sin: no relevance path
+    ),
+    rules={
+        modeling_qwen3_5.Qwen3_5DecoderLayer: OwnForwardRule(),
+        modeling_qwen3_5.Qwen3_5Attention: AttentionRule(),  # output gate: half rule, sigmoid identity rule
+        modeling_qwen3_5.Qwen3_5MLP: GatedMLPRule(),
+        SiLUActivation: SiLUIdentityRule,
+    },
+    causal_lm=modeling_qwen3_5.Qwen3_5ForCausalLM,
+    config=tiny_config,
+    canonizable=False,
+)
+
+QWEN3_5_MOE = ModelFamily(
+    name="qwen3_5_moe",
+    mixers={modeling_qwen3_5_moe.Qwen3_5MoeGatedDeltaNet: SplitGatedDeltaLayout()},
+    norms={
+        modeling_qwen3_5_moe.Qwen3_5MoeRMSNorm: RMSNormRule(weight_offset=1.0, scale_before_cast=True),
+        modeling_qwen3_5_moe.Qwen3_5MoeRMSNormGated: GatedRMSNormRule(norm_before_gate=True),
+    },
+    containers=(
+        modeling_qwen3_5_moe.Qwen3_5MoeTextModel,
+        modeling_qwen3_5_moe.Qwen3_5MoeForCausalLM,
+        modeling_qwen3_5_moe.Qwen3_5MoeTextRotaryEmbedding,
+        modeling_qwen3_5_moe.Qwen3_5MoeTopKRouter,  # feeds only the indices and the held-constant weights
+    ),
+    rules={
+        modeling_qwen3_5_moe.Qwen3_5MoeDecoderLayer: OwnForwardRule(),
+        modeling_qwen3_5_moe.Qwen3_5MoeAttention: AttentionRule(),
+        modeling_qwen3_5_moe.Qwen3_5MoeMLP: GatedMLPRule(),  # the shared expert
+        modeling_qwen3_5_moe.Qwen3_5MoeExperts: ExpertsRule(),
+        modeling_qwen3_5_moe.Qwen3_5MoeSparseMoeBlock: MoEBlockRule(),  # the shared expert's gate held constant
+        SiLUActivation: SiLUIdentityRule,
+    },
+    causal_lm=modeling_qwen3_5_moe.Qwen3_5MoeForCausalLM,
+    config=tiny_moe_config,
+    canonizable=False,
+)

@@ -1,0 +1,98 @@
+"""Hugging Face Qwen3-Next: Gated DeltaNet layers, gated attention every few layers, MoE feed-forwards.
+
+Every layer is ``h + mixer(norm(h))`` (a Gated DeltaNet, :class:`~captum_mamba.mixers.gated_delta.
+Qwen3NextGatedDeltaLayout`, or an attention module), then ``h + ffn(norm(h))`` with a SwiGLU MLP
+or a sparse mixture of SwiGLU experts plus a sigmoid-gated shared expert. The norms are
+zero-centred (``rmsnorm(x) · (1 + w)``); the attention normalises ``q`` and ``k`` per head, rotates
+part of each head, and gates its output, ``attention · σ(g)``, with ``g`` from ``q_proj``.
+
+The rules: the gated delta rule with ``α``, ``β``, ``k``, ``q`` held constant; the output's gated
+RMSNorm as Mamba-2's (normaliser held constant, SiLU rule, half rule); AttnLRP / CP-LRP with the
+half rule and the sigmoid's identity rule on the output gate; the experts rule (routing weights
+held constant) and the shared expert's gate held constant too (:class:`~captum_mamba.rules.moe.
+MoEBlockRule`); RMSNorms with their normaliser held constant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Qwen3NextConfig
+from transformers.activations import SiLUActivation
+from transformers.models.qwen3_next import modeling_qwen3_next
+
+from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.mixers.gated_delta import Qwen3NextGatedDeltaLayout
+from captum_mamba.rules.attention import AttentionRule
+from captum_mamba.rules.block import OwnForwardRule
+from captum_mamba.rules.mlp import GatedMLPRule
+from captum_mamba.rules.moe import ExpertsRule, MoEBlockRule
+from captum_mamba.rules.norm import GatedRMSNormRule, RMSNormRule
+from captum_mamba.rules.silu import SiLUIdentityRule
+
+
+def tiny_config(**overrides: Any) -> Qwen3NextConfig:
+    r"""
+    A tiny bias-free Qwen3-Next configuration for tests: four layers (Gated DeltaNet, attention,
+    Gated DeltaNet, Gated DeltaNet), dense SwiGLU MLPs in layers 0 and 2, four experts (top 2) with a
+    shared expert in layers 1 and 3; Gated DeltaNets with 2 key heads of 4 serving 4 value heads
+    of 6; attention with 4 query heads of 8 over 2 key/value heads. Eager experts (transformers'
+    grouped_mm takes no float64).
+    """
+    settings: dict[str, Any] = dict(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=4,
+        layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        linear_conv_kernel_dim=4,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=4,
+        linear_value_head_dim=6,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=8,
+        shared_expert_intermediate_size=8,
+        decoder_sparse_step=2,
+        norm_topk_prob=True,
+        attention_bias=False,
+        tie_word_embeddings=False,
+        use_cache=False,
+        experts_implementation="eager",
+    )
+    settings.update(overrides)
+    return Qwen3NextConfig(**settings)
+
+
+QWEN3_NEXT = ModelFamily(
+    name="qwen3_next",
+    mixers={modeling_qwen3_next.Qwen3NextGatedDeltaNet: Qwen3NextGatedDeltaLayout()},
+    norms={
+        modeling_qwen3_next.Qwen3NextRMSNorm: RMSNormRule(
+            weight_offset=1.0, scale_before_cast=True
+        ),  # zero-centred: (1 + w)
+        modeling_qwen3_next.Qwen3NextRMSNormGated: GatedRMSNormRule(norm_before_gate=True),
+    },
+    containers=(
+        modeling_qwen3_next.Qwen3NextModel,
+        modeling_qwen3_next.Qwen3NextForCausalLM,
+        modeling_qwen3_next.Qwen3NextForSequenceClassification,  # a linear score read at the last real token
+        modeling_qwen3_next.Qwen3NextRotaryEmbedding,  # positions -> cos, sin: no relevance path
+        modeling_qwen3_next.Qwen3NextTopKRouter,  # feeds only the indices and the held-constant weights
+    ),
+    rules={
+        modeling_qwen3_next.Qwen3NextDecoderLayer: OwnForwardRule(),
+        modeling_qwen3_next.Qwen3NextAttention: AttentionRule(),  # output gate: half rule, sigmoid identity rule
+        modeling_qwen3_next.Qwen3NextMLP: GatedMLPRule(),  # dense layers and the shared expert
+        modeling_qwen3_next.Qwen3NextExperts: ExpertsRule(),
+        modeling_qwen3_next.Qwen3NextSparseMoeBlock: MoEBlockRule(),  # the shared expert's gate held constant
+        SiLUActivation: SiLUIdentityRule,
+    },
+    causal_lm=modeling_qwen3_next.Qwen3NextForCausalLM,
+    config=tiny_config,
+    canonizable=False,
+)
