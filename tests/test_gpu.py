@@ -337,3 +337,43 @@ def test_held_constant_ssd_node_equals_the_kernels_autograd(with_skip):
     error = _relative(x1.grad, x2.grad)
     print(f"\nheld-constant SSD node (skip={with_skip}): forward {_relative(y1, y2):.1e}, dx {error:.2e}")
     assert torch.equal(y1, y2) and torch.equal(last1, last2) and error <= 1e-5
+
+
+def _fla_importable() -> bool:
+    try:
+        from captum_mamba.rules.delta import load_fla_chunk_gated_delta_rule
+
+        load_fla_chunk_gated_delta_rule()
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _fla_importable(), reason="needs flash-linear-attention (fla-core)")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gated_delta_rule_on_flash_linear_attention_equals_the_pytorch_kernel(dtype):
+    """The fla dispatch (half precision) against the chunked PyTorch kernel in float32, with q, k, g, beta held."""
+    from captum_mamba.kernels.gated_delta import linear_gated_delta
+    from captum_mamba.rules.delta import GatedDeltaRule
+
+    generator = torch.Generator(device="cuda").manual_seed(11)
+    batch, length, key_heads, heads, key_dim, value_dim = 2, 700, 2, 4, 64, 64
+    q = torch.nn.functional.normalize(
+        torch.randn(batch, length, key_heads, key_dim, device="cuda", generator=generator), dim=-1
+    )
+    k = torch.nn.functional.normalize(
+        torch.randn(batch, length, key_heads, key_dim, device="cuda", generator=generator), dim=-1
+    )
+    v = torch.randn(batch, length, heads, value_dim, device="cuda", generator=generator)
+    g = -torch.rand(batch, length, heads, device="cuda", generator=generator) * 0.2
+    beta = torch.rand(batch, length, heads, device="cuda", generator=generator)
+    dout = torch.randn(batch, length, heads, value_dim, device="cuda", generator=generator)
+    v_half = v.to(dtype).requires_grad_()
+    out, _ = GatedDeltaRule(backend="cuda").apply(q, k, v_half, g, beta)
+    (out.float() * dout).sum().backward()
+    v32 = v.clone().requires_grad_()
+    reference, _ = linear_gated_delta(q, k, v32, g, beta)
+    (reference * dout).sum().backward()
+    error_out, error_grad = _relative(out, reference), _relative(v_half.grad, v32.grad)
+    print(f"\nfla gated delta rule {dtype}: output {error_out:.2e}, value gradient {error_grad:.2e} of max")
+    assert error_out < 3e-2 and error_grad < 3e-2
