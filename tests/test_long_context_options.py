@@ -79,7 +79,7 @@ def test_memory_lean_takes_true_false_or_offload():
         MambaLRP(model, memory_lean="yes")
     embeds = embeddings_of(model, token_ids(2, 7))
     plain = MambaLRP(model).attribute(embeds, target=3)
-    offload = MambaLRP(model, memory_lean="offload").attribute(embeds, target=3)  # CPU inputs: nothing to offload
+    offload = MambaLRP(model, memory_lean="offload").attribute(embeds, target=3)  # the host copy is a CPU clone here
     torch.testing.assert_close(offload, plain, atol=1e-12, rtol=0)
 
 

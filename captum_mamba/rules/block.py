@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from captum_mamba.options import current_options
+from captum_mamba.options import current_options, explanation_options
 from captum_mamba.rules.base import MambaLRPRule
 
 _MISSING = object()
@@ -81,15 +82,51 @@ class BlockRule(OwnForwardRule):
         options = current_options()
         if not (options.checkpoint_blocks and torch.is_grad_enabled()):
             return self._run(block, *args, **kwargs)
-        if options.offload_blocks and args and isinstance(args[0], Tensor) and args[0].is_cuda:
-            # The block's input goes to host memory; the checkpoint keeps that copy and the
-            # recomputation brings it back. The copies are differentiable (the gradient makes
-            # the same round trip), so the relevances are unchanged.
-            device = args[0].device
-            return checkpoint(
-                self._run_from_host, block, device, args[0].to("cpu"), *args[1:], use_reentrant=False, **kwargs
-            )
+        if options.offload_blocks and _offloadable(args, kwargs):
+            return _OffloadedBlock.apply(functools.partial(self._run, block, **kwargs), options, *args)
         return checkpoint(self._run, block, *args, use_reentrant=False, **kwargs)
 
-    def _run_from_host(self, block: nn.Module, device: torch.device, hidden: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return self._run(block, hidden.to(device), *args, **kwargs)
+
+def _offloadable(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
+    """Whether only the block's first argument (its input) needs a gradient: the others are constants."""
+    if not (args and isinstance(args[0], Tensor)):
+        return False
+    rest = (*args[1:], *kwargs.values())
+    return not any(isinstance(a, Tensor) and a.requires_grad for a in rest)
+
+
+def _host_copy(tensor: Tensor) -> Tensor:
+    """A copy in (pinned, for CUDA tensors) host memory, made without waiting for it."""
+    if not tensor.is_cuda:
+        return tensor.detach().clone()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor.detach(), non_blocking=True)
+
+
+class _OffloadedBlock(torch.autograd.Function):
+    r"""
+    A residual block recomputed in the backward pass from a copy of its input kept in host
+    memory: the forward runs the block without a graph and keeps only that copy; the backward
+    brings the copy back, runs the block again with a graph (under the same explanation
+    options) and backpropagates through it. The gradient stays on the device.
+    """
+
+    @staticmethod
+    def forward(ctx, run: Callable[..., Tensor], options: Any, hidden: Tensor, *rest: Any) -> Tensor:  # type: ignore[override]
+        ctx.run, ctx.options, ctx.rest, ctx.device = run, options, rest, hidden.device
+        ctx.host = _host_copy(hidden)
+        ctx.input_requires_grad = hidden.requires_grad
+        with torch.no_grad():
+            output = run(hidden, *rest)
+        if not isinstance(output, Tensor):
+            raise TypeError(f"memory_lean='offload' needs blocks that return a tensor, got {type(output).__name__}")
+        return output
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        hidden = ctx.host.to(ctx.device, non_blocking=True).requires_grad_(ctx.input_requires_grad)
+        # autograd may run this on another thread: the explanation's options are set again
+        with torch.enable_grad(), explanation_options(**vars(ctx.options)):
+            output = ctx.run(hidden, *ctx.rest)
+        torch.autograd.backward(output, grad)
+        return (None, None, hidden.grad, *(None for _ in ctx.rest))
