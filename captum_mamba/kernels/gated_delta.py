@@ -38,9 +38,18 @@ scan over the chunks with an adjoint state ``Λ`` (the gradient of the state lea
 (:func:`linear_gated_delta`). :func:`differentiable_gated_delta` runs the same chunked forward
 under autograd, with gradients to every input (the rule switched off).
 
+**Per-channel decays** (Kimi Delta Attention): with ``α_t ∈ (0, 1]^{key_dim}`` the transition is
+``(I - β_t k_t k_tᵀ) Diag(α_t)`` and every decay above becomes a vector over the key channels:
+``Γ_t/Γ_j`` moves inside the products (``A_tj = β_t Σ_c k_tc k_jc Γ_tc/Γ_jc``, likewise ``M_tj``),
+``diag(Γ) Q`` becomes ``Γ ⊙ Q``, ``diag(Γ_C/Γ) K`` becomes ``Γ_C/Γ ⊙ K`` and ``Γ_C S₀`` scales the
+state's rows by the vector ``Γ_C``. The forward and the adjoint scan are unchanged (``Γ_C`` is a
+``(key_dim, 1)`` column there, which is its own transpose as a diagonal map); only the operators
+differ. The per-channel ratios are formed in slices of chunks (:func:`_decayed_products`), so the
+memory stays linear in the length.
+
 Layout: ``q``, ``k`` ``(batch, length, key_heads, key_dim)``; ``v`` ``(batch, length, heads,
-value_dim)``; ``g``, ``beta`` ``(batch, length, heads)``; each key head serves
-``heads // key_heads`` consecutive value heads.
+value_dim)``; ``g`` ``(batch, length, heads)`` or ``(batch, length, heads, key_dim)``; ``beta``
+``(batch, length, heads)``; each key head serves ``heads // key_heads`` consecutive value heads.
 """
 
 from __future__ import annotations
@@ -61,9 +70,9 @@ class _ChunkOperators:
     W: Tensor  # (C, C): values -> corrections, (I + A)^{-1} diag(β)
     P: Tensor  # (C, key_dim): entering state -> corrections (subtracted), (I + A)^{-1} diag(βΓ) K
     M: Tensor  # (C, C): corrections -> outputs, causal (Γ_t/Γ_j) q_t·k_j
-    Q: Tensor  # (C, key_dim): entering state -> outputs, diag(Γ) Q
-    K: Tensor  # (C, key_dim): corrections -> leaving state, diag(Γ_C/Γ) K
-    total: Tensor  # (1, 1): the chunk's whole decay Γ_C
+    Q: Tensor  # (C, key_dim): entering state -> outputs, diag(Γ) Q (Γ ⊙ Q per channel)
+    K: Tensor  # (C, key_dim): corrections -> leaving state, diag(Γ_C/Γ) K (Γ_C/Γ ⊙ K per channel)
+    total: Tensor  # (1, 1), or (key_dim, 1) per channel: the chunk's whole decay Γ_C
 
 
 def _heads_first(x: Tensor, chunk: int, heads: int | None = None) -> Tensor:
@@ -81,25 +90,67 @@ def _heads_first(x: Tensor, chunk: int, heads: int | None = None) -> Tensor:
     return x.reshape(*x.shape[:2], -1, chunk, *x.shape[3:])
 
 
+#: Elements of the per-channel decay ratios ``exp(γ_t - γ_j)`` formed at once (``(..., C, C, key_dim)``):
+#: the chunks are taken in slices of this size, so the transient memory stays bounded at any length.
+_RATIO_BUDGET = 1 << 22
+
+
+def _decayed_products(q: Tensor, k: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+    r"""
+    The per-channel decay's products inside each chunk, for ``q``, ``k``, ``gamma``
+    ``(..., C, key_dim)`` (``gamma`` the cumulative log decay per key channel):
+
+    ``K_tj = Σ_c k_tc k_jc e^{γ_tc - γ_jc}`` for ``j < t`` and ``M_tj = Σ_c q_tc k_jc e^{γ_tc - γ_jc}``
+    for ``j <= t`` (zero elsewhere), both ``(..., C, C)``. The exponents are formed as differences
+    (never a ratio of two underflowing decays) and masked above the diagonal, so every factor is at
+    most 1; slices of chunks keep the ``(C, C, key_dim)`` tensor of factors within
+    :data:`_RATIO_BUDGET` elements.
+    """
+    lead, (size, channels) = gamma.shape[:-2], gamma.shape[-2:]
+    q, k, gamma = (t.reshape(-1, size, channels) for t in (q, k, gamma))
+    causal = torch.ones(size, size, dtype=torch.bool, device=gamma.device).tril()
+    step = max(1, _RATIO_BUDGET // (size * size * channels))
+    kk, qk = [], []
+    for start in range(0, gamma.shape[0], step):
+        g = gamma[start : start + step]
+        exponent = (g[:, :, None, :] - g[:, None, :, :]).masked_fill(~causal[:, :, None], float("-inf"))
+        decay = torch.exp(exponent)  # (slice, t, j, channel): e^{γ_tc - γ_jc} for j <= t, else 0
+        keys = k[start : start + step]
+        kk.append(torch.einsum("ntc,njc,ntjc->ntj", keys, keys, decay).tril(-1))
+        qk.append(torch.einsum("ntc,njc,ntjc->ntj", q[start : start + step], keys, decay))
+    return torch.cat(kk).reshape(*lead, size, size), torch.cat(qk).reshape(*lead, size, size)
+
+
 def _operators(q: Tensor, k: Tensor, g: Tensor, beta: Tensor) -> _ChunkOperators:
     r"""
-    The chunk operators from ``q``, ``k`` ``(batch, heads, chunks, C, key_dim)`` and ``g``,
-    ``beta`` ``(batch, heads, chunks, C)``. Padded steps (``β = 0``, ``g = 0``, ``k = 0``) write
-    nothing and decay nothing.
+    The chunk operators from ``q``, ``k`` ``(batch, heads, chunks, C, key_dim)``, ``beta``
+    ``(batch, heads, chunks, C)`` and the log decays ``g``: ``(batch, heads, chunks, C)`` (one per
+    head and step, Gated DeltaNet) or ``(batch, heads, chunks, C, key_dim)`` (one per key channel,
+    Kimi Delta Attention). Padded steps (``β = 0``, ``g = 0``, ``k = 0``) write nothing and decay
+    nothing.
     """
-    size = g.shape[-1]
-    gamma = g.cumsum(-1)  # log Γ_t
-    causal = torch.ones(size, size, dtype=torch.bool, device=g.device).tril()
-    # Γ_t / Γ_j for j <= t (at most 1), zero above the diagonal
-    ratio = torch.exp((gamma[..., :, None] - gamma[..., None, :]).masked_fill(~causal, float("-inf")))
-    strict = ratio.tril(-1)
-    system = torch.eye(size, dtype=q.dtype, device=q.device) + beta[..., :, None] * (k @ k.transpose(-1, -2)) * strict
+    size = beta.shape[-1]
+    eye = torch.eye(size, dtype=q.dtype, device=q.device)
+    if g.dim() == q.dim():  # per key channel: the ratios Γ_t/Γ_j are vectors inside the products
+        gamma = g.cumsum(-2)  # log Γ_t, (..., C, key_dim)
+        kk, M = _decayed_products(q, k, gamma)
+        system = eye + beta[..., :, None] * kk
+        decayed_k, decayed_q = k * torch.exp(gamma), q * torch.exp(gamma)  # Γ_t ⊙ k_t, Γ_t ⊙ q_t
+        leaving = torch.exp(gamma[..., -1:, :] - gamma)  # Γ_C / Γ_t per channel
+        total = torch.exp(gamma[..., -1, :])[..., :, None]  # (key_dim, 1): scales the state's rows
+    else:
+        gamma = g.cumsum(-1)  # log Γ_t
+        causal = torch.ones(size, size, dtype=torch.bool, device=g.device).tril()
+        # Γ_t / Γ_j for j <= t (at most 1), zero above the diagonal
+        ratio = torch.exp((gamma[..., :, None] - gamma[..., None, :]).masked_fill(~causal, float("-inf")))
+        system = eye + beta[..., :, None] * (k @ k.transpose(-1, -2)) * ratio.tril(-1)
+        M = (q @ k.transpose(-1, -2)) * ratio
+        decayed_k, decayed_q = k * torch.exp(gamma)[..., None], q * torch.exp(gamma)[..., None]
+        leaving = torch.exp(gamma[..., -1:] - gamma)[..., None]  # Γ_C / Γ_t
+        total = torch.exp(gamma[..., -1:])[..., None]  # (1, 1)
     W = torch.linalg.solve_triangular(system, torch.diag_embed(beta), upper=False, unitriangular=True)
-    P = torch.linalg.solve_triangular(system, (beta * torch.exp(gamma))[..., None] * k, upper=False, unitriangular=True)
-    M = (q @ k.transpose(-1, -2)) * ratio
-    total = torch.exp(gamma[..., -1:])
-    leaving = torch.exp(gamma[..., -1:] - gamma)  # Γ_C / Γ_t
-    return _ChunkOperators(W, P, M, q * torch.exp(gamma)[..., None], k * leaving[..., None], total[..., None])
+    P = torch.linalg.solve_triangular(system, beta[..., None] * decayed_k, upper=False, unitriangular=True)
+    return _ChunkOperators(W, P, M, decayed_q, k * leaving, total)
 
 
 def _forward(ops: _ChunkOperators, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -190,11 +241,12 @@ def _check(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor) -> None:
             f"q, k must be (batch, length, key_heads, key_dim) and v (batch, length, heads, value_dim); "
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
-    if v.shape[2] % k.shape[2] or g.shape != v.shape[:3] or beta.shape != v.shape[:3]:
+    per_channel = (*v.shape[:3], k.shape[-1])
+    if v.shape[2] % k.shape[2] or g.shape not in (v.shape[:3], per_channel) or beta.shape != v.shape[:3]:
         raise ValueError(
-            f"g and beta must be (batch, length, heads) and heads a multiple of key_heads; got heads "
-            f"{v.shape[2]}, key_heads {k.shape[2]}, g {tuple(g.shape)}, beta {tuple(beta.shape)} "
-            "(a per-channel decay, as Kimi's, is not this kernel's)"
+            f"g must be (batch, length, heads) or, per key channel, (batch, length, heads, key_dim), beta "
+            f"(batch, length, heads), and heads a multiple of key_heads; got heads {v.shape[2]}, key_heads "
+            f"{k.shape[2]}, g {tuple(g.shape)}, beta {tuple(beta.shape)}"
         )
 
 
@@ -216,7 +268,9 @@ def linear_gated_delta(
         q (Tensor): L2-normalised queries ``(batch, length, key_heads, key_dim)``; detached.
         k (Tensor): L2-normalised keys, same shape; detached.
         v (Tensor): values ``(batch, length, heads, value_dim)``; carry relevance.
-        g (Tensor): log decays ``(batch, length, heads)``, ``<= 0``; detached.
+        g (Tensor): log decays ``<= 0``: ``(batch, length, heads)`` (one per head, Gated DeltaNet) or
+                    ``(batch, length, heads, key_dim)`` (one per key channel, Kimi Delta Attention);
+                    detached.
         beta (Tensor): writing strengths ``(batch, length, heads)``; detached.
         scale (float, optional): factor on the queries. Default: ``key_dim ** -0.5``
         chunk (int, optional): time steps per chunk. Default: 64
