@@ -283,7 +283,7 @@ def short_conv(mixer: torch.nn.Module, x: Tensor, gates: str) -> Tensor:
 
 
 def reference_logits(
-    model: torch.nn.Module, x: Tensor, mode: str, gates: str = "constant", rules: bool = True
+    model: torch.nn.Module, x: Tensor, mode: str, gates: str = "half", rules: bool = True
 ) -> Tensor:
     r"""
     The last position's logits of the rules' forward (its value is the model's, in float64
@@ -317,7 +317,7 @@ def reference_logits(
 
 
 def reference(
-    model: torch.nn.Module, embeds: Tensor, target: int, mode: str, gates: str = "constant"
+    model: torch.nn.Module, embeds: Tensor, target: int, mode: str, gates: str = "half"
 ) -> tuple[Tensor, Tensor]:
     """(relevance of the embeddings, explained logit at the last position)."""
     x = embeds.clone().requires_grad_()

@@ -130,7 +130,7 @@ def embeds_of(model: nn.Module, batch: int, length: int, seed: int) -> torch.Ten
     return model.get_input_embeddings()(ids_of(batch, length, seed)).detach()
 
 
-def rules_for(name: str, mode: str, gates: str = "constant") -> dict:
+def rules_for(name: str, mode: str, gates: str = "half") -> dict:
     rules = {ATTENTION[name]: AttentionRule(mode)}
     if name != "kimi_linear":
         rules[MIXER[name]] = MixerRule(conv_gate=ShortConvGateRule(gates))
@@ -369,7 +369,7 @@ def test_plan_names_the_rules(name):
         assert isinstance(plan.rules[mixer + ".o_norm"], GatedRMSNormRule)
         assert isinstance(plan.rules[mixer + ".conv1d"], GradientRule)
     else:
-        assert repr(plan.rules[mixer]) == "MixerRule(GatedShortConvLayout, all rules, gates 'constant')"
+        assert repr(plan.rules[mixer]) == "MixerRule(GatedShortConvLayout, all rules, gates 'half')"  # the default
         assert isinstance(plan.rules[mixer + ".conv"], GradientRule)
 
 
@@ -401,4 +401,5 @@ def test_gate_rule_options_and_ablation_names():
     assert rule.without({"gate"}).conv_gate_rule is None  # the evaluation's "gate" ablation covers these gates
     assert rule.without({"ssm"}).conv_gate_rule is rule.conv_gate_rule
     assert "gates 'half'" in repr(rule.with_layout(LFM2.mixers[modeling_lfm2.Lfm2ShortConv]))
+    assert ShortConvGateRule().mode == "half"  # the default chosen by benchmarks/lfm2_gate_choice.py
     assert LFM2.classifier is None and LFM2_MOE.classifier is None and KIMI_LINEAR.classifier is None

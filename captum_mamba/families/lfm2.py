@@ -8,9 +8,9 @@ per-head q/k RMSNorms and rotary embeddings. LFM2's feed-forwards are SwiGLU MLP
 are such MLPs, the others mixtures of SwiGLU experts routed by sigmoid scores (with a
 routing-only expert bias), without a shared expert. The final norm is ``embedding_norm``.
 
-The rules: the gates ``B`` and ``C`` by :class:`~captum_mamba.rules.ShortConvGateRule` (held
-constant, or the half rule on both products; the default chosen by measured faithfulness, see
-``docs/linear_attention.md``), the convolution and projections linear; AttnLRP / CP-LRP in the
+The rules: the gates ``B`` and ``C`` by :class:`~captum_mamba.rules.ShortConvGateRule` (by default
+the half rule on both products, chosen by measured faithfulness over holding ``B`` and ``C``
+constant, see ``docs/linear_attention.md``), the convolution and projections linear; AttnLRP / CP-LRP in the
 attention (its q/k norms with the normaliser held constant); the MLPs' SiLU by its identity rule
 and the half rule on the branch product; the experts rule with the routing weights held
 constant. transformers ships no sequence classifier for either model.

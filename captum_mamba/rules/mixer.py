@@ -46,8 +46,9 @@ class MixerRule(MambaLRPRule, MixerOps):
                     mixer (decay, writing strength, keys and queries held constant). Default:
                     ``GatedDeltaRule()``
         conv_gate (ShortConvGateRule, optional): rule for the gates ``B``, ``C`` of a gated short
-                    convolution ``C ⊙ conv(B ⊙ x)`` (LFM2): held constant (``"constant"``) or the
-                    half rule on both products (``"half"``). Default: ``ShortConvGateRule()``
+                    convolution ``C ⊙ conv(B ⊙ x)`` (LFM2): the half rule on both products
+                    (``"half"``) or held constant (``"constant"``). Default: ``ShortConvGateRule()``
+                    (``"half"``)
     """
 
     replaces_forward = True
