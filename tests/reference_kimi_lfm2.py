@@ -282,9 +282,7 @@ def short_conv(mixer: torch.nn.Module, x: Tensor, gates: str) -> Tensor:
 # --- whole models ---------------------------------------------------------------------------------
 
 
-def reference_logits(
-    model: torch.nn.Module, x: Tensor, mode: str, gates: str = "half", rules: bool = True
-) -> Tensor:
+def reference_logits(model: torch.nn.Module, x: Tensor, mode: str, gates: str = "half", rules: bool = True) -> Tensor:
     r"""
     The last position's logits of the rules' forward (its value is the model's, in float64
     throughout). ``mode``: the attention rule; ``gates``: LFM2's gate choice; ``rules=False``:

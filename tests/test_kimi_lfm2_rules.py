@@ -71,18 +71,21 @@ def test_per_channel_decays_differ_from_a_per_head_decay():
 
 
 def test_strong_decays_one_step_inputs_and_bounded_slices(monkeypatch):
-    """Decays down to exp(-60) per step and channel, single and partial chunks; the ratios formed in small slices."""
+    """Decays down to exp(-60) per step and channel, single and partial chunks; small slices, any sub-block."""
     for length, decay in ((1, 3.0), (5, 3.0), (130, 60.0)):
         q, k, v, g, beta = _inputs(batch=1, length=length, decay=decay, seed=length)
         expected, state = kda_loop(q, k, v, g, beta, q.shape[-1] ** -0.5)
         got, got_state = linear_gated_delta(q, k, v, g, beta)
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
         torch.testing.assert_close(got_state, state, atol=1e-12, rtol=0)
-    q, k, v, g, beta = _inputs(length=300)
+    q, k, v, g, beta = _inputs(length=300, decay=20.0)
     whole, _ = linear_gated_delta(q, k, v, g, beta)
     monkeypatch.setattr(gated_delta, "_RATIO_BUDGET", 1)  # one chunk per slice
     sliced, _ = linear_gated_delta(q, k, v, g, beta)
     torch.testing.assert_close(sliced, whole, atol=1e-13, rtol=0)
+    for block in (4, 64):  # sub-blocks of 4 steps; one sub-block per chunk (every factor element-wise)
+        monkeypatch.setattr(gated_delta, "_SUB_BLOCK", block)
+        torch.testing.assert_close(linear_gated_delta(q, k, v, g, beta)[0], whole, atol=1e-13, rtol=0)
 
 
 def test_only_the_values_receive_gradients_and_the_rule_switched_off_is_the_plain_recurrence():

@@ -44,8 +44,8 @@ under autograd, with gradients to every input (the rule switched off).
 ``diag(Γ) Q`` becomes ``Γ ⊙ Q``, ``diag(Γ_C/Γ) K`` becomes ``Γ_C/Γ ⊙ K`` and ``Γ_C S₀`` scales the
 state's rows by the vector ``Γ_C``. The forward and the adjoint scan are unchanged (``Γ_C`` is a
 ``(key_dim, 1)`` column there, which is its own transpose as a diagonal map); only the operators
-differ. The per-channel ratios are formed in slices of chunks (:func:`_decayed_products`), so the
-memory stays linear in the length.
+differ. The per-channel factors ``e^{γ_tc - γ_jc}`` (each at most 1) are formed through sub-blocks
+and in slices of chunks (:func:`_decayed_products`), so the memory stays linear in the length.
 
 Layout: ``q``, ``k`` ``(batch, length, key_heads, key_dim)``; ``v`` ``(batch, length, heads,
 value_dim)``; ``g`` ``(batch, length, heads)`` or ``(batch, length, heads, key_dim)``; ``beta``
@@ -90,9 +90,52 @@ def _heads_first(x: Tensor, chunk: int, heads: int | None = None) -> Tensor:
     return x.reshape(*x.shape[:2], -1, chunk, *x.shape[3:])
 
 
-#: Elements of the per-channel decay ratios ``exp(γ_t - γ_j)`` formed at once (``(..., C, C, key_dim)``):
-#: the chunks are taken in slices of this size, so the transient memory stays bounded at any length.
+#: Steps per sub-block of a chunk for the per-channel decay products (see :func:`_decayed_products`).
+_SUB_BLOCK = 16
+#: Elements of the per-channel factors formed at once: the chunks are taken in slices of at most this
+#: many, so the transient memory stays bounded at any length.
 _RATIO_BUDGET = 1 << 22
+
+
+def _products_of_a_slice(q: Tensor, k: Tensor, gamma: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    r"""
+    :func:`_decayed_products` for ``q``, ``k``, ``gamma`` ``(n, C, key_dim)`` and sub-blocks of
+    ``block`` steps (``C`` a multiple of it).
+
+    For ``t`` in sub-block ``I`` (starting at ``r``) and ``j`` in an earlier sub-block,
+    ``e^{γ_t - γ_j} = e^{γ_t - γ_r} · e^{γ_r - γ_j}`` with both factors at most 1 (``j < r <= t``,
+    the decays accumulate), so those products are one matrix product per sub-block:
+    ``(k_t ⊙ e^{γ_t - γ_r}) · (k_j ⊙ e^{γ_r - γ_j})``. Inside a sub-block the factors
+    ``e^{γ_t - γ_j}`` (``j <= t``) are formed element-wise, ``(block, block, key_dim)`` per sub-block.
+    """
+    n, size, channels = gamma.shape
+    blocks = size // block
+    first = gamma[:, ::block]  # (n, blocks, key_dim): γ at each sub-block's first step, the reference r
+    to_first = torch.exp(gamma - first.repeat_interleave(block, dim=1))  # e^{γ_t - γ_r} <= 1
+    rows_k, rows_q = (x * to_first for x in (k, q))
+    # e^{γ_r - γ_j} for the steps j before sub-block I's start (<= 1), zero for the others
+    earlier = (
+        torch.arange(size, device=gamma.device)[None, :] < (torch.arange(blocks, device=gamma.device) * block)[:, None]
+    )
+    from_first = (first[:, :, None, :] - gamma[:, None, :, :]).masked_fill(~earlier[None, :, :, None], float("-inf"))
+    columns = k[:, None] * torch.exp(from_first)  # (n, blocks, C, key_dim)
+    across_k = rows_k.reshape(n, blocks, block, channels) @ columns.transpose(-1, -2)  # (n, blocks, block, C)
+    across_q = rows_q.reshape(n, blocks, block, channels) @ columns.transpose(-1, -2)
+    # inside each sub-block
+    within_causal = torch.ones(block, block, dtype=torch.bool, device=gamma.device).tril()
+    g = gamma.reshape(n, blocks, block, channels)
+    decay = torch.exp((g[:, :, :, None] - g[:, :, None, :]).masked_fill(~within_causal[:, :, None], float("-inf")))
+    kb, qb = k.reshape(n, blocks, block, channels), q.reshape(n, blocks, block, channels)
+    inside_k = torch.einsum("nbtc,nbjc,nbtjc->nbtj", kb, kb, decay)
+    inside_q = torch.einsum("nbtc,nbjc,nbtjc->nbtj", qb, kb, decay)
+    # place the sub-blocks on the diagonal: (n, blocks, block, blocks, block) -> (n, C, C)
+    eye = torch.eye(blocks, dtype=gamma.dtype, device=gamma.device)
+
+    def assemble(across: Tensor, inside: Tensor) -> Tensor:
+        diagonal = torch.einsum("nbtj,bd->nbtdj", inside, eye).reshape(n, size, size)
+        return across.reshape(n, size, size) + diagonal
+
+    return assemble(across_k, inside_k).tril(-1), assemble(across_q, inside_q)
 
 
 def _decayed_products(q: Tensor, k: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
@@ -101,23 +144,22 @@ def _decayed_products(q: Tensor, k: Tensor, gamma: Tensor) -> tuple[Tensor, Tens
     ``(..., C, key_dim)`` (``gamma`` the cumulative log decay per key channel):
 
     ``K_tj = Σ_c k_tc k_jc e^{γ_tc - γ_jc}`` for ``j < t`` and ``M_tj = Σ_c q_tc k_jc e^{γ_tc - γ_jc}``
-    for ``j <= t`` (zero elsewhere), both ``(..., C, C)``. The exponents are formed as differences
-    (never a ratio of two underflowing decays) and masked above the diagonal, so every factor is at
-    most 1; slices of chunks keep the ``(C, C, key_dim)`` tensor of factors within
-    :data:`_RATIO_BUDGET` elements.
+    for ``j <= t`` (zero elsewhere), both ``(..., C, C)``. Every factor is formed from differences of
+    log decays and is at most 1 (never a ratio of two underflowing decays): across sub-blocks of
+    :data:`_SUB_BLOCK` steps through a reference step between ``j`` and ``t`` (matrix products),
+    inside them element-wise (:func:`_products_of_a_slice`). Slices of chunks keep the factors
+    formed at once within :data:`_RATIO_BUDGET` elements.
     """
     lead, (size, channels) = gamma.shape[:-2], gamma.shape[-2:]
     q, k, gamma = (t.reshape(-1, size, channels) for t in (q, k, gamma))
-    causal = torch.ones(size, size, dtype=torch.bool, device=gamma.device).tril()
-    step = max(1, _RATIO_BUDGET // (size * size * channels))
+    block = _SUB_BLOCK if size % _SUB_BLOCK == 0 else size
+    step = max(1, _RATIO_BUDGET // (size * (block + size // block) * channels))
     kk, qk = [], []
     for start in range(0, gamma.shape[0], step):
-        g = gamma[start : start + step]
-        exponent = (g[:, :, None, :] - g[:, None, :, :]).masked_fill(~causal[:, :, None], float("-inf"))
-        decay = torch.exp(exponent)  # (slice, t, j, channel): e^{γ_tc - γ_jc} for j <= t, else 0
-        keys = k[start : start + step]
-        kk.append(torch.einsum("ntc,njc,ntjc->ntj", keys, keys, decay).tril(-1))
-        qk.append(torch.einsum("ntc,njc,ntjc->ntj", q[start : start + step], keys, decay))
+        piece = slice(start, start + step)
+        products = _products_of_a_slice(q[piece], k[piece], gamma[piece], block)
+        kk.append(products[0])
+        qk.append(products[1])
     return torch.cat(kk).reshape(*lead, size, size), torch.cat(qk).reshape(*lead, size, size)
 
 
