@@ -1,5 +1,5 @@
 r"""How relevance splits across the layer kinds of a model: SSM mixers, linear attention (Gated DeltaNets),
-attention, MLPs, experts.
+gated short convolutions, attention, MLPs, experts.
 
 Each block adds its update to the residual stream, ``h + update(norm(h))``; the relevance of an
 update (the sum of its output's relevances) is the share of the explained output that flows
@@ -47,11 +47,16 @@ def register_layer_kind(rule_type: type[PropagationRule], kind: str) -> None:
     LAYER_KINDS[rule_type] = kind
 
 
+#: The layer kind of a mixer by its layout's kind, where it is not an SSM (transformers' names for those layers).
+MIXER_KINDS: dict[str, str] = {"gated_delta": "linear_attention", "gated_conv": "conv"}
+
+
 def layer_kind(rule: PropagationRule) -> str | None:
     """The layer kind of a module with ``rule`` (``None`` for other modules); a Gated DeltaNet's mixer rule
-    reports ``"linear_attention"`` (transformers' name for those layers), other mixers ``"ssm"``."""
-    if isinstance(rule, MixerRule) and getattr(rule.layout, "kind", None) == "gated_delta":
-        return "linear_attention"
+    (Kimi Delta Attention's too) reports ``"linear_attention"`` and a gated short convolution's (LFM2) ``"conv"``
+    (transformers' names for those layers), other mixers ``"ssm"``."""
+    if isinstance(rule, MixerRule) and getattr(rule.layout, "kind", None) in MIXER_KINDS:
+        return MIXER_KINDS[rule.layout.kind]
     for rule_type, kind in LAYER_KINDS.items():
         if isinstance(rule, rule_type):
             return kind

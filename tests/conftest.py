@@ -41,6 +41,8 @@ MODEL_FACING = {
     "test_gated_delta_rule",
     "test_hybrid_families_nh",
     "test_hybrid_families_fz",
+    "test_kimi_lfm2_families",
+    "test_kimi_lfm2_rules",
     "test_llm_attribution",
     "test_long_context_options",
     "test_model_restored",

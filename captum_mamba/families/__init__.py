@@ -2,9 +2,10 @@
 
 The rule registry, the canonizer and the shared test suite derive from :data:`FAMILIES`, the
 declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, Vision Mamba, Llama,
-Qwen3, Bamba, Nemotron-H, Granite 4.0 hybrid, Jamba, Qwen3-MoE, Falcon-H1, Zamba, Zamba2, and the
-Gated DeltaNet hybrids Qwen3-Next, Qwen3.5, Qwen3.5-MoE, OLMo hybrid; mamba-ssm when it imports) and those declared with :func:`register_family`. Importing this package changes no
-global table.
+Qwen3, Bamba, Nemotron-H, Granite 4.0 hybrid, Jamba, Qwen3-MoE, Falcon-H1, Zamba, Zamba2, the
+Gated DeltaNet hybrids Qwen3-Next, Qwen3.5, Qwen3.5-MoE, OLMo hybrid and Kimi Linear, the gated
+short-convolution hybrids LFM2 and LFM2-MoE; mamba-ssm when it imports) and those declared with
+:func:`register_family`. Importing this package changes no global table.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from captum_mamba.families.falcon_h1 import FALCON_H1
 from captum_mamba.families.falcon_mamba import FALCON_MAMBA
 from captum_mamba.families.granitemoehybrid import GRANITEMOEHYBRID
 from captum_mamba.families.jamba import JAMBA
+from captum_mamba.families.kimi_linear import KIMI_LINEAR
+from captum_mamba.families.lfm2 import LFM2, LFM2_MOE
 from captum_mamba.families.llama import LLAMA, QWEN3
 from captum_mamba.families.mamba import MAMBA
 from captum_mamba.families.mamba2 import MAMBA2
@@ -47,6 +50,9 @@ def _builtin() -> tuple[ModelFamily, ...]:
         QWEN3_5,
         QWEN3_5_MOE,
         OLMO_HYBRID,
+        KIMI_LINEAR,
+        LFM2,
+        LFM2_MOE,
     ]
     try:  # mamba-ssm (the `gpu` extra) needs CUDA builds; without it its modules simply have no rules
         from captum_mamba.families.mamba_ssm import MAMBA_SSM
@@ -78,6 +84,9 @@ __all__ = [
     "FAMILIES",
     "GRANITEMOEHYBRID",
     "JAMBA",
+    "KIMI_LINEAR",
+    "LFM2",
+    "LFM2_MOE",
     "LLAMA",
     "MAMBA",
     "MAMBA2",

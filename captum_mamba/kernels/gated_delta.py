@@ -38,9 +38,18 @@ scan over the chunks with an adjoint state ``Λ`` (the gradient of the state lea
 (:func:`linear_gated_delta`). :func:`differentiable_gated_delta` runs the same chunked forward
 under autograd, with gradients to every input (the rule switched off).
 
+**Per-channel decays** (Kimi Delta Attention): with ``α_t ∈ (0, 1]^{key_dim}`` the transition is
+``(I - β_t k_t k_tᵀ) Diag(α_t)`` and every decay above becomes a vector over the key channels:
+``Γ_t/Γ_j`` moves inside the products (``A_tj = β_t Σ_c k_tc k_jc Γ_tc/Γ_jc``, likewise ``M_tj``),
+``diag(Γ) Q`` becomes ``Γ ⊙ Q``, ``diag(Γ_C/Γ) K`` becomes ``Γ_C/Γ ⊙ K`` and ``Γ_C S₀`` scales the
+state's rows by the vector ``Γ_C``. The forward and the adjoint scan are unchanged (``Γ_C`` is a
+``(key_dim, 1)`` column there, which is its own transpose as a diagonal map); only the operators
+differ. The per-channel factors ``e^{γ_tc - γ_jc}`` (each at most 1) are formed through sub-blocks
+and in slices of chunks (:func:`_decayed_products`), so the memory stays linear in the length.
+
 Layout: ``q``, ``k`` ``(batch, length, key_heads, key_dim)``; ``v`` ``(batch, length, heads,
-value_dim)``; ``g``, ``beta`` ``(batch, length, heads)``; each key head serves
-``heads // key_heads`` consecutive value heads.
+value_dim)``; ``g`` ``(batch, length, heads)`` or ``(batch, length, heads, key_dim)``; ``beta``
+``(batch, length, heads)``; each key head serves ``heads // key_heads`` consecutive value heads.
 """
 
 from __future__ import annotations
@@ -61,9 +70,9 @@ class _ChunkOperators:
     W: Tensor  # (C, C): values -> corrections, (I + A)^{-1} diag(β)
     P: Tensor  # (C, key_dim): entering state -> corrections (subtracted), (I + A)^{-1} diag(βΓ) K
     M: Tensor  # (C, C): corrections -> outputs, causal (Γ_t/Γ_j) q_t·k_j
-    Q: Tensor  # (C, key_dim): entering state -> outputs, diag(Γ) Q
-    K: Tensor  # (C, key_dim): corrections -> leaving state, diag(Γ_C/Γ) K
-    total: Tensor  # (1, 1): the chunk's whole decay Γ_C
+    Q: Tensor  # (C, key_dim): entering state -> outputs, diag(Γ) Q (Γ ⊙ Q per channel)
+    K: Tensor  # (C, key_dim): corrections -> leaving state, diag(Γ_C/Γ) K (Γ_C/Γ ⊙ K per channel)
+    total: Tensor  # (1, 1), or (key_dim, 1) per channel: the chunk's whole decay Γ_C
 
 
 def _heads_first(x: Tensor, chunk: int, heads: int | None = None) -> Tensor:
@@ -81,25 +90,109 @@ def _heads_first(x: Tensor, chunk: int, heads: int | None = None) -> Tensor:
     return x.reshape(*x.shape[:2], -1, chunk, *x.shape[3:])
 
 
+#: Steps per sub-block of a chunk for the per-channel decay products (see :func:`_decayed_products`).
+_SUB_BLOCK = 16
+#: Elements of the per-channel factors formed at once: the chunks are taken in slices of at most this
+#: many, so the transient memory stays bounded at any length.
+_RATIO_BUDGET = 1 << 22
+
+
+def _products_of_a_slice(q: Tensor, k: Tensor, gamma: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    r"""
+    :func:`_decayed_products` for ``q``, ``k``, ``gamma`` ``(n, C, key_dim)`` and sub-blocks of
+    ``block`` steps (``C`` a multiple of it).
+
+    For ``t`` in sub-block ``I`` (starting at ``r``) and ``j`` in an earlier sub-block,
+    ``e^{γ_t - γ_j} = e^{γ_t - γ_r} · e^{γ_r - γ_j}`` with both factors at most 1 (``j < r <= t``,
+    the decays accumulate), so those products are one matrix product per sub-block:
+    ``(k_t ⊙ e^{γ_t - γ_r}) · (k_j ⊙ e^{γ_r - γ_j})``. Inside a sub-block the factors
+    ``e^{γ_t - γ_j}`` (``j <= t``) are formed element-wise, ``(block, block, key_dim)`` per sub-block.
+    """
+    n, size, channels = gamma.shape
+    blocks = size // block
+    first = gamma[:, ::block]  # (n, blocks, key_dim): γ at each sub-block's first step, the reference r
+    to_first = torch.exp(gamma - first.repeat_interleave(block, dim=1))  # e^{γ_t - γ_r} <= 1
+    rows_k, rows_q = (x * to_first for x in (k, q))
+    # e^{γ_r - γ_j} for the steps j before sub-block I's start (<= 1), zero for the others
+    earlier = (
+        torch.arange(size, device=gamma.device)[None, :] < (torch.arange(blocks, device=gamma.device) * block)[:, None]
+    )
+    from_first = (first[:, :, None, :] - gamma[:, None, :, :]).masked_fill(~earlier[None, :, :, None], float("-inf"))
+    columns = k[:, None] * torch.exp(from_first)  # (n, blocks, C, key_dim)
+    across_k = rows_k.reshape(n, blocks, block, channels) @ columns.transpose(-1, -2)  # (n, blocks, block, C)
+    across_q = rows_q.reshape(n, blocks, block, channels) @ columns.transpose(-1, -2)
+    # inside each sub-block
+    within_causal = torch.ones(block, block, dtype=torch.bool, device=gamma.device).tril()
+    g = gamma.reshape(n, blocks, block, channels)
+    decay = torch.exp((g[:, :, :, None] - g[:, :, None, :]).masked_fill(~within_causal[:, :, None], float("-inf")))
+    kb, qb = k.reshape(n, blocks, block, channels), q.reshape(n, blocks, block, channels)
+    inside_k = torch.einsum("nbtc,nbjc,nbtjc->nbtj", kb, kb, decay)
+    inside_q = torch.einsum("nbtc,nbjc,nbtjc->nbtj", qb, kb, decay)
+    # place the sub-blocks on the diagonal: (n, blocks, block, blocks, block) -> (n, C, C)
+    eye = torch.eye(blocks, dtype=gamma.dtype, device=gamma.device)
+
+    def assemble(across: Tensor, inside: Tensor) -> Tensor:
+        diagonal = torch.einsum("nbtj,bd->nbtdj", inside, eye).reshape(n, size, size)
+        return across.reshape(n, size, size) + diagonal
+
+    return assemble(across_k, inside_k).tril(-1), assemble(across_q, inside_q)
+
+
+def _decayed_products(q: Tensor, k: Tensor, gamma: Tensor) -> tuple[Tensor, Tensor]:
+    r"""
+    The per-channel decay's products inside each chunk, for ``q``, ``k``, ``gamma``
+    ``(..., C, key_dim)`` (``gamma`` the cumulative log decay per key channel):
+
+    ``K_tj = Σ_c k_tc k_jc e^{γ_tc - γ_jc}`` for ``j < t`` and ``M_tj = Σ_c q_tc k_jc e^{γ_tc - γ_jc}``
+    for ``j <= t`` (zero elsewhere), both ``(..., C, C)``. Every factor is formed from differences of
+    log decays and is at most 1 (never a ratio of two underflowing decays): across sub-blocks of
+    :data:`_SUB_BLOCK` steps through a reference step between ``j`` and ``t`` (matrix products),
+    inside them element-wise (:func:`_products_of_a_slice`). Slices of chunks keep the factors
+    formed at once within :data:`_RATIO_BUDGET` elements.
+    """
+    lead, (size, channels) = gamma.shape[:-2], gamma.shape[-2:]
+    q, k, gamma = (t.reshape(-1, size, channels) for t in (q, k, gamma))
+    block = _SUB_BLOCK if size % _SUB_BLOCK == 0 else size
+    step = max(1, _RATIO_BUDGET // (size * (block + size // block) * channels))
+    kk, qk = [], []
+    for start in range(0, gamma.shape[0], step):
+        piece = slice(start, start + step)
+        products = _products_of_a_slice(q[piece], k[piece], gamma[piece], block)
+        kk.append(products[0])
+        qk.append(products[1])
+    return torch.cat(kk).reshape(*lead, size, size), torch.cat(qk).reshape(*lead, size, size)
+
+
 def _operators(q: Tensor, k: Tensor, g: Tensor, beta: Tensor) -> _ChunkOperators:
     r"""
-    The chunk operators from ``q``, ``k`` ``(batch, heads, chunks, C, key_dim)`` and ``g``,
-    ``beta`` ``(batch, heads, chunks, C)``. Padded steps (``β = 0``, ``g = 0``, ``k = 0``) write
-    nothing and decay nothing.
+    The chunk operators from ``q``, ``k`` ``(batch, heads, chunks, C, key_dim)``, ``beta``
+    ``(batch, heads, chunks, C)`` and the log decays ``g``: ``(batch, heads, chunks, C)`` (one per
+    head and step, Gated DeltaNet) or ``(batch, heads, chunks, C, key_dim)`` (one per key channel,
+    Kimi Delta Attention). Padded steps (``β = 0``, ``g = 0``, ``k = 0``) write nothing and decay
+    nothing.
     """
-    size = g.shape[-1]
-    gamma = g.cumsum(-1)  # log Γ_t
-    causal = torch.ones(size, size, dtype=torch.bool, device=g.device).tril()
-    # Γ_t / Γ_j for j <= t (at most 1), zero above the diagonal
-    ratio = torch.exp((gamma[..., :, None] - gamma[..., None, :]).masked_fill(~causal, float("-inf")))
-    strict = ratio.tril(-1)
-    system = torch.eye(size, dtype=q.dtype, device=q.device) + beta[..., :, None] * (k @ k.transpose(-1, -2)) * strict
+    size = beta.shape[-1]
+    eye = torch.eye(size, dtype=q.dtype, device=q.device)
+    if g.dim() == q.dim():  # per key channel: the ratios Γ_t/Γ_j are vectors inside the products
+        gamma = g.cumsum(-2)  # log Γ_t, (..., C, key_dim)
+        kk, M = _decayed_products(q, k, gamma)
+        system = eye + beta[..., :, None] * kk
+        decayed_k, decayed_q = k * torch.exp(gamma), q * torch.exp(gamma)  # Γ_t ⊙ k_t, Γ_t ⊙ q_t
+        leaving = torch.exp(gamma[..., -1:, :] - gamma)  # Γ_C / Γ_t per channel
+        total = torch.exp(gamma[..., -1, :])[..., :, None]  # (key_dim, 1): scales the state's rows
+    else:
+        gamma = g.cumsum(-1)  # log Γ_t
+        causal = torch.ones(size, size, dtype=torch.bool, device=g.device).tril()
+        # Γ_t / Γ_j for j <= t (at most 1), zero above the diagonal
+        ratio = torch.exp((gamma[..., :, None] - gamma[..., None, :]).masked_fill(~causal, float("-inf")))
+        system = eye + beta[..., :, None] * (k @ k.transpose(-1, -2)) * ratio.tril(-1)
+        M = (q @ k.transpose(-1, -2)) * ratio
+        decayed_k, decayed_q = k * torch.exp(gamma)[..., None], q * torch.exp(gamma)[..., None]
+        leaving = torch.exp(gamma[..., -1:] - gamma)[..., None]  # Γ_C / Γ_t
+        total = torch.exp(gamma[..., -1:])[..., None]  # (1, 1)
     W = torch.linalg.solve_triangular(system, torch.diag_embed(beta), upper=False, unitriangular=True)
-    P = torch.linalg.solve_triangular(system, (beta * torch.exp(gamma))[..., None] * k, upper=False, unitriangular=True)
-    M = (q @ k.transpose(-1, -2)) * ratio
-    total = torch.exp(gamma[..., -1:])
-    leaving = torch.exp(gamma[..., -1:] - gamma)  # Γ_C / Γ_t
-    return _ChunkOperators(W, P, M, q * torch.exp(gamma)[..., None], k * leaving[..., None], total[..., None])
+    P = torch.linalg.solve_triangular(system, beta[..., None] * decayed_k, upper=False, unitriangular=True)
+    return _ChunkOperators(W, P, M, decayed_q, k * leaving, total)
 
 
 def _forward(ops: _ChunkOperators, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -190,11 +283,12 @@ def _check(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor) -> None:
             f"q, k must be (batch, length, key_heads, key_dim) and v (batch, length, heads, value_dim); "
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
-    if v.shape[2] % k.shape[2] or g.shape != v.shape[:3] or beta.shape != v.shape[:3]:
+    per_channel = (*v.shape[:3], k.shape[-1])
+    if v.shape[2] % k.shape[2] or g.shape not in (v.shape[:3], per_channel) or beta.shape != v.shape[:3]:
         raise ValueError(
-            f"g and beta must be (batch, length, heads) and heads a multiple of key_heads; got heads "
-            f"{v.shape[2]}, key_heads {k.shape[2]}, g {tuple(g.shape)}, beta {tuple(beta.shape)} "
-            "(a per-channel decay, as Kimi's, is not this kernel's)"
+            f"g must be (batch, length, heads) or, per key channel, (batch, length, heads, key_dim), beta "
+            f"(batch, length, heads), and heads a multiple of key_heads; got heads {v.shape[2]}, key_heads "
+            f"{k.shape[2]}, g {tuple(g.shape)}, beta {tuple(beta.shape)}"
         )
 
 
@@ -216,7 +310,9 @@ def linear_gated_delta(
         q (Tensor): L2-normalised queries ``(batch, length, key_heads, key_dim)``; detached.
         k (Tensor): L2-normalised keys, same shape; detached.
         v (Tensor): values ``(batch, length, heads, value_dim)``; carry relevance.
-        g (Tensor): log decays ``(batch, length, heads)``, ``<= 0``; detached.
+        g (Tensor): log decays ``<= 0``: ``(batch, length, heads)`` (one per head, Gated DeltaNet) or
+                    ``(batch, length, heads, key_dim)`` (one per key channel, Kimi Delta Attention);
+                    detached.
         beta (Tensor): writing strengths ``(batch, length, heads)``; detached.
         scale (float, optional): factor on the queries. Default: ``key_dim ** -0.5``
         chunk (int, optional): time steps per chunk. Default: 64

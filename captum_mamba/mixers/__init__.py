@@ -1,4 +1,5 @@
-"""Each kind of Mamba mixer (and the Gated DeltaNet mixer) written once, against a small set of rule operations.
+"""Each kind of Mamba mixer (and the Gated DeltaNet and gated short-convolution mixers) written once, against a
+small set of rule operations.
 
 A mixer function (:func:`~captum_mamba.mixers.mamba1.mix_mamba1`,
 :func:`~captum_mamba.mixers.mamba2.mix_mamba2`) computes the mixer's output from its input and
@@ -14,6 +15,8 @@ from captum_mamba.mixers.calls import MixerCall, bind_mixer_call, check_padding,
 from captum_mamba.mixers.gated_delta import (
     GatedDeltaLayout,
     GatedDeltaProjections,
+    GatedDeltaSizes,
+    KimiDeltaLayout,
     OlmoHybridGatedDeltaLayout,
     Qwen3NextGatedDeltaLayout,
     SplitGatedDeltaLayout,
@@ -24,14 +27,19 @@ from captum_mamba.mixers.layouts import (
     Mamba2Layout,
     Mamba2Sizes,
     MixerLayout,
+    MixerView,
     NormalisedSelectionLayout,
 )
 from captum_mamba.mixers.ops import MixerOps
+from captum_mamba.mixers.short_conv import GatedShortConvLayout
 
 __all__ = [
     "BidirectionalMamba1Layout",
     "GatedDeltaLayout",
     "GatedDeltaProjections",
+    "GatedDeltaSizes",
+    "GatedShortConvLayout",
+    "KimiDeltaLayout",
     "OlmoHybridGatedDeltaLayout",
     "Qwen3NextGatedDeltaLayout",
     "SplitGatedDeltaLayout",
@@ -41,6 +49,7 @@ __all__ = [
     "MixerCall",
     "MixerLayout",
     "MixerOps",
+    "MixerView",
     "NormalisedSelectionLayout",
     "bind_mixer_call",
     "check_padding",

@@ -1,4 +1,5 @@
-r"""The Gated DeltaNet mixer, written once against the rule operations (Qwen3-Next, Qwen3.5, OLMo hybrid).
+r"""The Gated DeltaNet mixer, written once against the rule operations (Qwen3-Next, Qwen3.5, OLMo hybrid, and
+Kimi Delta Attention with its per-channel decay).
 
 From the (padding-masked) input ``h``: projections give ``q``, ``k``, ``v`` (key heads for ``q``
 and ``k``, value heads for ``v``), the output gate ``z``, and per value head ``b`` and ``a``;
@@ -44,7 +45,8 @@ class GatedDeltaProjections:
                     (``key_dim = key_heads * head_k_dim``), the convolution's input.
         z (Tensor): the output gate's pre-activation ``(batch, length, value_dim)``.
         b (Tensor): the writing strength's pre-activation ``(batch, length, heads)``.
-        a (Tensor): the decay's pre-activation ``(batch, length, heads)``.
+        a (Tensor): the decay's pre-activation ``(batch, length, heads)`` (per key channel:
+                    ``(batch, length, heads * head_k_dim)``, Kimi Delta Attention).
     """
 
     qkv: Tensor
@@ -58,18 +60,41 @@ def l2_normalised(x: Tensor, eps: float = L2_NORM_EPS) -> Tensor:
     return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
 
 
+@dataclass(frozen=True)
+class GatedDeltaSizes:
+    r"""
+    The head sizes of a gated-delta-rule mixer, whatever its implementation calls them.
+
+    Args:
+        key_heads (int): heads of ``q`` and ``k``.
+        heads (int): heads of ``v`` (each key head serves ``heads // key_heads`` of them).
+        key_dim (int): channels per key head.
+        value_dim (int): channels per value head.
+    """
+
+    key_heads: int
+    heads: int
+    key_dim: int
+    value_dim: int
+
+
 class GatedDeltaLayout(MixerLayout):
     r"""
     A Gated DeltaNet mixer (see the module docstring), with transformers' attribute names for
     the sizes (``num_k_heads``, ``num_v_heads``, ``head_k_dim``, ``head_v_dim``), the
     convolution (``conv1d``), the decay (``A_log``, ``dt_bias``), the gated norm (:attr:`norm_name`)
-    and the output projection (:attr:`out_name`). Subclasses implement :meth:`project`.
+    and the output projection (:attr:`out_name`). Subclasses implement :meth:`project`; mixers
+    with other sizes or decays (Kimi Delta Attention) override :meth:`sizes` and :meth:`decay`.
     """
 
     kind = "gated_delta"
     #: The gated RMSNorm's and the output projection's attribute names.
     norm_name: ClassVar[str] = "norm"
     out_name: ClassVar[str] = "out_proj"
+
+    def sizes(self, mixer: nn.Module) -> GatedDeltaSizes:
+        """The mixer's head sizes."""
+        return GatedDeltaSizes(mixer.num_k_heads, mixer.num_v_heads, mixer.head_k_dim, mixer.head_v_dim)
 
     def project(self, mixer: nn.Module, hidden: Tensor) -> GatedDeltaProjections:
         r"""
@@ -88,33 +113,49 @@ class GatedDeltaLayout(MixerLayout):
         """The writing strength ``σ(b)`` (OLMo hybrid: doubled, allowing negative eigenvalues)."""
         return torch.sigmoid(b)
 
+    def decay(self, mixer: nn.Module, a: Tensor, dtype: torch.dtype) -> Tensor:
+        r"""
+        The log decay ``g = -exp(A_log) · softplus(a + dt_bias)`` in ``dtype`` (on the held-constant path).
+
+        Args:
+            mixer (nn.Module): the mixer.
+            a (Tensor): the decay's pre-activation ``(batch, length, heads)``.
+            dtype (torch.dtype): the dtype of the held-constant path (at least float32).
+
+        Returns:
+            *Tensor* ``(batch, length, heads)`` (one decay per head), or ``(batch, length, heads,
+            key_dim)`` (one per key channel).
+        """
+        return -torch.exp(mixer.A_log.to(dtype)) * F.softplus(a.to(dtype) + mixer.dt_bias.to(dtype))
+
     def mix(self, mixer: nn.Module, ops: MixerOps, call: MixerCall) -> Tensor:
         self.check(mixer)
         hidden, mask, cache = call.hidden_states, call.attention_mask, call.cache
         batch, length, _ = hidden.shape
         dtype = hidden.dtype
+        sizes = self.sizes(mixer)
         check_prefill(cache, self.layer_index(mixer))
         check_padding(mask, self.input_projection(mixer))
         # the models zero padded positions at the input only (the convolution of a right-padded
         # row's real tokens sees no padding; left padding sees zeros, as after a masked input)
         p = self.project(mixer, mask_padding(hidden, mask))
-        key_dim = mixer.num_k_heads * mixer.head_k_dim
+        key_width = sizes.key_heads * sizes.key_dim
         mixed = ops.silu(mixer, ops.conv(mixer, p.qkv, cache), "conv")
-        q, k, v = torch.split(mixed, [key_dim, key_dim, mixer.num_v_heads * mixer.head_v_dim], dim=-1)
+        q, k, v = torch.split(mixed, [key_width, key_width, sizes.heads * sizes.value_dim], dim=-1)
         # the held-constant path in at least float32, as the models compute it (never narrowing float64);
         # v stays in the model's dtype: the PyTorch kernel widens it, fla's takes half precision as it is
         wide = torch.promote_types(dtype, torch.float32)
-        q = l2_normalised(q.reshape(batch, length, mixer.num_k_heads, mixer.head_k_dim).to(wide))
-        k = l2_normalised(k.reshape(batch, length, mixer.num_k_heads, mixer.head_k_dim).to(wide))
-        v = v.reshape(batch, length, mixer.num_v_heads, mixer.head_v_dim)
+        q = l2_normalised(q.reshape(batch, length, sizes.key_heads, sizes.key_dim).to(wide))
+        k = l2_normalised(k.reshape(batch, length, sizes.key_heads, sizes.key_dim).to(wide))
+        v = v.reshape(batch, length, sizes.heads, sizes.value_dim)
         beta = self.beta(mixer, p.b).to(wide)
-        g = -torch.exp(mixer.A_log.to(wide)) * F.softplus(p.a.to(wide) + mixer.dt_bias.to(wide))
-        out, last_state = ops.gated_delta(mixer, q, k, v, g, beta, mixer.head_k_dim**-0.5)
+        g = self.decay(mixer, p.a, wide)
+        out, last_state = ops.gated_delta(mixer, q, k, v, g, beta, sizes.key_dim**-0.5)
         if cache is not None and hasattr(cache, "update_recurrent_state"):
             cache.update_recurrent_state(last_state, self.layer_index(mixer))
-        # the gated norm per head: rmsnorm(o) · w · silu(z), through the norm module's own rule
-        out = out.to(dtype).reshape(-1, mixer.head_v_dim)
-        z = p.z.reshape(-1, mixer.head_v_dim)
+        # the gated norm per head: rmsnorm(o) · w · act(z), through the norm module's own rule
+        out = out.to(dtype).reshape(-1, sizes.value_dim)
+        z = p.z.reshape(-1, sizes.value_dim)
         normed = ops.gated_norm(mixer, getattr(mixer, self.norm_name), out, z)
         return getattr(mixer, self.out_name)(normed.reshape(batch, length, -1).to(dtype))
 
@@ -180,3 +221,43 @@ class OlmoHybridGatedDeltaLayout(GatedDeltaLayout):
     def beta(self, mixer: nn.Module, b: Tensor) -> Tensor:
         beta = torch.sigmoid(b)
         return beta * 2.0 if getattr(mixer, "allow_neg_eigval", False) else beta
+
+
+class KimiDeltaLayout(GatedDeltaLayout):
+    r"""
+    Kimi Delta Attention (Kimi Linear's linear-attention layer): the gated delta rule with one
+    decay per **key channel**, ``S_t = (I - β_t k_t k_tᵀ) Diag(α_t) S_{t-1} + β_t k_t v_tᵀ``,
+    ``α_t ∈ (0, 1]^{key_dim}``, ``o_t = S_tᵀ q_t``.
+
+    As many query/key heads as value heads (``num_heads`` of ``head_dim``); ``q_proj``, ``k_proj``,
+    ``v_proj`` feed the short convolution and its SiLU; ``β = σ(b_proj(h))`` per head; the forget
+    gate (``forget_gate``: a low-rank ``f_b_proj(f_a_proj(h))``, ``dt_bias`` and a per-head
+    ``A_log``) gives ``g = -exp(A_log) · softplus(f + dt_bias)`` per channel, read here from its
+    parameters (on the held-constant path, it carries no relevance); the output gate
+    ``g_b_proj(g_a_proj(h))`` enters the gated norm ``o_norm``, ``rmsnorm(o) · w · σ(gate)`` (a
+    sigmoid, not a SiLU: :class:`~captum_mamba.rules.GatedRMSNormRule` reads the module's
+    ``activation``), and ``o_proj`` projects. The rule is the gated delta rule's (``α``, ``β``,
+    ``k``, ``q`` held constant) with the per-channel chunk operators of
+    :mod:`captum_mamba.kernels.gated_delta`.
+    """
+
+    norm_name = "o_norm"
+    out_name = "o_proj"
+
+    def sizes(self, mixer: nn.Module) -> GatedDeltaSizes:
+        return GatedDeltaSizes(mixer.num_heads, mixer.num_heads, mixer.head_dim, mixer.head_dim)
+
+    def input_projection(self, mixer: nn.Module) -> nn.Module:
+        return mixer.q_proj
+
+    def project(self, mixer: nn.Module, hidden: Tensor) -> GatedDeltaProjections:
+        qkv = torch.cat([mixer.q_proj(hidden), mixer.k_proj(hidden), mixer.v_proj(hidden)], dim=-1)
+        gate = mixer.g_b_proj(mixer.g_a_proj(hidden))
+        forget = mixer.forget_gate
+        return GatedDeltaProjections(qkv, gate, mixer.b_proj(hidden), forget.f_b_proj(forget.f_a_proj(hidden)))
+
+    def decay(self, mixer: nn.Module, a: Tensor, dtype: torch.dtype) -> Tensor:
+        # per key channel: a is (batch, length, heads * head_dim), A_log one rate per head
+        forget = mixer.forget_gate
+        a = (a.to(dtype) + forget.dt_bias.to(dtype)).reshape(*a.shape[:2], mixer.num_heads, mixer.head_dim)
+        return -torch.exp(forget.A_log.to(dtype).reshape(mixer.num_heads, 1)) * F.softplus(a)

@@ -139,8 +139,16 @@ class Mamba1Layout(MixerLayout):
         return ops.gate(mixer, y, ops.silu(mixer, z, "gate"))
 
 
-class _ScanDirection:
-    """One scan direction of a bidirectional mixer: its own modules by the forward direction's names."""
+class MixerView:
+    r"""
+    A mixer seen with some attributes renamed, so that code written against one implementation's
+    names reads another's: one scan direction of a bidirectional mixer (its own modules by the
+    forward direction's names), or LFM2's ``conv`` read as ``conv1d``.
+
+    Args:
+        mixer (nn.Module): the mixer.
+        names (Mapping): ``{name read: attribute of the mixer}``; other names read the mixer's own.
+    """
 
     def __init__(self, mixer: nn.Module, names: Mapping[str, str]) -> None:
         self._mixer = mixer
@@ -189,7 +197,7 @@ class BidirectionalMamba1Layout(Mamba1Layout):
             direction's (``conv1d_b``, ...); every other attribute is the mixer's own. It runs on
             the reversed sequence.
         """
-        return _ScanDirection(mixer, self.backward_names)
+        return MixerView(mixer, self.backward_names)
 
     def mix(self, mixer: nn.Module, ops: MixerOps, call: MixerCall) -> Tensor:
         self.check(mixer)

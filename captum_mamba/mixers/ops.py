@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 class MixerOps:
     r"""
-    The operations of a Mamba (or Gated DeltaNet) mixer that MambaLRP rewrites. A mixer function computes
+    The operations of a Mamba (Gated DeltaNet, gated short convolution) mixer that MambaLRP rewrites. A mixer function computes
     everything else itself (projections through the mixer's own modules, splits, re-indexing,
     padding masks, dtype casts) and calls these for the non-linear or relevance-routing steps.
 
@@ -95,19 +95,33 @@ class MixerOps:
     ) -> tuple[Tensor, Tensor]:
         r"""
         The gated delta rule ``S_t = α_t (I - β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ``,
-        ``o_t = S_tᵀ (scale · q_t)``, ``α_t = exp(g_t)`` (Gated DeltaNet).
+        ``o_t = S_tᵀ (scale · q_t)``, ``α_t = exp(g_t)`` (Gated DeltaNet); with one decay per key
+        channel ``S_t = (I - β_t k_t k_tᵀ) Diag(α_t) S_{t-1} + β_t k_t v_tᵀ`` (Kimi Delta Attention).
 
         Args:
             q (Tensor): L2-normalised queries ``(batch, length, key_heads, key_dim)``.
             k (Tensor): L2-normalised keys, same shape.
             v (Tensor): values ``(batch, length, heads, value_dim)``, carry relevance.
-            g (Tensor): log decays ``(batch, length, heads)``.
+            g (Tensor): log decays ``(batch, length, heads)`` or ``(batch, length, heads, key_dim)``.
             beta (Tensor): writing strengths ``(batch, length, heads)``.
             scale (float): factor on the queries.
 
         Returns:
             *tuple* ``(o, last_state)``: ``(batch, length, heads, value_dim)``,
             ``(batch, heads, key_dim, value_dim)``.
+        """
+        raise NotImplementedError
+
+    def conv_gate(self, mixer: nn.Module, gate: Tensor, x: Tensor, site: str) -> Tensor:
+        r"""
+        A gate of a gated short convolution, ``gate * x`` (LFM2's ``B ⊙ x`` before the convolution
+        and ``C ⊙ conv(B ⊙ x)`` after it).
+
+        Args:
+            mixer (nn.Module): the mixer.
+            gate (Tensor): ``B`` or ``C``.
+            x (Tensor): the gated factor, same shape.
+            site (str): ``"input"`` (``B ⊙ x``) or ``"output"`` (``C ⊙ conv(…)``).
         """
         raise NotImplementedError
 

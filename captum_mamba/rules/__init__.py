@@ -9,7 +9,7 @@ from captum_mamba.rules.block import BlockRule, OwnForwardRule
 from captum_mamba.rules.bounded import BoundedInputRule
 from captum_mamba.rules.delta import GatedDeltaRule
 from captum_mamba.rules.gamma import SignedGammaRule
-from captum_mamba.rules.gate import GateHalfRule, SigmoidGateRule
+from captum_mamba.rules.gate import GateHalfRule, ShortConvGateRule, SigmoidGateRule
 from captum_mamba.rules.gelu import GELUIdentityRule
 from captum_mamba.rules.linear import GradientRule, rule_forward
 from captum_mamba.rules.mixer import MixerRule
@@ -42,6 +42,7 @@ __all__ = [
     "MambaLRPRule",
     "RMSNormRule",
     "SelectiveSSMRule",
+    "ShortConvGateRule",
     "SigmoidGateRule",
     "SigmoidIdentityRule",
     "SignedGammaRule",

@@ -1,6 +1,8 @@
-r"""The gated delta rule's LRP rule (Gated DeltaNet): decay, writing strength, keys and queries held constant.
+r"""The gated delta rule's LRP rule (Gated DeltaNet, Kimi Delta Attention): decay, writing strength, keys and
+queries held constant.
 
-In ``S_t = α_t (I - β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ``, ``o_t = S_tᵀ q_t`` the decay
+In ``S_t = α_t (I - β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ``, ``o_t = S_tᵀ q_t`` (Kimi Delta Attention:
+``S_t = (I - β_t k_t k_tᵀ) Diag(α_t) S_{t-1} + β_t k_t v_tᵀ`` with one decay per key channel) the decay
 ``α_t``, the writing strength ``β_t``, the keys and the queries (after their convolution,
 activation and L2 norm) are held constant, as MambaLRP's SSM rule holds the selection
 (``Δ``, ``B``, ``C``) constant: the output is then a linear map of the values, and Gradient x
@@ -79,8 +81,9 @@ class GatedDeltaRule(MambaLRPRule):
         backend (str, optional): ``"torch"`` (the linear-time chunked PyTorch kernel,
                     :func:`~captum_mamba.kernels.gated_delta.linear_gated_delta`), ``"cuda"``
                     (flash-linear-attention's chunk kernel with ``q``, ``k``, ``g``, ``β``
-                    detached; needs ``fla``, half precision) or ``"auto"`` (the fla kernel for CUDA
-                    half-precision tensors when it imports, else PyTorch). Default: "auto"
+                    detached; needs ``fla``, half precision, one decay per head) or ``"auto"`` (the fla
+                    kernel for CUDA half-precision tensors when it imports, else PyTorch). Per-channel
+                    decays (Kimi Delta Attention) always take the PyTorch kernel. Default: "auto"
     """
 
     def __init__(self, chunk: int = DEFAULT_CHUNK, backend: str = "auto") -> None:
@@ -89,9 +92,19 @@ class GatedDeltaRule(MambaLRPRule):
         self.chunk = chunk
         self.backend = backend
 
-    def _use_fla(self, v: Tensor) -> bool:
-        """Whether the fla kernel runs: CUDA half-precision values (the dispatch point of the rule)."""
+    def _use_fla(self, v: Tensor, per_channel: bool = False) -> bool:
+        r"""
+        Whether the fla kernel runs: CUDA half-precision values with one decay per head (the dispatch
+        point of the rule). Per-channel decays (Kimi Delta Attention) always take the PyTorch kernel.
+        """
         backend = self.backend if self.backend != "auto" else current_options().backend
+        if per_channel:
+            if backend == "cuda":
+                raise NotImplementedError(
+                    "the CUDA backend covers one decay per head (fla's chunk_gated_delta_rule); per-channel "
+                    "decays (Kimi Delta Attention) take the PyTorch kernel: use backend='auto' or 'torch'"
+                )
+            return False
         if backend == "cuda":
             load_fla_chunk_gated_delta_rule()
             if not v.is_cuda or v.dtype not in _FLA_DTYPES:
@@ -112,7 +125,8 @@ class GatedDeltaRule(MambaLRPRule):
             q (Tensor): L2-normalised queries ``(batch, length, key_heads, key_dim)``; held constant.
             k (Tensor): L2-normalised keys, same shape; held constant.
             v (Tensor): values ``(batch, length, heads, value_dim)``; carry relevance.
-            g (Tensor): log decays ``log α`` ``(batch, length, heads)``; held constant.
+            g (Tensor): log decays ``log α``: ``(batch, length, heads)``, or ``(batch, length, heads,
+                        key_dim)`` per key channel (Kimi Delta Attention); held constant.
             beta (Tensor): writing strengths ``(batch, length, heads)``; held constant.
             scale (float, optional): factor on the queries. Default: ``key_dim ** -0.5``
 
@@ -121,7 +135,7 @@ class GatedDeltaRule(MambaLRPRule):
             ``v``) and ``(batch, heads, key_dim, value_dim)`` (no gradient).
         """
         scale = q.shape[-1] ** -0.5 if scale is None else scale
-        if self._use_fla(v):
+        if self._use_fla(v, per_channel=g.dim() == 4):
             return _fla_gated_delta(q, k, v, g, beta, scale)
         return linear_gated_delta(q, k, v, g, beta, scale, self.chunk)
 

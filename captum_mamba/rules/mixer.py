@@ -17,15 +17,16 @@ from captum_mamba.mixers.ops import MixerOps
 from captum_mamba.options import current_options
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.delta import GatedDeltaRule, plain_gated_delta
-from captum_mamba.rules.gate import GateHalfRule
+from captum_mamba.rules.gate import GateHalfRule, ShortConvGateRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 from captum_mamba.rules.ssm import SelectiveSSMRule, plain_scan_heads, plain_selective_ssm
 
 
 class MixerRule(MambaLRPRule, MixerOps):
     r"""
-    MambaLRP for a Mamba mixer (Mamba-1 or Mamba-2, any implementation a model family declares)
-    or a Gated DeltaNet mixer: the mixer function of its layout, with the component rules below.
+    MambaLRP for a Mamba mixer (Mamba-1 or Mamba-2, any implementation a model family declares),
+    a Gated DeltaNet mixer (Kimi Delta Attention too) or a gated short convolution (LFM2): the
+    mixer function of its layout, with the component rules below.
     A component set to ``None`` runs plainly (gradients through everything): that is how
     ablations switch one rule off, e.g. ``MambaLRP(model, rules={MambaMixer: MixerRule(ssm=None)})``.
 
@@ -44,10 +45,20 @@ class MixerRule(MambaLRPRule, MixerOps):
         delta (GatedDeltaRule, optional): rule for the gated delta rule of a Gated DeltaNet
                     mixer (decay, writing strength, keys and queries held constant). Default:
                     ``GatedDeltaRule()``
+        conv_gate (ShortConvGateRule, optional): rule for the gates ``B``, ``C`` of a gated short
+                    convolution ``C ⊙ conv(B ⊙ x)`` (LFM2): the half rule on both products
+                    (``"half"``) or held constant (``"constant"``). Default: ``ShortConvGateRule()``
+                    (``"half"``)
     """
 
     replaces_forward = True
-    components = {"silu": "silu_rule", "ssm": "ssm_rule", "gate": "gate_rule", "delta": "delta_rule"}
+    components = {
+        "silu": "silu_rule",
+        "ssm": "ssm_rule",
+        "gate": "gate_rule",
+        "delta": "delta_rule",
+        "conv_gate": "conv_gate_rule",
+    }
 
     def __init__(
         self,
@@ -57,6 +68,7 @@ class MixerRule(MambaLRPRule, MixerOps):
         fused: bool = True,
         layout: MixerLayout | None = None,
         delta: GatedDeltaRule | None = GatedDeltaRule(),
+        conv_gate: ShortConvGateRule | None = ShortConvGateRule(),
     ) -> None:
         self.silu_rule = silu
         self.ssm_rule = ssm
@@ -64,21 +76,33 @@ class MixerRule(MambaLRPRule, MixerOps):
         self.fused_node = fused
         self.layout = layout
         self.delta_rule = delta
+        self.conv_gate_rule = conv_gate
 
     def without(self, names: Iterable[str]) -> MambaLRPRule:
         r"""
         A copy with the named components switched off (see :meth:`MambaLRPRule.without`); ``"ssm"``
         also switches off ``"delta"``: the gated delta rule is a Gated DeltaNet's SSM rule (a linear
-        recurrence whose input-dependent coefficients are held constant).
+        recurrence whose input-dependent coefficients are held constant); ``"gate"`` also switches
+        off ``"conv_gate"``: a gated short convolution's gates are its multiplicative gates.
         """
         names = set(names)
         if "ssm" in names:
             names.add("delta")
+        if "gate" in names:
+            names.add("conv_gate")
         return super().without(names)
 
     def with_layout(self, layout: MixerLayout) -> MixerRule:
         """A copy of this rule bound to ``layout`` (the component rules are shared)."""
-        return MixerRule(self.silu_rule, self.ssm_rule, self.gate_rule, self.fused_node, layout, self.delta_rule)
+        return MixerRule(
+            self.silu_rule,
+            self.ssm_rule,
+            self.gate_rule,
+            self.fused_node,
+            layout,
+            self.delta_rule,
+            self.conv_gate_rule,
+        )
 
     def module_forward(self, mixer: nn.Module, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
         """The mixer's own call signature; the computation is the layout's mixer function."""
@@ -128,6 +152,9 @@ class MixerRule(MambaLRPRule, MixerOps):
             return plain_gated_delta(q, k, v, g, beta, scale)
         return self.delta_rule.apply(q, k, v, g, beta, scale)
 
+    def conv_gate(self, mixer: nn.Module, gate: Tensor, x: Tensor, site: str) -> Tensor:
+        return gate * x if self.conv_gate_rule is None else self.conv_gate_rule.apply(gate, x)
+
     def gated_norm(self, mixer: nn.Module, norm: nn.Module, y: Tensor, gate: Tensor) -> Tensor:
         return norm(y, gate)  # the norm module's own rule (GatedRMSNormRule) applies
 
@@ -171,11 +198,14 @@ class MixerRule(MambaLRPRule, MixerOps):
             ("delta", self.delta_rule),
         ]
         kind = getattr(self.layout, "kind", None)
-        if kind is not None:  # the components the layout's mixer uses: the delta rule or the selective scan's
+        if kind == "gated_conv":  # a gated short convolution uses its gates' rule only
+            components = [("conv_gate", self.conv_gate_rule)]
+        elif kind is not None:  # the components the layout's mixer uses: the delta rule or the selective scan's
             components = [c for c in components if c[0] != ("ssm" if kind == "gated_delta" else "delta")]
         off = [name for name, rule in components if rule is None]
         layout = "" if self.layout is None else f"{type(self.layout).__name__}, "
-        return f"MixerRule({layout}{'without ' + '/'.join(off) if off else 'all rules'})"
+        mode = f", gates {self.conv_gate_rule.mode!r}" if kind == "gated_conv" and self.conv_gate_rule else ""
+        return f"MixerRule({layout}{'without ' + '/'.join(off) if off else 'all rules'}{mode})"
 
 
 def causal_conv(mixer: nn.Module, x: Tensor, cache: Any) -> Tensor:

@@ -40,6 +40,10 @@ class GatedMLPRule(MambaLRPRule):
         gate_up_proj (str, optional): one projection whose output holds both branches, the gate
                     branch's half first (IBM Granite's ``input_linear``); replaces ``gate_proj``
                     and ``up_proj``. Default: None
+        activation (MambaLRPRule, optional): the activation's rule, applied with its ``apply``, for
+                    MLPs that call their activation as a function rather than a module (LFM2's
+                    ``F.silu``: :class:`~captum_mamba.rules.SiLUIdentityRule`); replaces ``act``.
+                    Default: None (the activation module ``act`` runs under its own rule)
     """
 
     replaces_forward = True
@@ -55,11 +59,13 @@ class GatedMLPRule(MambaLRPRule):
         gate_multiplier: str | None = None,
         down_multiplier: str | None = None,
         gate_up_proj: str | None = None,
+        activation: MambaLRPRule | None = None,
     ) -> None:
         self.gate_rule = gate
         self.names = (gate_proj, up_proj, down_proj, act)
         self.multipliers = (gate_multiplier, down_multiplier)
         self.gate_up_proj = gate_up_proj
+        self.activation = activation
 
     def branches(self, mlp: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
         r"""
@@ -78,12 +84,15 @@ class GatedMLPRule(MambaLRPRule):
         return getattr(mlp, self.names[0])(x), getattr(mlp, self.names[1])(x)
 
     def module_forward(self, mlp: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:  # type: ignore[override]
-        down_proj, act = (getattr(mlp, name) for name in self.names[2:])
+        down_proj = getattr(mlp, self.names[2])
         gate_multiplier, down_multiplier = (None if name is None else getattr(mlp, name) for name in self.multipliers)
         gate, values = self.branches(mlp, x, *args, **kwargs)
         if gate_multiplier is not None:
             gate = gate * gate_multiplier  # a constant: LRP-0
-        activated = act(gate)  # the activation module's own rule applies
+        if self.activation is not None:  # an activation function: its identity rule, applied here
+            activated = self.activation.apply(gate)
+        else:
+            activated = getattr(mlp, self.names[3])(gate)  # the activation module's own rule applies
         product = activated * values if self.gate_rule is None else self.gate_rule.apply(activated, values)
         out = down_proj(product)
         return out if down_multiplier is None else out * down_multiplier

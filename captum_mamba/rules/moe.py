@@ -37,14 +37,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.dispatch import dispatched_to
 from captum_mamba.rules.gate import GateHalfRule, SigmoidGateRule
+from captum_mamba.rules.silu import SiLUIdentityRule
 
 #: The experts-implementation name the rule registers with transformers.
 EXPERTS_NAME = "captum_mamba_lrp"
+#: Activations that experts hold as plain functions (LFM2-MoE's ``act_fn = F.silu``), with their identity rules.
+_FUNCTIONAL_ACTIVATIONS: dict[Any, MambaLRPRule] = {F.silu: SiLUIdentityRule()}
 
 
 @dataclass
@@ -76,10 +80,18 @@ def _check_layout(module: nn.Module) -> None:
         )
     if getattr(module, "_is_expert_parallel", False):
         raise NotImplementedError(f"ExpertsRule explains experts on one device; {name} is expert-parallel")
-    if not isinstance(getattr(module, "act_fn", None), nn.Module):
+    act = getattr(module, "act_fn", None)
+    if not isinstance(act, nn.Module) and act not in _FUNCTIONAL_ACTIVATIONS:
         raise NotImplementedError(
-            f"ExpertsRule needs the experts' activation as a module named act_fn; {name} has none"
+            f"ExpertsRule needs the experts' activation as a module named act_fn (or one of the functions "
+            f"{', '.join(f.__name__ for f in _FUNCTIONAL_ACTIVATIONS)}); {name} has {act!r}"
         )
+
+
+def _activation(module: nn.Module) -> Any:
+    """The experts' activation under its rule: the module (its own declared rule applies) or a function's rule."""
+    act = module.act_fn
+    return act if isinstance(act, nn.Module) else _FUNCTIONAL_ACTIVATIONS[act].apply
 
 
 def _project(module: nn.Module, name: str, expert: int, x: Tensor) -> Tensor:
@@ -174,10 +186,10 @@ class ExpertsRule(MambaLRPRule):
             else:  # interleaved [g0, u0, g1, u1, ...], as the flag declares (transformers' own functions
                 # leave the split to _apply_gate, so its classes with this layout bring their own gate)
                 gate, up = gate_up[..., ::2], gate_up[..., 1::2]
-            activated = module.act_fn(gate)  # the activation module's own rule (SiLU: x·[σ(x)]const)
+            activated = _activation(module)(gate)  # the activation's identity rule (SiLU: x·[σ(x)]const)
             hidden = activated * up if self.gate_rule is None else self.gate_rule.apply(activated, up)
         else:
-            hidden = module.act_fn(_project(module, "up_proj", expert, x))
+            hidden = _activation(module)(_project(module, "up_proj", expert, x))
         out = _project(module, "down_proj", expert, hidden)
         if getattr(module, "has_post_expert_norm", False):
             out = module.post_expert_norm(out)  # the norm module's own rule

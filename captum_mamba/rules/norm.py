@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_mamba.rules.activation import SigmoidIdentityRule
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.gate import GateHalfRule
 from captum_mamba.rules.silu import SiLUIdentityRule
@@ -74,27 +75,40 @@ class RMSNormRule(MambaLRPRule):
         return self.apply(x, getattr(module, "weight", None), _epsilon_of(module))
 
 
+#: The gate activations of the gated norms (a module's ``activation`` attribute names one).
+GATE_ACTIVATIONS = ("silu", "swish", "sigmoid")
+
+
 class GatedRMSNormRule(MambaLRPRule):
     r"""
     Mamba2's gated norm ``rmsnorm(y * silu(z))`` (per group): the gate product gets the gate
     rule, ``silu(z)`` the SiLU rule and the normaliser is held constant. Norms that gate after
     normalising (``norm_before_gate``, FalconH1's option: ``rmsnorm(y) * w * silu(z)``) get the
-    same three rules in that order.
+    same three rules in that order. Norms gated by a sigmoid (Kimi Delta Attention's
+    ``rmsnorm(o) * w * σ(z)``) get the sigmoid's identity rule ``z·[σ(z)/z]const`` in place of the
+    SiLU rule (AttnLRP's rule for the sigmoid, as the attention output gates of
+    :class:`~captum_mamba.rules.SigmoidGateRule`): the product's relevance still splits half to
+    ``y``, half to ``z``.
 
     The groups are read from the module's ``group_size`` or ``n_groups`` (one group if neither).
 
     Args:
-        gate (GateHalfRule, optional): rule for ``y * silu(z)``; ``None``: plain product.
+        gate (GateHalfRule, optional): rule for ``y * act(z)``; ``None``: plain product.
         silu (SiLUIdentityRule, optional): rule for ``silu(z)``; ``None``: plain SiLU.
         norm (RMSNormRule, optional): rule for the normalisation; ``None``: plain RMSNorm.
         norm_before_gate (bool, optional): whether the module normalises before gating
                     (``rmsnorm(y) * w * silu(z)``: the Gated DeltaNets' output norms, which
                     declare it in no attribute); ``None`` reads the module's
                     ``norm_before_gate`` attribute (False without one). Default: None
+        sigmoid (SigmoidIdentityRule, optional): rule for ``σ(z)`` in sigmoid-gated norms; ``None``:
+                    plain sigmoid. Default: ``SigmoidIdentityRule()``
+        activation (str, optional): the gate's activation, ``"silu"`` (or ``"swish"``) or
+                    ``"sigmoid"``; ``None`` reads the module's ``activation`` attribute (SiLU
+                    without one). Default: None
     """
 
     replaces_forward = True
-    components = {"gate": "gate", "silu": "silu", "norm": "norm"}
+    components = {"gate": "gate", "silu": "silu", "sigmoid": "sigmoid", "norm": "norm"}
 
     def __init__(
         self,
@@ -102,11 +116,23 @@ class GatedRMSNormRule(MambaLRPRule):
         silu: SiLUIdentityRule | None = SiLUIdentityRule(),
         norm: RMSNormRule | None = RMSNormRule(),
         norm_before_gate: bool | None = None,
+        sigmoid: SigmoidIdentityRule | None = SigmoidIdentityRule(),
+        activation: str | None = None,
     ) -> None:
+        if activation is not None and activation not in GATE_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {GATE_ACTIVATIONS} or None, got {activation!r}")
         self.gate = gate
         self.silu = silu
         self.norm = norm
         self.norm_before_gate = norm_before_gate
+        self.sigmoid = sigmoid
+        self.activation = activation
+
+    def _activate(self, z: Tensor, activation: str) -> Tensor:
+        """``act(z)`` under its identity rule (or plainly where that component is switched off)."""
+        if activation == "sigmoid":
+            return torch.sigmoid(z) if self.sigmoid is None else self.sigmoid.apply(z)
+        return F.silu(z) if self.silu is None else self.silu.apply(z)
 
     def apply(
         self,
@@ -116,6 +142,7 @@ class GatedRMSNormRule(MambaLRPRule):
         eps: float,
         group_size: int | None = None,
         norm_before_gate: bool = False,
+        activation: str = "silu",
     ) -> Tensor:
         r"""
         Args:
@@ -127,6 +154,8 @@ class GatedRMSNormRule(MambaLRPRule):
             norm_before_gate (bool, optional): gate the normalised, scaled ``y``
                         (``rmsnorm(y) * w * silu(z)``) instead of normalising the gated one.
                         Default: False
+            activation (str, optional): the gate's activation, ``"silu"`` (``"swish"``) or
+                        ``"sigmoid"``. Default: "silu"
 
         Returns:
             *Tensor* equal to the gated norm, in ``y``'s dtype.
@@ -135,8 +164,7 @@ class GatedRMSNormRule(MambaLRPRule):
         rms_norm = plain_rms_norm if self.norm is None else self.norm.apply
         activated = None
         if z is not None:
-            z = z.to(wide.dtype)
-            activated = F.silu(z) if self.silu is None else self.silu.apply(z)
+            activated = self._activate(z.to(wide.dtype), activation)
         if norm_before_gate:
             normed = rms_norm(wide, weight, eps, group_size)  # scaled in the wide dtype, as FalconH1 does
             if activated is not None:
@@ -161,7 +189,17 @@ class GatedRMSNormRule(MambaLRPRule):
             bool(getattr(module, "norm_before_gate", False))
             if self.norm_before_gate is None
             else self.norm_before_gate,
+            self._activation_of(module),
         )
+
+    def _activation_of(self, module: nn.Module) -> str:
+        activation = self.activation if self.activation is not None else getattr(module, "activation", "silu")
+        if not isinstance(activation, str) or activation not in GATE_ACTIVATIONS:
+            raise ValueError(
+                f"GatedRMSNormRule covers gates activated by {', '.join(GATE_ACTIVATIONS)}; "
+                f"{type(module).__name__} uses {activation!r}"
+            )
+        return activation
 
 
 class LayerNormRule(MambaLRPRule):

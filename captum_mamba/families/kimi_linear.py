@@ -1,0 +1,110 @@
+"""Hugging Face Kimi Linear (Moonshot AI): Kimi Delta Attention layers, MLA attention layers, MoE feed-forwards.
+
+Every layer is ``h + mixer(norm(h))``, then ``h + ffn(norm(h))``. The linear-attention layers are
+Kimi Delta Attention (:class:`~captum_mamba.mixers.gated_delta.KimiDeltaLayout`): the gated delta
+rule with one decay per key channel, short convolutions with a SiLU on ``q|k|v``, and an output
+norm gated by a sigmoid. The full-attention layers are multi-head latent attention (MLA, without
+rotary embeddings): ``q`` from ``q_proj`` (or the low-rank ``q_b_proj(norm(q_a_proj(h)))``), keys
+and values expanded from a normalised latent by ``kv_b_proj`` plus a key part shared by the heads;
+they call transformers' attention interface. The feed-forwards are SwiGLU MLPs (the first
+``first_k_dense_replace`` layers) or mixtures of SwiGLU experts routed by sigmoid scores, plus
+shared experts added unweighted.
+
+The rules: the gated delta rule with ``α`` (per channel), ``β``, ``k``, ``q`` held constant
+(linear in the values; the per-channel chunk operators of :mod:`captum_mamba.kernels.gated_delta`);
+the SiLU identity rule after the convolution; the gated norm with its normaliser held constant,
+the half rule on ``rmsnorm(o)·w · σ(gate)`` and the sigmoid's identity rule
+(:class:`~captum_mamba.rules.GatedRMSNormRule` reads the module's ``activation = "sigmoid"``);
+AttnLRP / CP-LRP in the attention (its latent norms with the normaliser held constant); the
+experts rule with the routing weights held constant, the shared experts as MLPs. transformers
+ships no sequence classifier for the family.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers.activations import SiLUActivation
+from transformers.models.kimi_linear import configuration_kimi_linear, modeling_kimi_linear
+
+from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.mixers.gated_delta import KimiDeltaLayout
+from captum_mamba.rules.attention import AttentionRule
+from captum_mamba.rules.block import OwnForwardRule
+from captum_mamba.rules.mlp import GatedMLPRule
+from captum_mamba.rules.moe import ExpertsRule
+from captum_mamba.rules.norm import GatedRMSNormRule, RMSNormRule
+from captum_mamba.rules.silu import SiLUIdentityRule
+
+
+def tiny_config(**overrides: Any) -> configuration_kimi_linear.KimiLinearConfig:
+    r"""
+    A tiny bias-free Kimi Linear configuration for tests: three layers (Kimi Delta Attention, MLA
+    attention, Kimi Delta Attention), a dense SwiGLU MLP in layer 0 and four experts (top 2, one
+    group) with a shared expert in layers 1 and 2; Kimi Delta Attention with 3 heads of 4; MLA with
+    2 heads, a latent of 8, query/key heads of 4 + 4 (no rotary part applied) and value heads of
+    6, a low-rank query (rank 8) for its latent norm; no pad / end-of-text ids (a vocabulary of 40).
+    Eager experts (transformers' grouped_mm takes no float64).
+    """
+    settings: dict[str, Any] = dict(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=24,
+        moe_intermediate_size=8,
+        num_hidden_layers=3,
+        layer_types=["linear_attention", "full_attention", "linear_attention"],
+        mlp_layer_types=["dense", "sparse", "sparse"],
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        kv_lora_rank=8,
+        q_lora_rank=8,
+        qk_nope_head_dim=4,
+        qk_rope_head_dim=4,
+        v_head_dim=6,
+        linear_num_heads=3,
+        linear_head_dim=4,
+        linear_conv_kernel_dim=4,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        n_shared_experts=1,
+        n_group=1,
+        topk_group=1,
+        attention_bias=False,
+        tie_word_embeddings=False,
+        use_cache=False,
+        pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+        experts_implementation="eager",
+    )
+    settings.update(overrides)
+    return configuration_kimi_linear.KimiLinearConfig(**settings)
+
+
+KIMI_LINEAR = ModelFamily(
+    name="kimi_linear",
+    mixers={modeling_kimi_linear.KimiLinearDeltaAttention: KimiDeltaLayout()},
+    norms={
+        modeling_kimi_linear.KimiLinearRMSNorm: RMSNormRule,
+        # rmsnorm(o) · w · σ(gate): the module's activation is "sigmoid" (sigmoid identity rule)
+        modeling_kimi_linear.KimiLinearRMSNormGated: GatedRMSNormRule(norm_before_gate=True),
+    },
+    containers=(
+        modeling_kimi_linear.KimiLinearModel,
+        modeling_kimi_linear.KimiLinearForCausalLM,
+        modeling_kimi_linear.KimiLinearMoE,  # routed experts + shared experts, summed
+        modeling_kimi_linear.KimiLinearTopkRouter,  # feeds only the indices and the held-constant weights
+        # its parameters are read by the layout on the held-constant path (never run under the rules)
+        modeling_kimi_linear.KimiLinearForgetGate,
+    ),
+    rules={
+        modeling_kimi_linear.KimiLinearDecoderLayer: OwnForwardRule(),
+        modeling_kimi_linear.KimiLinearAttention: AttentionRule(),
+        modeling_kimi_linear.KimiLinearMLP: GatedMLPRule(),  # dense layers and the shared experts
+        modeling_kimi_linear.KimiLinearExperts: ExpertsRule(),
+        SiLUActivation: SiLUIdentityRule,
+    },
+    causal_lm=modeling_kimi_linear.KimiLinearForCausalLM,
+    config=tiny_config,
+    canonizable=False,
+)
