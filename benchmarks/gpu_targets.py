@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _methods import last_logit_methods
 from _provenance import result_provenance, with_provenance
 from _timing import timed_cuda
 
@@ -70,22 +71,7 @@ def build(family: str, settings: dict[str, Any], dtype: torch.dtype) -> torch.nn
 
 
 def methods(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor, int], Any]]:
-    from captum.attr import InputXGradient
-
-    from captum_mamba import MambaLRP
-
-    def last_logits(embeds: torch.Tensor) -> torch.Tensor:
-        return model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[:, -1]
-
-    def forward(embeds: torch.Tensor, target: int) -> torch.Tensor:
-        with torch.no_grad():
-            return last_logits(embeds)
-
-    return {
-        "mamba_lrp": lambda e, t: MambaLRP(model).attribute(e, target=t),
-        "input_x_gradient": lambda e, t: InputXGradient(last_logits).attribute(e.clone().requires_grad_(), target=t),
-        "forward": forward,
-    }
+    return last_logit_methods(model)
 
 
 def _inputs(model: torch.nn.Module, length: int) -> tuple[torch.Tensor, int]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _methods import last_logit_methods
 from _provenance import result_provenance, with_provenance
 from _timing import alternate_cuda
 
@@ -62,27 +63,9 @@ def build(dtype: torch.dtype) -> torch.nn.Module:
 
 
 def methods(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor, int], Any]]:
-    from captum.attr import InputXGradient
     from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5Attention
 
-    from captum_mamba import MambaLRP
-    from captum_mamba.rules.attention import AttentionRule
-
-    def last_logits(embeds: torch.Tensor) -> torch.Tensor:
-        return model(inputs_embeds=embeds, use_cache=False, logits_to_keep=1).logits[:, -1]
-
-    def forward(embeds: torch.Tensor, target: int) -> torch.Tensor:
-        with torch.no_grad():
-            return last_logits(embeds)
-
-    return {
-        "mamba_lrp": lambda e, t: MambaLRP(model).attribute(e, target=t),
-        "mamba_lrp_cp": lambda e, t: MambaLRP(model, rules={Qwen3_5Attention: AttentionRule("cp")}).attribute(
-            e, target=t
-        ),
-        "input_x_gradient": lambda e, t: InputXGradient(last_logits).attribute(e.clone().requires_grad_(), target=t),
-        "forward": forward,
-    }
+    return last_logit_methods(model, Qwen3_5Attention)
 
 
 def _fla_available() -> bool:
