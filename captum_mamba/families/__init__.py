@@ -5,6 +5,11 @@ declared families: the package's own (Hugging Face Mamba, Mamba2, FalconMamba, V
 Qwen3, Bamba, Nemotron-H, Granite 4.0 hybrid, Jamba, Qwen3-MoE, Falcon-H1, Zamba, Zamba2; mamba-ssm
 when it imports) and those declared with :func:`register_family`. Importing this package changes no
 global table.
+
+Every Hugging Face family declares a tiny test configuration (``config``: ``config(**overrides)``
+returns the configuration of a tiny bias-free model, float64-ready on the CPU) and a drawer of
+random ones (``random_config``); the shared test suite builds its models from them
+(:mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations

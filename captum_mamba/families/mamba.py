@@ -1,4 +1,8 @@
-"""Hugging Face ``transformers`` Mamba (Mamba-1)."""
+"""Hugging Face ``transformers`` Mamba (Mamba-1).
+
+Its tiny test configuration (``config``: :func:`tiny_config`, two bias-free layers of width 16)
+and ``random_config`` (sizes, state, kernel and time-step rank) are FalconMamba's too.
+"""
 
 from __future__ import annotations
 

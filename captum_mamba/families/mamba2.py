@@ -1,4 +1,8 @@
-"""Hugging Face ``transformers`` Mamba2 (SSD, gated group norm)."""
+"""Hugging Face ``transformers`` Mamba2 (SSD, gated group norm).
+
+Its tiny test configuration (``config``: :func:`tiny_config`, two bias-free layers of width 16,
+4 heads of 8) and ``random_config`` (sizes, heads, groups, chunk size) build the shared suite's models.
+"""
 
 from __future__ import annotations
 
