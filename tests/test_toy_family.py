@@ -25,6 +25,7 @@ from captum_mamba.mixers import Mamba1Layout
 from captum_mamba.rules import BlockRule, MixerRule, RMSNormRule
 
 from family_checks import CHECKS, check_random_configurations, ids_of, lm_of
+from family_references import REFERENCES
 
 
 class ToyMixer(nn.Module):
@@ -70,6 +71,12 @@ TOY = ModelFamily(
     config=tiny_config,
     random_config=random_config,
 )
+
+
+@pytest.fixture(autouse=True)
+def toy_reference(monkeypatch):
+    """The toy's reference is Mamba's (its mixer is a Mamba-1 mixer): the suite's entry for it."""
+    monkeypatch.setitem(REFERENCES, "toy", REFERENCES["mamba"])
 
 
 @pytest.fixture
