@@ -75,6 +75,8 @@ class FamilyReference:
         prepare (Callable, optional): makes a model built from a configuration the model a
                     checkpoint loads (Zamba: one shared block).
         variants (Mapping, optional): ``{name: overrides}``: further configurations the suite runs.
+        variant_checks (tuple, optional): the checks the variants get (default: forward, reference,
+                    conservation at every layer, batches).
         classifiers (tuple, optional): transformers' own sequence classifiers of the family (last
                     token, no bias), checked besides the declared ``classifier``.
         routing_atol (float, optional): the tolerance between a batch and its rows alone when the
@@ -93,6 +95,12 @@ class FamilyReference:
     head_scale: Callable[[nn.Module], float] = _unit_scale
     prepare: Callable[[nn.Module], None] = _no_preparation
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    variant_checks: tuple[str, ...] = (
+        "forward_equivalence",
+        "conservation_at_every_layer",
+        "reference",
+        "batch_equals_one_by_one",
+    )
     classifiers: tuple[type[nn.Module], ...] = ()
     routing_atol: float = 1e-10
     narrowing_experts: Mapping[str, str] = field(default_factory=dict)
@@ -185,6 +193,7 @@ REFERENCES: dict[str, FamilyReference] = {
             "norm_before_gate": {"mamba_norm_before_gate": True},  # rmsnorm(y) * silu(z)
             "no_norm": {"mamba_rms_norm": False},  # y * silu(z), no norm (the configuration's default)
         },
+        variant_checks=("forward_equivalence", "reference"),  # the mixer's gating: its forward and relevances
         draws=_HYBRID_DRAWS,
     ),
     "zamba": FamilyReference(

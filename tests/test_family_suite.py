@@ -1,9 +1,9 @@
 """The shared family suite on every declared family with a test configuration (derived from the declarations).
 
 Each family's variants (further configurations: experts, latent experts, gated-norm options;
-``family_references.py``) get the checks of ``VARIANT_CHECKS`` too. The random-configuration
-sweep draws each family's ``random_config`` (50 draws for the Mamba families, fewer for the
-hybrids, whose loop references are slower).
+``family_references.py``) get the checks their entry names (``variant_checks``). The
+random-configuration sweep draws each family's ``random_config`` (50 draws for the Mamba
+families, fewer for the hybrids, whose loop references are slower).
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from __future__ import annotations
 import pytest
 
 from conftest import FAMILIES
-from family_checks import CHECKS, VARIANT_CHECKS, check_random_configurations
+from family_checks import CHECKS, check_random_configurations
 from family_references import reference_of
 
+#: ``"family-variant-check"`` -> (family, overrides, check).
 VARIANTS = {
-    f"{name}-{variant}": (name, overrides)
+    f"{name}-{variant}-{check}": (name, overrides, check)
     for name in FAMILIES
     for variant, overrides in reference_of(name).variants.items()
+    for check in reference_of(name).variant_checks
 }
 
 
@@ -27,10 +29,9 @@ def test_family(family, check, float64_faithful_hf):
     CHECKS[check](FAMILIES[family])
 
 
-@pytest.mark.parametrize("check", VARIANT_CHECKS)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_family_variant(variant, check, float64_faithful_hf):
-    name, overrides = VARIANTS[variant]
+def test_family_variant(variant, float64_faithful_hf):
+    name, overrides, check = VARIANTS[variant]
     CHECKS[check](FAMILIES[name], **overrides)
 
 

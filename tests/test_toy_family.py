@@ -3,7 +3,8 @@
 The toy family's mixer is a Mamba-1 mixer under a new name and without a Mamba base class, so
 the package cannot know it; its block, backbone and causal LM are the toy's own classes. One
 ``ModelFamily`` declaration gives MambaLRP, LayerMambaLRP, canonize (Captum's LRP / LayerLRP) and
-the whole shared family suite.
+the whole shared family suite (whose loop-based reference for it is Mamba's: the fixture gives the
+toy that entry of ``family_references.py``).
 """
 
 from __future__ import annotations

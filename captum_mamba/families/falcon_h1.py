@@ -12,7 +12,7 @@ Note: the model multiplies the embeddings by ``embedding_multiplier`` only when 
 embedding layer (``LayerMambaLRP(model, model.get_input_embeddings())``) follows the model's
 ``input_ids`` path; explaining ``inputs_embeds`` explains the model on those embeddings.
 
-Its tiny test configuration (``config``) has four layers with every µP multiplier away from one,
+Its tiny test configuration (``config``) has two layers with every µP multiplier away from one,
 a grouped gated norm after the gate (as in the checkpoints) and SDPA attention;
 ``random_config`` draws the sizes, the heads and groups, the gated norm's options and the
 multipliers (see :mod:`captum_mamba.families.tiny`).
@@ -58,12 +58,12 @@ class FalconH1MixerLayout(Mamba2Layout):
 
 
 def tiny_config(**overrides: Any) -> FalconH1Config:
-    """A tiny bias-free Falcon-H1 configuration for tests: four layers, µP multipliers away from one, a grouped norm."""
+    """A tiny bias-free Falcon-H1 configuration for tests: two layers, µP multipliers away from one, a grouped norm."""
     settings: dict[str, Any] = dict(
         vocab_size=VOCAB,
         hidden_size=16,
         intermediate_size=24,
-        num_hidden_layers=4,
+        num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=4,
