@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from captum_mamba.families import FAMILIES as DECLARED
+from captum_mamba.families.tiny import VOCAB
 from captum_mamba.rules.norm import GatedRMSNormRule, RMSNormRule
-
-VOCAB = 40
 
 # In CI (CI=true) a skipped test fails unless it is a CUDA test (tests/ci_guards.py).
 pytest_plugins = ["ci_guards"]

@@ -248,7 +248,7 @@ def check_reference(family: ModelFamily, seed: int = 3, **overrides: Any) -> Non
     entry = reference_of(family.name)
     for conv_bias in (False, True) if entry.conv_bias is not None else (False,):
         model = lm_of(family, seed, conv_bias=conv_bias, **overrides)
-        embeds = model.get_input_embeddings()(ids_of(2, 6, seed)).detach()
+        embeds = model.get_input_embeddings()(ids_of(1 if conv_bias else 2, 6, seed)).detach()
         for mode in modes_of(family) if not conv_bias else ("cp",):  # the biases' share: in the conserving mode
             expected, logit = reference_relevance(family.name, model, embeds, target=5, mode=mode)
             relevance, delta = MambaLRP(model, rules=rules_for(family, mode)).attribute(
