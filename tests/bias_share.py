@@ -11,7 +11,8 @@ computation no explainer performs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +20,12 @@ from torch import Tensor, nn
 import captum_mamba
 
 
-def bias_share(model: nn.Module, output: Callable[[Tensor], Tensor], embeds: Tensor) -> float:
+def bias_share(
+    model: nn.Module,
+    output: Callable[[Tensor], Tensor],
+    embeds: Tensor,
+    rules: Mapping[type[nn.Module], Any] | None = None,
+) -> float:
     """
     ``Σ_b b · ∂output/∂b`` over the model's bias parameters, under the MambaLRP rules.
 
@@ -27,6 +33,9 @@ def bias_share(model: nn.Module, output: Callable[[Tensor], Tensor], embeds: Ten
         model (nn.Module): the model (its rules are the registered defaults).
         output (Callable): maps ``embeds`` to the explained scalar (e.g. one logit).
         embeds (Tensor): the input embeddings.
+        rules (Mapping, optional): ``{module type: rule}`` overriding the defaults (e.g. CP-LRP's
+                    attention rule: with the attention weights held constant the explained output
+                    is linear in the inputs and the biases, as above).
 
     Returns:
         *float*: the biases' share of ``output(embeds)`` (``-delta`` of a conserving explanation).
@@ -36,7 +45,7 @@ def bias_share(model: nn.Module, output: Callable[[Tensor], Tensor], embeds: Ten
     try:
         for parameter in biases:
             parameter.requires_grad_(True)
-        with captum_mamba.mamba_lrp_rules(model):
+        with captum_mamba.mamba_lrp_rules(model, overrides=rules):
             value = output(embeds.detach())
             gradients = torch.autograd.grad(value, biases, allow_unused=True)
     finally:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers.models.falcon_mamba import modeling_falcon_mamba
-from transformers.models.mamba import modeling_mamba
-from transformers.models.mamba2 import modeling_mamba2
 
 from captum_mamba.families import FAMILIES as DECLARED
-
-VOCAB = 40
+from captum_mamba.families.tiny import VOCAB
+from captum_mamba.rules.norm import GatedRMSNormRule, RMSNormRule
 
 # In CI (CI=true) a skipped test fails unless it is a CUDA test (tests/ci_guards.py).
 pytest_plugins = ["ci_guards"]
@@ -94,11 +92,15 @@ def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             parameter.copy_(1 + 0.5 * noise)
         elif "norm" in name:
             parameter.copy_(1 + 0.2 * noise)
+        elif parameter.dim() == 3:  # depthwise convs (channels, 1, kernel), stacked experts (experts, out, in)
+            parameter.copy_(noise / math.sqrt(parameter.shape[-1]) * (1.5 if "conv1d" in name else 1.0))
         elif parameter.dim() >= 2:
-            fan_in = parameter[0].numel()
-            parameter.copy_(noise / math.sqrt(fan_in) * (1.5 if "conv1d" in name else 1.0))
+            parameter.copy_(noise / math.sqrt(parameter[0].numel()))
         else:
             parameter.copy_(0.3 * noise)
+    for name, buffer in model.named_buffers():
+        if name.endswith("e_score_correction_bias"):  # Nemotron-H's routing choice bias (zero at init)
+            buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator, dtype=buffer.dtype))
     return model
 
 
@@ -205,20 +207,66 @@ def _rms_norm_without_narrowing(self, hidden_states):
 
 
 def _gated_rms_norm_without_narrowing(self, hidden_states, gate=None):
-    if gate is not None:
+    """A gated group norm: gate then norm, or (Falcon-H1's ``norm_before_gate``) norm then gate."""
+    before = getattr(self, "norm_before_gate", False)
+    if gate is not None and not before:
         hidden_states = hidden_states * F.silu(gate)
-    group_size = getattr(self, "group_size", hidden_states.shape[-1])  # ungrouped before transformers 5.2x
+    width = hidden_states.shape[-1]
+    groups = getattr(self, "n_groups", None)  # Falcon-H1 names its groups, the others their size
+    group_size = width // groups if groups else getattr(self, "group_size", width)  # ungrouped before 5.2x
     grouped = hidden_states.reshape(*hidden_states.shape[:-1], -1, group_size)
     grouped = grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-    return self.weight * grouped.reshape(hidden_states.shape)
+    normed = self.weight * grouped.reshape(hidden_states.shape)
+    return normed * F.silu(gate) if gate is not None and before else normed
+
+
+def _eager_attention_without_narrowing(module, query, key, value, attention_mask, scaling, dropout=0.0, **_):
+    """transformers' eager attention (grouped-query heads, additive mask) with its softmax in the inputs' dtype."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = query @ key.transpose(2, 3) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.softmax(scores, dim=-1)
+    return (weights @ value).transpose(1, 2).contiguous(), weights
+
+
+#: transformers' module-level functions that narrow float64 to float32, and their cast-free versions.
+_NARROWING_FUNCTIONS = {
+    "mamba_selective_scan": _scan_without_narrowing,
+    "mamba2_chunk_scan": _ssd_without_narrowing,
+    "eager_attention_forward": _eager_attention_without_narrowing,
+}
+
+
+def _narrowing(families) -> tuple[list[tuple[object, str, object]], list[tuple[type, object]]]:
+    """The modeling modules' narrowing functions and the RMSNorm / gated-norm classes the families declare."""
+    functions, norms = [], []
+    for family in families:
+        for module_type, rule in family.module_rules().items():
+            module = sys.modules[module_type.__module__]
+            if module.__name__.startswith("transformers."):
+                functions += [
+                    (module, name, patch) for name, patch in _NARROWING_FUNCTIONS.items() if hasattr(module, name)
+                ]
+            rule_type = rule if isinstance(rule, type) else type(rule)
+            if issubclass(rule_type, GatedRMSNormRule):
+                norms.append((module_type, _gated_rms_norm_without_narrowing))
+            elif issubclass(rule_type, RMSNormRule):
+                norms.append((module_type, _rms_norm_without_narrowing))
+    return functions, norms
 
 
 @pytest.fixture
 def float64_faithful_hf(monkeypatch):
-    """HF's torch paths with their float32 casts in scans and norms removed (all three families)."""
-    monkeypatch.setattr(modeling_mamba, "mamba_selective_scan", _scan_without_narrowing)
-    monkeypatch.setattr(modeling_falcon_mamba, "mamba_selective_scan", _scan_without_narrowing)
-    monkeypatch.setattr(modeling_mamba2, "mamba2_chunk_scan", _ssd_without_narrowing)
-    for norm in (modeling_mamba.MambaRMSNorm, modeling_mamba2.Mamba2RMSNorm, modeling_falcon_mamba.FalconMambaRMSNorm):
-        monkeypatch.setattr(norm, "forward", _rms_norm_without_narrowing)
-    monkeypatch.setattr(modeling_mamba2.MambaRMSNormGated, "forward", _gated_rms_norm_without_narrowing)
+    r"""
+    HF's torch paths with their float32 casts removed, for every family with a test configuration:
+    the scans (``mamba_selective_scan``, ``mamba2_chunk_scan``), the eager attention's softmax and
+    the forwards of the norms the families declare with the RMSNorm and gated-norm rules (found
+    from the declarations, so a new family's are too).
+    """
+    functions, norms = _narrowing(FAMILIES.values())
+    for module, name, patch in functions:
+        monkeypatch.setattr(module, name, patch)
+    for norm, patch in norms:
+        monkeypatch.setattr(norm, "forward", patch)

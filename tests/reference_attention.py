@@ -5,6 +5,9 @@ normaliser held constant, rotary embeddings (full or partial) on q and k, the un
 rule on q·kᵀ and A·V (AttnLRP) or the attention weights held constant (CP-LRP), the SwiGLU MLP
 with the SiLU identity rule and the half rule on its product. Mamba-2 mixers of hybrid models
 come from the Mamba reference (``reference.py``), which reads the same attribute names.
+
+The shared family suite calls :func:`reference_logits` through ``family_references.py`` (the
+relevances are Gradient x Input of its logit).
 """
 
 from __future__ import annotations
@@ -99,13 +102,3 @@ def reference_logits(model: torch.nn.Module, x: torch.Tensor, mode: str) -> torc
         hidden = _layer(layer, hidden, cos, sin, mode)
     final = model.model.final_layernorm if hasattr(model.model, "final_layernorm") else model.model.norm
     return _rms(final, hidden)[:, -1] @ model.lm_head.weight.T
-
-
-def reference(
-    model: torch.nn.Module, embeds: torch.Tensor, target: int, mode: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(relevance of the embeddings, explained logit at the last position)."""
-    x = embeds.clone().requires_grad_()
-    logit = reference_logits(model, x, mode)[:, target]
-    (gradient,) = torch.autograd.grad(logit.sum(), x)
-    return (x * gradient).detach(), logit.detach()

@@ -15,6 +15,9 @@ explicit loops over heads and positions); this module writes each family's layer
 
 Rules: normalisers held constant, SiLU / GELU by the identity rule (``x·[σ(x)]`` / ``x·[Φ(x)]``
 with the factor detached), the half rule on the MLP's product.
+
+The shared family suite calls :func:`reference_logits` through ``family_references.py`` (the
+relevances are Gradient x Input of its logit).
 """
 
 from __future__ import annotations
@@ -166,13 +169,3 @@ def reference_logits(model: nn.Module, x: Tensor, mode: str, through_copy: bool 
     if model.config.model_type == "falcon_h1":
         return _falcon_h1_logits(model, x, mode)
     return _zamba_logits(model, x, mode, through_copy)
-
-
-def reference(
-    model: nn.Module, embeds: Tensor, target: int, mode: str, through_copy: bool = True
-) -> tuple[Tensor, Tensor]:
-    """(relevance of the embeddings, explained logit at the last position)."""
-    x = embeds.clone().requires_grad_()
-    logit = reference_logits(model, x, mode, through_copy)[:, target]
-    (gradient,) = torch.autograd.grad(logit.sum(), x)
-    return (x * gradient).detach(), logit.detach()

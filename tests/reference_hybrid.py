@@ -17,6 +17,9 @@ experts as the loop of ``reference_moe.py`` with the routing weights held consta
 SwiGLU experts as written there, Nemotron-H's ungated squared-ReLU experts here), Nemotron-H's
 optional latent projections around them and its shared expert beside them, Granite's shared MLP
 beside them.
+
+The shared family suite calls :func:`reference_logits` through ``family_references.py`` (the
+relevances are Gradient x Input of its logit).
 """
 
 from __future__ import annotations
@@ -139,13 +142,3 @@ def reference_logits(model: torch.nn.Module, x: torch.Tensor, mode: str) -> torc
     if model.config.model_type == "nemotron_h":
         return _nemotron_h_hidden(model, x, mode)[:, -1] @ model.lm_head.weight.T
     return _granite_hidden(model, x, mode)[:, -1] @ model.lm_head.weight.T / model.config.logits_scaling
-
-
-def reference(
-    model: torch.nn.Module, embeds: torch.Tensor, target: int, mode: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(relevance of the embeddings, explained logit at the last position)."""
-    x = embeds.clone().requires_grad_()
-    logit = reference_logits(model, x, mode)[:, target]
-    (gradient,) = torch.autograd.grad(logit.sum(), x)
-    return (x * gradient).detach(), logit.detach()

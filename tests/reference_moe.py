@@ -7,6 +7,9 @@ rule on ``act(gate) * up``, its weights read as the module's layout flags say (`
 interleaved, ``(out, in)`` or transposed, biases, no gate). Attention, dense MLPs and RMSNorms
 come from the attention reference (``reference_attention.py``), Jamba's Mamba-1 mixer with its
 dt/B/C norms from the Mamba reference (``reference.py``).
+
+The shared family suite calls :func:`reference_logits` through ``family_references.py`` (the
+relevances are Gradient x Input of its logit).
 """
 
 from __future__ import annotations
@@ -111,11 +114,3 @@ def reference_logits(model: torch.nn.Module, x: Tensor, mode: str) -> Tensor:
         hidden = _layer(layer, hidden, cos, sin, mode)
     final = model.model.final_layernorm if hasattr(model.model, "final_layernorm") else model.model.norm
     return _rms(final, hidden)[:, -1] @ model.lm_head.weight.T
-
-
-def reference(model: torch.nn.Module, embeds: Tensor, target: int, mode: str) -> tuple[Tensor, Tensor]:
-    """(relevance of the embeddings, explained logit at the last position)."""
-    x = embeds.clone().requires_grad_()
-    logit = reference_logits(model, x, mode)[:, target]
-    (gradient,) = torch.autograd.grad(logit.sum(), x)
-    return (x * gradient).detach(), logit.detach()

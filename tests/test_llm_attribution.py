@@ -14,10 +14,15 @@ from captum_mamba import LayerMambaLRP
 from captum_mamba.llm import MambaLLMAttribution
 
 from conftest import FAMILIES, tiny_lm
+from family_checks import attention_types
 
 matplotlib.use("Agg")
 
 WORDS = "the cat sat on mat a dog ran in park big small red blue".split()
+
+#: The families without attention, whose default rules all conserve (the attention families' LLM
+#: attribution, with CP-LRP: ``test_attention_rules.py``).
+SSM_FAMILIES = [name for name, family in FAMILIES.items() if not attention_types(family)]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +49,7 @@ def _direct(model, ids: torch.Tensor, target: int, log_prob: bool) -> torch.Tens
     return LayerMambaLRP(explained, model.get_input_embeddings(), model=model).attribute(ids).sum(-1)[0]
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", SSM_FAMILIES)
 def test_captum_llm_gradient_attribution_with_layer_mamba_lrp(family, tokenizer):
     model = tiny_lm(seed=81, family=family)
     llm = LLMGradientAttribution(LayerMambaLRP(model, model.get_input_embeddings()), tokenizer)
@@ -58,7 +63,7 @@ def test_captum_llm_gradient_attribution_with_layer_mamba_lrp(family, tokenizer)
     torch.testing.assert_close(result.seq_attr, result.token_attr.sum(0))
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", SSM_FAMILIES)
 def test_explained_logits_conserve_relevance(family, tokenizer, float64_faithful_hf):
     model = tiny_lm(seed=82, family=family)
     result = MambaLLMAttribution(model, tokenizer, explain="logit").attribute(

@@ -1,19 +1,21 @@
-"""The experts rule and the mixture-of-experts families: Jamba (Mamba-1, attention, MoE) and Qwen3-MoE.
+"""The experts rule and the mixture-of-experts families, Jamba (Mamba-1, attention, MoE) and Qwen3-MoE: what is
+particular to them.
 
-The reference (``reference_moe.py``, importing no package rule code) writes the router out, loops
-over the tokens and their chosen experts with the routing weights held constant, applies the
-SiLU identity rule and the half rule in each expert, and reuses the attention reference (AttnLRP,
-CP-LRP) and the Mamba-1 reference (with Jamba's weighted norms on dt, B, C).
+The shared family suite (``family_checks.py``) checks both families' forward with the rules
+(eager and SDPA attention, eager and batched experts), their relevances against the loop-based
+reference of ``reference_moe.py`` (the router written out, the tokens and their chosen experts
+looped with the routing weights held constant, the SiLU identity rule and the half rule in each
+expert) in both attention modes, conservation at every layer and right-padded batches; here: the
+negative controls, the routers, the relevance split by layer kind, and the experts rule on every
+layout transformers declares.
 """
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
-from transformers import JambaConfig, JambaForCausalLM, PretrainedConfig, Qwen3MoeConfig, Qwen3MoeForCausalLM
+from transformers import PretrainedConfig
 from transformers.activations import SiLUActivation
 from transformers.integrations.moe import use_experts_implementation
 from transformers.models.jamba import modeling_jamba
@@ -21,149 +23,49 @@ from transformers.models.qwen3_moe import modeling_qwen3_moe
 
 from captum_mamba import LayerMambaLRP, MambaLRP, mamba_lrp_rules
 from captum_mamba.rules import ExpertsRule, GradientRule
-from captum_mamba.rules.attention import AttentionRule
 
-from conftest import _rms_norm_without_narrowing, _scan_without_narrowing, randomise
-from reference_moe import experts_loop, reference, reference_logits
+from conftest import FAMILIES
+from family_checks import ids_of, lm_of, rules_for
+from family_references import reference_relevance
+from reference_moe import experts_loop
 
-VOCAB = 40
-COMMON = dict(
-    vocab_size=VOCAB,
-    hidden_size=16,
-    intermediate_size=24,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    num_experts=4,
-    num_experts_per_tok=2,
-    use_cache=False,
-    tie_word_embeddings=False,
-)
-#: Jamba: Mamba-1 layers around one attention layer; experts in every other layer (0 and 2), a dense MLP between.
-JAMBA_SIZES = dict(
-    num_hidden_layers=3,
-    attn_layer_period=3,
-    attn_layer_offset=1,
-    expert_layer_period=2,
-    expert_layer_offset=0,
-    mamba_d_state=8,
-    mamba_d_conv=4,
-    mamba_expand=2,
-    mamba_dt_rank=4,
-    mamba_conv_bias=False,
-    mamba_proj_bias=False,
-)
-#: Qwen3-MoE: experts in every layer, the top-2 weights renormalised.
-QWEN3_MOE_SIZES = dict(
-    num_hidden_layers=2, head_dim=4, moe_intermediate_size=12, decoder_sparse_step=1, norm_topk_prob=True
-)
-MODELS = {
-    "jamba": (JambaConfig, JambaForCausalLM, JAMBA_SIZES, modeling_jamba),
-    "qwen3_moe": (Qwen3MoeConfig, Qwen3MoeForCausalLM, QWEN3_MOE_SIZES, modeling_qwen3_moe),
-}
-ATTENTION = {"jamba": modeling_jamba.JambaAttention, "qwen3_moe": modeling_qwen3_moe.Qwen3MoeAttention}
+NAMES = ["jamba", "qwen3_moe"]
 EXPERTS = {"jamba": modeling_jamba.JambaExperts, "qwen3_moe": modeling_qwen3_moe.Qwen3MoeExperts}
 
-
-@pytest.fixture(autouse=True)
-def faithful_float64(monkeypatch):
-    """HF's RMSNorms and Jamba's PyTorch scan compute in float32: remove the casts, so float64 comparisons are exact."""
-    for norm in (modeling_jamba.JambaRMSNorm, modeling_qwen3_moe.Qwen3MoeRMSNorm):
-        monkeypatch.setattr(norm, "forward", _rms_norm_without_narrowing)
-    monkeypatch.setattr(modeling_jamba, "mamba_selective_scan", _scan_without_narrowing)
+pytestmark = pytest.mark.usefixtures("float64_faithful_hf")
 
 
-def build(name: str, seed: int = 0, attention: str = "sdpa", experts: str = "eager") -> nn.Module:
-    config_type, model_type, sizes, _ = MODELS[name]
-    torch.manual_seed(seed)
-    config = config_type(**{**COMMON, **sizes})
-    config._attn_implementation = attention
-    config._experts_implementation = experts  # transformers' default (grouped_mm) takes no float64
-    model = randomise(model_type(config), seed)
-    with torch.no_grad():  # the stacked expert weights: scaled by their fan-in (the last dimension), not the first
-        generator = torch.Generator().manual_seed(seed + 100)
-        for parameter in model.parameters():
-            if parameter.dim() == 3:
-                noise = torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype)
-                parameter.copy_(noise / math.sqrt(parameter.shape[-1]))
-    return model.double().eval()
+def build(name: str, seed: int = 0) -> nn.Module:
+    return lm_of(FAMILIES[name], seed)
 
 
 def embeds_of(model: nn.Module, batch: int, length: int, seed: int) -> torch.Tensor:
-    ids = torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
-    return model.get_input_embeddings()(ids).detach()
+    return model.get_input_embeddings()(ids_of(batch, length, seed)).detach()
 
 
-def rules_for(name: str, mode: str) -> dict:
-    return {ATTENTION[name]: AttentionRule(mode)}
+def cp_rules(name: str) -> dict:
+    return rules_for(FAMILIES[name], "cp")
 
 
 # --- the families ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("attention", "experts"), [("sdpa", "eager"), ("sdpa", "batched_mm"), ("eager", "eager")])
-@pytest.mark.parametrize("name", list(MODELS))
-def test_forward_with_rules_equals_the_model_forward(name, attention, experts):
-    model = build(name, seed=1, attention=attention, experts=experts)
-    embeds = embeds_of(model, 2, 7, seed=1)
-    with torch.no_grad():
-        original = model(inputs_embeds=embeds).logits
-        with mamba_lrp_rules(model):
-            ruled = model(inputs_embeds=embeds).logits
-        expected = reference_logits(model, embeds, "cp")
-    # eager attention computes its softmax in float32 even for float64 models; the rules never narrow
-    torch.testing.assert_close(ruled, original, atol=1e-10 if attention == "sdpa" else 1e-5, rtol=0)
-    torch.testing.assert_close(ruled[:, -1], expected, atol=1e-10, rtol=0)
-    assert (model.config._attn_implementation, model.config._experts_implementation) == (attention, experts)
-
-
-@pytest.mark.parametrize("mode", ["attnlrp", "cp"])
-@pytest.mark.parametrize("name", list(MODELS))
-def test_relevances_equal_the_loop_based_reference(name, mode):
-    model = build(name, seed=2)
-    embeds = embeds_of(model, 2, 6, seed=2)
-    expected, logit = reference(model, embeds, target=5, mode=mode)
-    relevance, delta = MambaLRP(model, rules=rules_for(name, mode)).attribute(
-        embeds, target=5, return_convergence_delta=True
-    )
-    torch.testing.assert_close(relevance, expected, atol=1e-10, rtol=0)
-    torch.testing.assert_close(delta, expected.sum((1, 2)) - logit, atol=1e-10, rtol=0)
-    if mode == "cp":
-        assert delta.abs().max() < 1e-10  # bias-free: CP-LRP with the experts rule conserves exactly
-    else:
-        assert delta.abs().max() > 1e-6  # the softmax rule is not conservative
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_cp_lrp_conserves_at_every_layer(name):
-    model = build(name, seed=3)
-    ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():  # the logit from the float64 reference forward, computed independently
-        logit = reference_logits(model, model.get_input_embeddings()(ids), "cp")[:, 4]
-    for layer in [model.get_input_embeddings(), *model.model.layers]:
-        for to_input in (False, True):
-            relevance = LayerMambaLRP(model, layer, rules=rules_for(name, "cp")).attribute(
-                ids, target=4, attribute_to_layer_input=to_input and layer is not model.get_input_embeddings()
-            )
-            relevance = relevance[0] if isinstance(relevance, tuple) else relevance
-            torch.testing.assert_close(relevance.sum((1, 2)), logit, atol=1e-8, rtol=0)
-
-
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_negative_controls(name):
     model = build(name, seed=4)
     embeds = embeds_of(model, 2, 6, seed=4)
-    expected, logit = reference(model, embeds, target=1, mode="cp")
+    expected, logit = reference_relevance(name, model, embeds, target=1, mode="cp")
     leaf = embeds.clone().requires_grad_()
     (gradient,) = torch.autograd.grad(model(inputs_embeds=leaf).logits[:, -1, 1].sum(), leaf)
     plain = (leaf * gradient).detach()
     assert ((plain.sum((1, 2)) - logit).abs() > 0.1 * logit.abs()).any()  # Gradient x Input misses the logit
     for experts_rule in (GradientRule(), ExpertsRule(gate=None)):  # no experts rule; no half rule in the experts
-        rules = {**rules_for(name, "cp"), EXPERTS[name]: experts_rule}
+        rules = {**cp_rules(name), EXPERTS[name]: experts_rule}
         ablated = MambaLRP(model, rules=rules).attribute(embeds, target=1)
         assert (ablated - expected).abs().max() > 1e-4  # dropping the rule breaks the equality
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", NAMES)
 def test_routers_are_planned_and_feed_only_held_constant_weights(name):
     model = build(name, seed=5)
     embeds = embeds_of(model, 1, 5, seed=5)
@@ -183,29 +85,13 @@ def test_routers_are_planned_and_feed_only_held_constant_weights(name):
 
     handles = [router.register_forward_hook(record) for router in routers]
     try:
-        MambaLRP(model, rules=rules_for(name, "cp")).attribute(embeds, target=2)
+        MambaLRP(model, rules=cp_rules(name)).attribute(embeds, target=2)
         assert reached == []  # no relevance reaches a router
-        MambaLRP(model, rules={**rules_for(name, "cp"), EXPERTS[name]: GradientRule()}).attribute(embeds, target=2)
+        MambaLRP(model, rules={**cp_rules(name), EXPERTS[name]: GradientRule()}).attribute(embeds, target=2)
         assert reached  # the hooks do see gradients where the weights are not held constant
     finally:
         for handle in handles:
             handle.remove()
-
-
-@pytest.mark.parametrize("name", list(MODELS))
-def test_right_padded_batch_equals_rows_alone(name):
-    model = build(name, seed=6)
-    ids = torch.randint(0, VOCAB, (3, 7), generator=torch.Generator().manual_seed(6))
-    lengths = [7, 4, 2]
-    mask = torch.zeros_like(ids)
-    for row, length in enumerate(lengths):
-        mask[row, :length] = 1
-    explainer = LayerMambaLRP(model, model.get_input_embeddings(), rules=rules_for(name, "attnlrp"))
-    together = explainer.attribute(ids, target=[1, 2, 3], additional_forward_args=mask).sum(-1)
-    for row, length in enumerate(lengths):
-        alone = explainer.attribute(ids[row : row + 1, :length], target=row + 1).sum(-1)
-        torch.testing.assert_close(together[row, :length], alone[0], atol=1e-10, rtol=0)
-        assert torch.all(together[row, length:] == 0)
 
 
 def test_relevance_split_by_layer_kind_equals_layer_mamba_lrp_per_module():
@@ -214,7 +100,7 @@ def test_relevance_split_by_layer_kind_equals_layer_mamba_lrp_per_module():
 
     model = build("jamba", seed=9)
     embeds = embeds_of(model, 2, 6, seed=9)
-    rules = rules_for("jamba", "cp")
+    rules = cp_rules("jamba")
     rows = relevance_split(MambaLRP(model, rules=rules), embeds, target=3)
     assert [(row.layer, row.kind) for row in rows] == [
         (0, "ssm"),

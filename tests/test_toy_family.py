@@ -3,7 +3,8 @@
 The toy family's mixer is a Mamba-1 mixer under a new name and without a Mamba base class, so
 the package cannot know it; its block, backbone and causal LM are the toy's own classes. One
 ``ModelFamily`` declaration gives MambaLRP, LayerMambaLRP, canonize (Captum's LRP / LayerLRP) and
-the whole shared family suite.
+the whole shared family suite (whose loop-based reference for it is Mamba's: the fixture gives the
+toy that entry of ``family_references.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from captum_mamba.mixers import Mamba1Layout
 from captum_mamba.rules import BlockRule, MixerRule, RMSNormRule
 
 from family_checks import CHECKS, check_random_configurations, ids_of, lm_of
+from family_references import REFERENCES
 
 
 class ToyMixer(nn.Module):
@@ -70,6 +72,12 @@ TOY = ModelFamily(
     config=tiny_config,
     random_config=random_config,
 )
+
+
+@pytest.fixture(autouse=True)
+def toy_reference(monkeypatch):
+    """The toy's reference is Mamba's (its mixer is a Mamba-1 mixer): the suite's entry for it."""
+    monkeypatch.setitem(REFERENCES, "toy", REFERENCES["mamba"])
 
 
 @pytest.fixture

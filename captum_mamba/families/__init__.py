@@ -6,6 +6,11 @@ Qwen3, Bamba, Nemotron-H, Granite 4.0 hybrid, Jamba, Qwen3-MoE, Falcon-H1, Zamba
 Gated DeltaNet hybrids Qwen3-Next, Qwen3.5, Qwen3.5-MoE, OLMo hybrid and Kimi Linear, the gated
 short-convolution hybrids LFM2 and LFM2-MoE; mamba-ssm when it imports) and those declared with
 :func:`register_family`. Importing this package changes no global table.
+
+Every Hugging Face family declares a tiny test configuration (``config``: ``config(**overrides)``
+returns the configuration of a tiny bias-free model, float64-ready on the CPU); most declare a
+drawer of random ones (``random_config``); the shared test suite builds its models from them
+(:mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations

@@ -44,10 +44,16 @@ class ModelFamily:
         causal_lm (type, optional): the family's causal-LM class.
         classifier (type, optional): the family's sequence-classification class (its config
                     takes ``num_labels``, ``pooling``, ``classifier_bias``).
-        config (Callable, optional): ``config(**overrides)``: a tiny bias-free test
-                    configuration (used by the shared test suite).
+        config (Callable, optional): ``config(**overrides)``: the Hugging Face configuration
+                    of a tiny bias-free model of the family (a vocabulary of 40 unless
+                    ``vocab_size`` is given; runnable in float64 on the CPU: SDPA attention,
+                    eager experts; any setting can be overridden). The shared test suite and
+                    random-configuration runs build their models from it
+                    (:meth:`build_lm`, :meth:`build_classifier`); see
+                    :mod:`captum_mamba.families.tiny`.
         random_config (Callable, optional): ``random_config(rng)``: overrides of ``config``
-                    drawn at random for the configuration sweep.
+                    drawn at random (from a ``random.Random``) for the configuration sweep:
+                    small sizes, layer patterns, head, group and expert counts.
         canonizable (bool, optional): whether ``canonize`` can turn it into Captum leaves.
                     Default: True
     """

@@ -1,4 +1,7 @@
-"""Hugging Face ``transformers`` FalconMamba: Mamba-1 with weightless RMSNorms on ``dt``, ``B``, ``C``."""
+"""Hugging Face ``transformers`` FalconMamba: Mamba-1 with weightless RMSNorms on ``dt``, ``B``, ``C``.
+
+Its tiny test configuration (``config``) and ``random_config`` are Mamba's sizes.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Hugging Face ``transformers`` Mamba (Mamba-1)."""
+"""Hugging Face ``transformers`` Mamba (Mamba-1).
+
+Its tiny test configuration (``config``: :func:`tiny_config`, two bias-free layers of width 16)
+and ``random_config`` (sizes, state, kernel and time-step rank) are FalconMamba's too.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from transformers.activations import SiLUActivation
 from transformers.models.mamba import modeling_mamba
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.families.tiny import VOCAB
 from captum_mamba.heads import MambaForSequenceClassification
 from captum_mamba.mixers.layouts import Mamba1Layout
 from captum_mamba.rules.block import BlockRule
@@ -18,7 +23,7 @@ from captum_mamba.rules.silu import SiLUIdentityRule
 
 #: A tiny bias-free Mamba-1 configuration for tests (also FalconMamba's).
 TINY_SETTINGS: dict[str, Any] = dict(
-    vocab_size=40,
+    vocab_size=VOCAB,
     hidden_size=16,
     state_size=4,
     num_hidden_layers=2,

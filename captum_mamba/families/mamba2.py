@@ -1,4 +1,8 @@
-"""Hugging Face ``transformers`` Mamba2 (SSD, gated group norm)."""
+"""Hugging Face ``transformers`` Mamba2 (SSD, gated group norm).
+
+Its tiny test configuration (``config``: :func:`tiny_config`, two bias-free layers of width 16,
+4 heads of 8) and ``random_config`` (sizes, heads, groups, chunk size) build the shared suite's models.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from transformers import Mamba2Config
 from transformers.models.mamba2 import modeling_mamba2
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.families.tiny import VOCAB
 from captum_mamba.heads import Mamba2ForSequenceClassification
 from captum_mamba.mixers.layouts import Mamba2Layout
 from captum_mamba.rules.block import BlockRule
@@ -18,7 +23,7 @@ from captum_mamba.rules.norm import GatedRMSNormRule, RMSNormRule
 def tiny_config(**overrides: Any) -> Mamba2Config:
     """A tiny bias-free Mamba2 configuration for tests (vocabulary of 40, 4 heads of 8)."""
     settings: dict[str, Any] = dict(
-        vocab_size=40,
+        vocab_size=VOCAB,
         hidden_size=16,
         state_size=8,
         num_hidden_layers=2,

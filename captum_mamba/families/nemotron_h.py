@@ -14,14 +14,25 @@ which the experts rule holds constant; the experts (``NemotronHExperts``) are un
 MLPs under :class:`~captum_mamba.rules.moe.ExpertsRule` (their ``act_fn`` under the squared-ReLU
 rule); the optional latent projections ``fc1`` / ``fc2`` are linear layers (or identities) and the
 shared expert is a ``NemotronHMLP``. The wrapper adds nothing non-linear of its own: a container.
+
+Its tiny test configuration (``config``) is the pattern Mamba-2, MLP, attention, MLP (two groups,
+so the gated norm is grouped) with SDPA attention (and eager experts where a ``moe`` layer is
+asked for); ``random_config`` draws the sizes, the layer pattern (all four kinds), the head and
+group counts and the experts' routing (counts, groups, top-k, latent size) (see
+:mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+from transformers import NemotronHConfig
 from transformers.activations import ReLUSquaredActivation
 from transformers.models.nemotron_h import modeling_nemotron_h
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.families.tiny import FLOAT64_EXPERTS, VOCAB, attention_heads, divisor
 from captum_mamba.heads import NemotronHForSequenceClassification
 from captum_mamba.mixers.layouts import Mamba2Layout
 from captum_mamba.rules.activation import SquaredReLUIdentityRule
@@ -37,6 +48,65 @@ if hasattr(modeling_nemotron_h, "NemotronHRMSNormGated"):
     _GATED_NORM = modeling_nemotron_h.NemotronHRMSNormGated
 else:  # pragma: no cover - depends on the installed transformers release
     from transformers.models.zamba2.modeling_zamba2 import Zamba2RMSNormGated as _GATED_NORM
+
+#: The kinds of layers of Nemotron-H's hybrid pattern (``layers_block_type``).
+LAYER_KINDS = ("linear_attention", "full_attention", "mlp", "moe")
+
+
+def tiny_config(**overrides: Any) -> NemotronHConfig:
+    """A tiny bias-free Nemotron-H configuration for tests: Mamba-2, MLP, attention, MLP (vocabulary of 40)."""
+    settings: dict[str, Any] = dict(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        layers_block_type=["linear_attention", "mlp", "full_attention", "mlp"],
+        intermediate_size=24,
+        mlp_hidden_act="relu2",
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=4,
+        mamba_num_heads=4,
+        mamba_head_dim=8,
+        n_groups=2,
+        ssm_state_size=8,
+        conv_kernel=4,
+        chunk_size=16,
+        use_conv_bias=False,
+        use_cache=False,
+        tie_word_embeddings=False,
+        **FLOAT64_EXPERTS,
+    )
+    return NemotronHConfig(**{**settings, **overrides})
+
+
+def random_config(rng: random.Random) -> dict[str, Any]:
+    """Random sizes for the configuration sweep: the layer pattern, heads and groups, the experts' routing."""
+    mamba_heads = rng.choice([1, 2, 4])
+    experts = rng.choice([2, 4, 6])
+    groups = rng.choice([g for g in (1, 2, 3) if experts % g == 0 and experts // g >= 2])  # a group's best two
+    topk_group = rng.randint(1, groups)
+    return dict(
+        hidden_size=rng.choice([4, 8, 12]),
+        layers_block_type=[rng.choice(LAYER_KINDS) for _ in range(rng.randint(1, 4))],
+        intermediate_size=rng.choice([4, 8]),
+        head_dim=rng.choice([2, 4]),  # no positional embedding: any head size
+        **attention_heads(rng),
+        mamba_num_heads=mamba_heads,
+        mamba_head_dim=rng.choice([2, 4]),
+        n_groups=divisor(rng, mamba_heads),
+        ssm_state_size=rng.randint(1, 6),
+        conv_kernel=rng.randint(1, 4),
+        chunk_size=rng.randint(1, 8),
+        n_routed_experts=experts,
+        n_group=groups,
+        topk_group=topk_group,
+        num_experts_per_tok=rng.randint(1, min(2, topk_group * experts // groups)),
+        norm_topk_prob=rng.random() < 0.5,
+        routed_scaling_factor=rng.choice([0.5, 1.0, 1.5]),
+        moe_intermediate_size=rng.choice([4, 6]),
+        moe_shared_expert_intermediate_size=rng.choice([4, 6]),
+        moe_latent_size=rng.choice([None, 4]),
+    )
+
 
 NEMOTRON_H = ModelFamily(
     name="nemotron_h",
@@ -58,5 +128,7 @@ NEMOTRON_H = ModelFamily(
     },
     causal_lm=modeling_nemotron_h.NemotronHForCausalLM,
     classifier=NemotronHForSequenceClassification,
+    config=tiny_config,
+    random_config=random_config,
     canonizable=False,
 )

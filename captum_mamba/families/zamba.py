@@ -16,20 +16,32 @@ concatenated copy, and an explanation at the embedding layer collects both.
   (:class:`Zamba2MLPRule`).
 
 Both use GELU MLPs by default (:class:`~captum_mamba.rules.GELUIdentityRule`).
+
+Their tiny test configurations (``config``) have four layers, two of them hybrid layers (two uses
+of the shared block), and SDPA attention: Zamba with two Mamba-1 heads per mixer, Zamba2 with
+two groups, rotary embeddings and per-use adapters. Zamba2's convolutions always have a bias (no
+setting removes it; zero it for a bias-free model), and the shared block is one module only once
+a checkpoint is loaded (transformers ties the copies then; a model built from a configuration has
+one copy per hybrid layer). ``random_config`` draws the sizes, the layer pattern and the heads
+and groups (Zamba2: also the adapters, rotary embeddings, the number of shared blocks) (see
+:mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers import Zamba2Config, ZambaConfig
 from transformers.activations import GELUActivation, SiLUActivation
 from transformers.models.zamba import modeling_zamba
 from transformers.models.zamba2 import modeling_zamba2
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.families.tiny import FLOAT64_ATTENTION, VOCAB, divisor
 from captum_mamba.mixers.calls import MixerCall, check_padding, check_prefill, mask_padding
 from captum_mamba.mixers.layouts import Mamba1Layout, Mamba2Layout
 from captum_mamba.mixers.ops import MixerOps
@@ -99,6 +111,107 @@ class Zamba2MLPRule(GatedMLPRule):
         return gate, values
 
 
+#: The tiny configurations' layers: Mamba, hybrid, Mamba, hybrid (two uses of the shared block).
+TINY_LAYERS = ["linear_attention", "hybrid", "linear_attention", "hybrid"]
+
+
+def tiny_zamba_config(**overrides: Any) -> ZambaConfig:
+    """A tiny bias-free Zamba configuration for tests: two Mamba-1 heads per mixer, two uses of the shared block."""
+    settings: dict[str, Any] = dict(
+        vocab_size=VOCAB,
+        hidden_size=12,
+        intermediate_size=20,
+        num_hidden_layers=len(TINY_LAYERS),
+        layers_block_type=TINY_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        n_mamba_heads=2,
+        mamba_d_state=4,
+        mamba_dt_rank=3,
+        mamba_conv_bias=False,
+        use_cache=False,
+        tie_word_embeddings=False,
+        **FLOAT64_ATTENTION,
+    )
+    return ZambaConfig(**{**settings, **overrides})
+
+
+def tiny_zamba2_config(**overrides: Any) -> Zamba2Config:
+    """A tiny Zamba2 configuration for tests (bias-free once its conv biases are zeroed): two groups, rotary, adapters."""
+    settings: dict[str, Any] = dict(
+        vocab_size=VOCAB,
+        hidden_size=12,
+        intermediate_size=20,
+        num_hidden_layers=len(TINY_LAYERS),
+        layers_block_type=TINY_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        n_mamba_heads=4,
+        mamba_d_state=4,
+        mamba_ngroups=2,
+        chunk_size=4,
+        num_mem_blocks=1,
+        use_shared_attention_adapter=True,
+        adapter_rank=2,
+        use_mem_rope=True,
+        use_cache=False,
+        tie_word_embeddings=False,
+        **FLOAT64_ATTENTION,
+    )
+    return Zamba2Config(**{**settings, **overrides})
+
+
+def _layer_pattern(rng: random.Random) -> list[str]:
+    return [rng.choice(["linear_attention", "hybrid"]) for _ in range(rng.randint(1, 4))]
+
+
+def random_zamba_config(rng: random.Random) -> dict[str, Any]:
+    """Random sizes for the configuration sweep: the layer pattern, attention heads, Mamba heads and sizes."""
+    hidden, expand = rng.choice([4, 6, 8]), rng.choice([1, 2])
+    heads = divisor(rng, 2 * hidden)  # over the concatenation (2 * hidden)
+    layers = _layer_pattern(rng)
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=rng.choice([4, 8]),
+        num_hidden_layers=len(layers),
+        layers_block_type=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=divisor(rng, heads),
+        mamba_expand=expand,
+        n_mamba_heads=divisor(rng, hidden * expand),
+        mamba_d_state=rng.randint(1, 4),
+        mamba_d_conv=rng.randint(1, 4),
+        mamba_dt_rank=rng.randint(1, 3),
+    )
+
+
+def random_zamba2_config(rng: random.Random) -> dict[str, Any]:
+    """Random sizes for the configuration sweep: the layer pattern, heads and groups, adapters, rotary, shared blocks."""
+    hidden, expand = rng.choice([4, 8]), rng.choice([1, 2])
+    heads = divisor(rng, hidden)  # the head size over the concatenation, 2 * hidden / heads, is even: rotary pairs
+    mamba_heads = divisor(rng, hidden * expand)
+    adapters = rng.random() < 0.5
+    layers = _layer_pattern(rng)
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=rng.choice([4, 8]),
+        num_hidden_layers=len(layers),
+        layers_block_type=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads if adapters else divisor(rng, heads),  # the adapters add full-width keys, values
+        mamba_expand=expand,
+        n_mamba_heads=mamba_heads,
+        mamba_ngroups=divisor(rng, mamba_heads),
+        mamba_d_state=rng.randint(1, 4),
+        mamba_d_conv=rng.randint(1, 4),
+        chunk_size=rng.randint(1, 8),
+        num_mem_blocks=rng.randint(1, 2),
+        use_shared_attention_adapter=adapters,
+        adapter_rank=rng.randint(1, 2),
+        use_mem_rope=rng.random() < 0.5,
+    )
+
+
 ZAMBA = ModelFamily(
     name="zamba",
     mixers={modeling_zamba.ZambaMambaMixer: ZambaMixerLayout()},
@@ -119,6 +232,8 @@ ZAMBA = ModelFamily(
         SiLUActivation: SiLUIdentityRule,
     },
     causal_lm=modeling_zamba.ZambaForCausalLM,
+    config=tiny_zamba_config,
+    random_config=random_zamba_config,
     canonizable=False,
 )
 
@@ -142,5 +257,7 @@ ZAMBA2 = ModelFamily(
         SiLUActivation: SiLUIdentityRule,
     },
     causal_lm=modeling_zamba2.Zamba2ForCausalLM,
+    config=tiny_zamba2_config,
+    random_config=random_zamba2_config,
     canonizable=False,
 )
