@@ -40,29 +40,37 @@ class _Chunks:
     padded to whole chunks with ``delta = 0`` (decay 1, no input): the padding changes neither
     the outputs nor the last state.
 
-    Tensors (``n`` chunks, ``G`` groups, ``Hg`` heads per group), in :attr:`tensors` order:
+    Three layouts of a ``(batch, length, heads, head_dim)`` tensor, chunked (``n`` chunks, ``G``
+    groups, ``k`` heads per group, ``P = head_dim``):
 
-    * ``weights`` ``(batch, n, G, Hg, Q, Q)``: ``M`` inside each chunk,
+    * time-major ``(batch, n, Q, G, k, P)``: the mixer's own order (a view);
+    * group-major ``(batch, n, G, Q, k, P)``: per group a ``(Q, k P)`` matrix, for the products
+      with ``B`` and ``C``, which all heads of a group share (one product for the group);
+    * head-major ``(batch, n, G, k, Q, P)``: per head a ``(Q, P)`` matrix, for the per-head
+      ``(Q, Q)`` blocks.
+
+    Tensors, in :attr:`tensors` order (``cs_i = a_0 + ... + a_i`` within a chunk):
+
+    * ``weights`` ``(batch, n, G, k, Q, Q)``: ``M`` inside each chunk,
       ``<C_i, B_j> exp(cs_i - cs_j)`` for ``i >= j``, else 0;
     * ``B``, ``C`` ``(batch, n, G, Q, state)``, contiguous;
-    * ``from_start`` ``(batch, n, G, Hg, Q, 1)``: ``exp(cs_i)``, the decay from the chunk's start;
-    * ``to_end`` ``(batch, n, G, Hg, Q, 1)``: ``exp(cs_{Q-1} - cs_j)``, the decay to its end;
-    * ``carry`` ``(batch, n, G, Hg, 1, 1)``: ``exp(cs_{Q-1})``, the decay over the whole chunk;
-
-    where ``cs_i = a_0 + ... + a_i`` within the chunk.
+    * ``delta`` ``(batch, n, Q, heads)``;
+    * ``from_start`` ``(batch, n, Q, heads)``: ``exp(cs_i)``, the decay from the chunk's start;
+    * ``end_delta`` ``(batch, n, Q, heads)``: ``exp(cs_{Q-1} - cs_j) delta_j``, the decay to the
+      chunk's end times the step;
+    * ``carry`` ``(batch, n, heads)``: ``exp(cs_{Q-1})``, the decay over the whole chunk.
     """
 
-    def __init__(self, length: int, size: int, groups: int, tensors: tuple[Tensor, ...]) -> None:
-        self.weights, self.B, self.C, self.from_start, self.to_end, self.carry = tensors
-        self.batch, self.count, _, per_group = self.weights.shape[:4]
-        self.length, self.size, self.groups = length, size, groups
-        self.heads = groups * per_group
-        self.pad = self.count * size - length
+    def __init__(self, length: int, groups: int, tensors: tuple[Tensor, ...]) -> None:
+        self.weights, self.B, self.C, self.delta, self.from_start, self.end_delta, self.carry = tensors
+        self.batch, self.count, self.size, self.heads = self.delta.shape
+        self.length, self.groups, self.per_group = length, groups, self.heads // groups
+        self.pad = self.count * self.size - length
 
     @property
     def tensors(self) -> tuple[Tensor, ...]:
         """What :meth:`transposed` needs (for ``save_for_backward``, so that checkpointing sees it)."""
-        return self.weights, self.B, self.C, self.from_start, self.to_end, self.carry
+        return self.weights, self.B, self.C, self.delta, self.from_start, self.end_delta, self.carry
 
     @classmethod
     def build(cls, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int) -> _Chunks:
@@ -81,93 +89,159 @@ class _Chunks:
         pad = count * size - length
         if pad:  # zero steps at the end: delta = 0, B = C = 0
             delta, B, C = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (delta, B, C))
-        shape = (batch, count, groups, heads // groups)
         B = B.reshape(batch, count, size, groups, state).transpose(2, 3).contiguous()
         C = C.reshape(batch, count, size, groups, state).transpose(2, 3).contiguous()
-        # cs[..., i] = a_0 + ... + a_i within each chunk, per head: (batch, n, heads, Q)
-        cs = (delta * A).view(batch, count, size, heads).transpose(2, 3).cumsum(-1)
-        last = cs[..., -1:]
-        from_start = cs.exp().view(*shape, size, 1)
-        to_end = (last - cs).exp_().view(*shape, size, 1)
-        carry = last.exp().view(*shape, 1, 1)
+        delta = delta.reshape(batch, count, size, heads)
+        cs = (delta * A).cumsum(2)  # cs[:, c, i] = a_0 + ... + a_i in chunk c
+        last = cs[:, :, -1:]
+        from_start = cs.exp()
+        end_delta = (last - cs).exp_().mul_(delta)
+        carry = last.squeeze(2).exp()
         # exp(cs_i - cs_j) = exp(a_{j+1} + ... + a_i) <= 1 on and below the diagonal (i >= j).
         # Above it the exponent is positive and could overflow: it is clamped at 0 (on the
         # diagonal and below, where the exact value is <= 0, clamping only removes rounding),
         # and the causal mask is applied to <C_i, B_j>, a per-group (not per-head) factor.
-        exponent = cs.unsqueeze(-1) - cs.unsqueeze(-2)
-        decay = exponent.clamp_max_(0.0).exp_().view(*shape, size, size)
+        per_head = cs.transpose(2, 3).contiguous()  # (batch, n, heads, Q): the blocks come out contiguous
+        exponent = per_head.unsqueeze(-1) - per_head.unsqueeze(-2)
+        decay = exponent.clamp_max_(0.0).exp_().view(batch, count, groups, heads // groups, size, size)
         weights = decay.mul_((C @ B.transpose(-1, -2)).tril_().unsqueeze(3))
-        return cls(length, size, groups, (weights, B, C, from_start, to_end, carry))
+        return cls(length, groups, (weights, B, C, delta, from_start, end_delta, carry))
+
+    # --- layouts ----------------------------------------------------------------------------
 
     def time_major(self, t: Tensor) -> Tensor:
         r"""
-        A view of a ``(batch, n, G, Hg, Q, width)`` tensor as ``(batch, n, Q, G, Hg, width)``: the
-        time-major order of the mixer's ``(batch, length, heads, width)`` tensors, chunked.
-        """
-        return t.permute(0, 1, 4, 2, 3, 5)
-
-    def chunked(self, t: Tensor) -> Tensor:
-        r"""
-        A view of ``(batch, length, heads, width)`` (``width`` 1 allowed) as
-        ``(batch, n, Q, G, Hg, width)``, zero-padded to whole chunks (a copy only then).
+        ``(batch, length, heads, width)`` as a time-major ``(batch, n, Q, G, k, width)`` view,
+        zero-padded to whole chunks (a copy only then).
         """
         if self.pad:
             t = F.pad(t, (0, 0, 0, 0, 0, self.pad))
-        batch, _, heads, width = t.shape
-        return t.view(batch, self.count, self.size, self.groups, heads // self.groups, width)
+        return t.view(self.batch, self.count, self.size, self.groups, self.per_group, t.shape[-1])
 
-    def unchunked(self, t: Tensor) -> Tensor:
-        """The inverse of :meth:`chunked` for a contiguous ``t``: ``(batch, length, heads, width)``."""
+    def factor(self, t: Tensor) -> Tensor:
+        """A ``(batch, n, Q, heads)`` factor (``delta``, ``from_start``, ``end_delta``) as ``(batch, n, Q, G, k, 1)``."""
+        return t.view(self.batch, self.count, self.size, self.groups, self.per_group, 1)
+
+    def empty(self, like: Tensor, layout: str, width: int) -> tuple[Tensor, Tensor]:
+        r"""
+        A new tensor in ``layout`` (``"time"``, ``"group"`` or ``"head"``) and its time-major view.
+        """
+        b, n, q, g, k = self.batch, self.count, self.size, self.groups, self.per_group
+        if layout == "time":
+            t = like.new_empty(b, n, q, g, k, width)
+            return t, t
+        if layout == "group":
+            t = like.new_empty(b, n, g, q, k, width)
+            return t, t.permute(0, 1, 3, 2, 4, 5)
+        t = like.new_empty(b, n, g, k, q, width)
+        return t, t.permute(0, 1, 4, 2, 3, 5)
+
+    @staticmethod
+    def matrices(t: Tensor) -> Tensor:
+        r"""
+        A contiguous group-major ``(batch, n, G, Q, k, width)`` tensor, or states
+        ``(batch, n, G, state, k, width)``, as matrices with ``k * width`` columns (a view).
+        """
+        return t.flatten(-2)
+
+    def output(self, t: Tensor) -> Tensor:
+        """A contiguous time-major tensor as ``(batch, length, heads, width)``, padding dropped."""
         merged = t.view(self.batch, self.count * self.size, self.heads, t.shape[-1])
         return merged[:, : self.length] if self.pad else merged
 
-    def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
+    def states(self, like: Tensor, width: int) -> Tensor:
+        """A new ``(batch, n, G, state, k, width)`` tensor of per-chunk states."""
+        return like.new_empty(self.batch, self.count, self.groups, self.B.shape[-1], self.per_group, width)
+
+    def _carry(self) -> Tensor:
+        """``carry`` as ``(batch, n, G, 1, k, 1)``, to scale the states."""
+        return self.carry.view(self.batch, self.count, self.groups, 1, self.per_group, 1)
+
+    # --- the map and its transpose ----------------------------------------------------------
+
+    def forward(self, x: Tensor, skip: Tensor | None) -> tuple[Tensor, Tensor]:
         r"""
-        ``y = M u`` and the last state.
+        ``y = M (delta x) + D x`` and the last state.
 
         Args:
-            u (Tensor): ``delta * x`` in the chunk layout ``(batch, n, G, Hg, Q, head_dim)``,
-                        contiguous.
+            x (Tensor): ``(batch, length, heads, head_dim)``, any strides.
+            skip (Tensor, optional): ``D`` as ``(heads, 1)`` or ``(heads, head_dim)``.
 
         Returns:
-            *tuple* ``(y, last)``: ``y`` in ``u``'s layout, ``last`` ``(batch, G, Hg, state, head_dim)``.
+            *tuple* ``(y, last)``: ``y`` ``(batch, length, heads, head_dim)``, ``last``
+            ``(batch, heads, head_dim, state)``.
         """
-        y = self.weights @ u  # inside each chunk
-        # each chunk's contribution to the state at its end: sum_j exp(cs_{Q-1} - cs_j) B_j u_j^T
-        local = self.B.transpose(-1, -2).unsqueeze(3) @ (u * self.to_end)  # (batch, n, G, Hg, state, P)
+        width = x.shape[-1]
+        x = self.time_major(x)
+        # u = delta x in the head-major layout; v = exp(cs_{Q-1} - cs_j) delta_j x_j group-major
+        u, u_time = self.empty(x, "head", width)
+        torch.mul(x, self.factor(self.delta), out=u_time)
+        v, v_time = self.empty(x, "group", width)
+        torch.mul(x, self.factor(self.end_delta), out=v_time)
+        inside = self.weights @ u  # each chunk's own inputs, per head
+        del u
+        # each chunk's contribution to the state at its end, sum_j B_j v_j^T, one product per group
+        local = (self.B.transpose(-1, -2) @ self.matrices(v)).view_as(self.states(x, width))
+        del v
         # the state entering chunk c: h_0 = 0, h_{c+1} = carry_c h_c + local_c (one step per chunk)
+        carry = self._carry()
         entering = torch.empty_like(local)
         entering[:, 0].zero_()
         for c in range(1, self.count):
-            torch.addcmul(local[:, c - 1], self.carry[:, c - 1], entering[:, c - 1], out=entering[:, c])
-        last = torch.addcmul(local[:, -1], self.carry[:, -1], entering[:, -1])
-        # the entering state's share of each output: exp(cs_i) <C_i, h_c>
-        y.addcmul_(self.C.unsqueeze(3) @ entering, self.from_start)
-        return y, last
+            torch.addcmul(local[:, c - 1], carry[:, c - 1], entering[:, c - 1], out=entering[:, c])
+        last = torch.addcmul(local[:, -1], carry[:, -1], entering[:, -1])  # (batch, G, state, k, P)
+        # the entering states' share of each output, exp(cs_i) <C_i, h_c>, plus the chunk's own
+        entered = (self.C @ self.matrices(entering)).view(self.batch, self.count, self.groups, self.size, -1, width)
+        y, y_time = self.empty(x, "time", width)
+        torch.addcmul(
+            inside.permute(0, 1, 4, 2, 3, 5),
+            entered.permute(0, 1, 3, 2, 4, 5),
+            self.factor(self.from_start),
+            out=y_time,
+        )
+        if skip is not None:
+            y.addcmul_(x, skip.view(self.groups, self.per_group, -1))
+        state = last.permute(0, 1, 3, 4, 2).reshape(self.batch, self.heads, width, -1)
+        return self.output(y), state
 
-    def transposed(self, grad_y: Tensor) -> Tensor:
+    def transposed(self, grad_y: Tensor, skip: Tensor | None) -> Tensor:
         r"""
-        ``grad_u = M^T grad_y``: the forward's adjoint, run backwards over the chunks.
+        ``grad_x = delta M^T grad_y + D grad_y``: the forward's adjoint, run backwards over the chunks.
 
         Args:
-            grad_y (Tensor): the gradient of ``y`` in the chunk layout, contiguous.
+            grad_y (Tensor): ``(batch, length, heads, head_dim)``, any strides.
+            skip (Tensor, optional): ``D`` as in :meth:`forward`.
 
         Returns:
-            *Tensor* the gradient of ``u`` in the same layout.
+            *Tensor* ``(batch, length, heads, head_dim)``.
         """
-        grad_u = self.weights.transpose(-1, -2) @ grad_y  # inside each chunk
-        # the gradient of the state entering chunk c through that chunk's outputs:
+        width = grad_y.shape[-1]
+        grad_y = self.time_major(grad_y)
+        g, g_time = self.empty(grad_y, "head", width)
+        g_time.copy_(grad_y)
+        scaled, scaled_time = self.empty(grad_y, "group", width)
+        torch.mul(grad_y, self.factor(self.from_start), out=scaled_time)
+        inside = self.weights.transpose(-1, -2) @ g  # each chunk's own outputs, per head
+        del g
+        # the gradient of the state entering chunk c through that chunk's outputs,
         # sum_i exp(cs_i) C_i grad_y_i^T
-        direct = self.C.transpose(-1, -2).unsqueeze(3) @ (grad_y * self.from_start)
+        direct = (self.C.transpose(-1, -2) @ self.matrices(scaled)).view_as(self.states(grad_y, width))
+        del scaled
         # gradient of h_{c+1} (what chunk c's local state receives): g_n = 0 (the last state
-        # carries no gradient), g_c = direct_c + carry_c g_{c+1}
+        # carries no gradient), g_c = direct_{c+1} + carry_{c+1} g_{c+1}
+        carry = self._carry()
         leaving = torch.empty_like(direct)
         leaving[:, -1].zero_()
         for c in range(self.count - 2, -1, -1):
-            torch.addcmul(direct[:, c + 1], self.carry[:, c + 1], leaving[:, c + 1], out=leaving[:, c])
-        # through local_c = sum_j exp(cs_{Q-1} - cs_j) B_j u_j^T
-        grad_u.addcmul_(self.B.unsqueeze(3) @ leaving, self.to_end)
-        return grad_u
+            torch.addcmul(direct[:, c + 1], carry[:, c + 1], leaving[:, c + 1], out=leaving[:, c])
+        # through local_c = sum_j exp(cs_{Q-1} - cs_j) delta_j B_j x_j^T
+        left = (self.B @ self.matrices(leaving)).view(self.batch, self.count, self.groups, self.size, -1, width)
+        grad_x, grad_time = self.empty(grad_y, "time", width)
+        torch.mul(inside.permute(0, 1, 4, 2, 3, 5), self.factor(self.delta), out=grad_time)
+        grad_x.addcmul_(left.permute(0, 1, 3, 2, 4, 5), self.factor(self.end_delta))
+        if skip is not None:
+            grad_x.addcmul_(grad_y, skip.view(self.groups, self.per_group, -1))
+        return self.output(grad_x)
 
 
 class _HeldConstantSSD(torch.autograd.Function):
@@ -181,42 +255,18 @@ class _HeldConstantSSD(torch.autograd.Function):
         ctx, x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, chunk: int
     ) -> tuple[Tensor, Tensor]:
         chunks = _Chunks.build(delta, A, B, C, chunk)
-        batch, _, heads, width = x.shape
-        groups, per_group = chunks.groups, heads // chunks.groups
-        # u = delta * x, written straight into the chunk layout (the product is the copy)
-        u = x.new_empty(batch, chunks.count, groups, per_group, chunks.size, width)
-        torch.mul(chunks.chunked(x), chunks.chunked(delta.unsqueeze(-1)), out=chunks.time_major(u))
-        y, last = chunks.forward(u)
-        del u
-        # back to time-major with the D skip (``y + D x``) in the same pass
-        out = x.new_empty(batch, chunks.count, chunks.size, groups, per_group, width)
-        if D is None:
-            out.copy_(chunks.time_major(y))
-        else:
-            skip = D.reshape(groups, per_group, -1)
-            torch.addcmul(chunks.time_major(y), chunks.chunked(x), skip, out=out)
-        ctx.sizes = (chunks.length, chunks.size, chunks.groups)
-        ctx.save_for_backward(delta, D, *chunks.tensors)
-        state = last.reshape(batch, heads, last.shape[-2], width).transpose(-1, -2)
+        skip = None if D is None else D.reshape(x.shape[2], -1)
+        y, state = chunks.forward(x, skip)
+        ctx.sizes = (chunks.length, chunks.groups)
+        ctx.save_for_backward(skip, *chunks.tensors)
         ctx.mark_non_differentiable(state)
-        return chunks.unchunked(out.view(batch, chunks.count, chunks.size, heads, width)), state
+        return y, state
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor, _grad_last: Tensor):  # type: ignore[override]
-        delta, D, *tensors = ctx.saved_tensors
+    def backward(ctx, grad_y: Tensor, _grad_state: Tensor):  # type: ignore[override]
+        skip, *tensors = ctx.saved_tensors
         chunks = _Chunks(*ctx.sizes, tuple(tensors))
-        batch, _, heads, width = grad_y.shape
-        groups, per_group = chunks.groups, heads // chunks.groups
-        grad = grad_y.new_empty(batch, chunks.count, groups, per_group, chunks.size, width)
-        chunks.time_major(grad).copy_(chunks.chunked(grad_y))
-        grad_u = chunks.transposed(grad)
-        # grad_x = delta * grad_u (+ D grad_y), back to time-major in the same pass
-        x_grad = grad_y.new_empty(batch, chunks.count, chunks.size, groups, per_group, width)
-        torch.mul(chunks.time_major(grad_u), chunks.chunked(delta.unsqueeze(-1)), out=x_grad)
-        x_grad = chunks.unchunked(x_grad.view(batch, chunks.count, chunks.size, heads, width))
-        if D is not None:
-            x_grad.addcmul_(grad_y, D.reshape(heads, -1))
-        return x_grad, None, None, None, None, None, None
+        return chunks.transposed(grad_y, skip), None, None, None, None, None, None
 
 
 def held_constant_ssd(
