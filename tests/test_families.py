@@ -11,7 +11,7 @@ from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer, Mamba2RMSNor
 from captum_mamba import LayerMambaLRP, MambaLRP, mamba_lrp_rules
 from captum_mamba.rules import GatedRMSNormRule, MixerRule
 
-from conftest import embeddings_of, tiny_classifier, tiny_lm
+from conftest import VOCAB, embeddings_of, tiny_classifier, tiny_lm
 from reference import reference_explanation
 
 LMS = {
@@ -69,6 +69,27 @@ def test_conservation_and_reference(name, ids):
     torch.testing.assert_close(relevance, expected, atol=1e-10, rtol=0)
     assert torch.all((relevance.sum((1, 2)) - logit).abs() <= 1e-8 * logit.abs().clamp(min=1))
     assert delta.abs().max() <= 1e-8 * logit.abs().clamp(min=1).max()
+
+
+@pytest.mark.parametrize("name", ["mamba2-1group", "mamba2-2groups"])
+def test_mamba2_over_several_ssd_chunks_equals_the_reference_and_the_per_channel_scan(name, monkeypatch):
+    # 150 tokens: three chunks of the chunked SSD scan (64, 64 and a padded 22); the relevances
+    # equal the loop reference and the per-channel (Mamba-1 style) scan the SSD path replaced
+    from captum_mamba.rules import ssm
+
+    model = _build(name, seed=8, use_conv_bias=True)
+    embeds = embeddings_of(model, torch.randint(0, VOCAB, (2, 150), generator=torch.Generator().manual_seed(8)))
+    expected, logit, bias_relevance = reference_explanation(model, embeds, target=3)
+    relevance, delta = MambaLRP(model).attribute(embeds, target=3, return_convergence_delta=True)
+    torch.testing.assert_close(relevance, expected, atol=1e-10, rtol=0)
+    torch.testing.assert_close(delta, -bias_relevance, atol=1e-10, rtol=0)
+
+    def per_channel(rule, x, delta, A, B, C, D=None, chunk_size=256):
+        y, last = ssm.scan_heads(rule.apply, x, delta, A, B, C, None)
+        return ssm.head_skip(y, x, D), last
+
+    monkeypatch.setattr(ssm.SelectiveSSMRule, "apply_heads", per_channel)
+    torch.testing.assert_close(relevance, MambaLRP(model).attribute(embeds, target=3), atol=1e-10, rtol=0)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -9,6 +9,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from captum_mamba.kernels.causal_conv import time_major_causal_conv, time_major_conv_applies
 from captum_mamba.kernels.cuda import load_causal_conv1d_fn, use_kernel
 from captum_mamba.kernels.fused_mixer import bidirectional_fusable, fusable, fused_bidirectional_mixer, fused_mixer
 from captum_mamba.mixers.calls import MixerCall, bind_mixer_call
@@ -211,17 +212,24 @@ class MixerRule(MambaLRPRule, MixerOps):
 def causal_conv(mixer: nn.Module, x: Tensor, cache: Any) -> Tensor:
     r"""
     The mixer's depthwise causal ``conv1d`` on ``x`` ``(batch, length, channels)``, through the
-    module (so a rule set on it applies) or causal-conv1d's kernel, filling a prefill cache as
-    the Hugging Face mixers do.
+    module (so a rule or a hook set on it applies), causal-conv1d's kernel, or on the CPU
+    without either, the same convolution in time-major layout
+    (:func:`~captum_mamba.kernels.causal_conv.time_major_causal_conv`); a prefill cache is
+    filled as the Hugging Face mixers do.
 
     Returns:
         *Tensor* ``(batch, length, channels)`` before the activation.
     """
     length = x.shape[1]
-    conv_input = x.transpose(1, 2)
-    if cache is not None and hasattr(cache, "update_conv_state"):
-        conv_input = cache.update_conv_state(conv_input, mixer.layer_idx, conv_kernel_size=mixer.conv1d.kernel_size[0])
     conv = mixer.conv1d
+    prefill = cache is not None and hasattr(cache, "update_conv_state")
+    if not prefill and x.device.type == "cpu" and time_major_conv_applies(conv, x):
+        # the same convolution in the mixer's (batch, length, channels) layout: no transposes, and
+        # the SiLU and the scan after it read contiguous rows forward and backward
+        return time_major_causal_conv(conv, x)
+    conv_input = x.transpose(1, 2)
+    if prefill:
+        conv_input = cache.update_conv_state(conv_input, mixer.layer_idx, conv_kernel_size=conv.kernel_size[0])
     if "forward" not in conv.__dict__ and use_kernel(conv_input, load_causal_conv1d_fn, current_options().backend):
         # The fused kernel, without its activation: the SiLU rule is applied outside.
         if conv_input.stride(1) != 1 or conv_input.stride(0) % 8 or conv_input.stride(2) % 8:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from captum_mamba.kernels.cuda import load_chunk_scan_combined, load_selective_scan_fn, use_kernel
 from captum_mamba.kernels.selective_scan import DEFAULT_CHUNK, differentiable_selective_scan, linear_selective_scan
+from captum_mamba.kernels.ssd import DEFAULT_SSD_CHUNK, held_constant_ssd
 from captum_mamba.kernels.ssd_cuda import held_constant_chunk_scan
 from captum_mamba.options import BACKENDS, current_options
 from captum_mamba.rules.base import MambaLRPRule
@@ -20,22 +21,26 @@ class SelectiveSSMRule(MambaLRPRule):
 
     The input-dependent step ``delta`` (after ``dt_proj``, bias and softplus) and the
     input-dependent ``B``, ``C`` are detached, as is ``A``, so the scan becomes a linear map of
-    ``u``; the state starts at zero. The scan is linear-time (see
-    :func:`captum_mamba.kernels.selective_scan.linear_selective_scan`).
+    ``u``; the state starts at zero. The scans are linear-time (Mamba-1:
+    :func:`captum_mamba.kernels.selective_scan.linear_selective_scan`; Mamba-2's SSD:
+    :func:`captum_mamba.kernels.ssd.held_constant_ssd`).
 
     Args:
-        chunk (int, optional): time steps per chunk of the PyTorch scan. Default: 256
+        chunk (int, optional): time steps per chunk of the PyTorch Mamba-1 scan. Default: 256
         backend (str, optional): ``"torch"`` (the linear-time PyTorch scan), ``"cuda"``
                     (mamba-ssm's ``selective_scan_fn`` with the detached ``delta``, ``B``, ``C``;
                     needs the ``gpu`` extra) or ``"auto"`` (CUDA kernels for CUDA tensors when
                     they import, else PyTorch). Default: "auto"
+        ssd_chunk (int, optional): time steps per chunk of the PyTorch Mamba-2 (SSD) scan; any
+                    value gives the same relevances (up to rounding). Default: 64
     """
 
-    def __init__(self, chunk: int = DEFAULT_CHUNK, backend: str = "auto") -> None:
+    def __init__(self, chunk: int = DEFAULT_CHUNK, backend: str = "auto", ssd_chunk: int = DEFAULT_SSD_CHUNK) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.chunk = chunk
         self.backend = backend
+        self.ssd_chunk = ssd_chunk
         if backend == "cuda":
             load_selective_scan_fn()
 
@@ -64,7 +69,8 @@ class SelectiveSSMRule(MambaLRPRule):
             C (Tensor): ``(batch, length, groups, state)``; detached.
             D (Tensor, optional): skip weights ``(heads,)``, or ``(heads * head_dim,)`` per channel:
                         ``y += D * x``.
-            chunk_size (int, optional): chunk length of the CUDA SSD kernel. Default: 256
+            chunk_size (int, optional): chunk length of the CUDA SSD kernel (the PyTorch scan
+                        uses ``ssd_chunk``). Default: 256
 
         Returns:
             *tuple* ``(y, last_state)``: ``(batch, length, heads, head_dim)`` and
@@ -72,9 +78,8 @@ class SelectiveSSMRule(MambaLRPRule):
         """
         if self._use_cuda(x, load_chunk_scan_combined):
             y, last = _cuda_ssd_scan(x, delta, A, B, C, None, chunk_size)
-        else:
-            y, last = scan_heads(self.apply, x, delta, A, B, C, None)
-        return head_skip(y, x, D), last
+            return head_skip(y, x, D), last
+        return held_constant_ssd(x, delta, A, B, C, D, chunk=self.ssd_chunk)  # D skip fused in
 
     def apply(
         self,
