@@ -175,3 +175,30 @@ def test_a_moe_block_without_a_gated_shared_expert_is_refused():
     with pytest.raises(TypeError, match="no product with a sigmoid gate"):
         MoEBlockRule().module_forward(Ungated(), torch.ones(2, 3))
     assert torch.equal(MoEBlockRule(shared_gate=None).module_forward(Ungated(), torch.ones(2, 3)), 2 * torch.ones(2, 3))
+
+
+def test_a_flash_linear_attention_kernel_whose_backward_fails_is_not_used():
+    """fla 0.6 refuses its backward with Triton < 3.7.1 on Hopper GPUs: the probe reports it (run on the CPU here)."""
+    from captum_mamba.kernels.gated_delta import linear_gated_delta
+    from captum_mamba.rules.delta import probe_backward
+
+    def refusing(q, k, v, g, beta, scale, output_final_state):
+        out, state = linear_gated_delta(q, k, v, g, beta, scale)
+
+        class Refuse(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x.clone()
+
+            @staticmethod
+            def backward(ctx, grad):
+                raise RuntimeError("Triton >= 3.4.0 and < 3.7.1 on Hopper GPUs produces incorrect results")
+
+        return Refuse.apply(out), state
+
+    def working(q, k, v, g, beta, scale, output_final_state):
+        return linear_gated_delta(q, k, v, g, beta, scale)
+
+    cpu = torch.device("cpu")
+    assert "produces incorrect results" in probe_backward(refusing, cpu, torch.float32)
+    assert probe_backward(working, cpu, torch.float32) is None

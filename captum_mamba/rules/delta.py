@@ -13,6 +13,7 @@ only; the paths producing ``q``, ``k``, ``α``, ``β`` carry none.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -71,6 +72,47 @@ def _fla_gated_delta(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, s
 _FLA_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def probe_backward(kernel: Callable[..., Any], device: torch.device, dtype: torch.dtype) -> str | None:
+    r"""
+    Run ``kernel`` (``chunk_gated_delta_rule``'s signature) forward and backward on a tiny input.
+
+    Returns:
+        *str* or *None*: the error it raised (e.g. flash-linear-attention 0.6 refusing its
+        backward with Triton older than 3.7.1 on Hopper GPUs), or None if it ran.
+    """
+    generator = torch.Generator(device=device).manual_seed(0)
+    q, k = (
+        torch.nn.functional.normalize(torch.randn(1, 64, 1, 16, device=device, generator=generator), dim=-1).to(dtype)
+        for _ in range(2)
+    )
+    v = torch.randn(1, 64, 1, 16, device=device, generator=generator, dtype=dtype, requires_grad=True)
+    g = -torch.rand(1, 64, 1, device=device, generator=generator)
+    beta = torch.rand(1, 64, 1, device=device, generator=generator).to(dtype)
+    try:
+        out, _ = kernel(q, k, v, g, beta, scale=0.25, output_final_state=True)
+        out.float().sum().backward()
+    except Exception as error:  # noqa: BLE001 (any failure means: do not dispatch there)
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@cache
+def fla_backward_works(device: torch.device, dtype: torch.dtype) -> bool:
+    r"""
+    Whether flash-linear-attention's chunk kernel runs forward and backward on ``device`` in
+    ``dtype`` (probed once per device and dtype). If not, the rule keeps its PyTorch kernel and
+    warns once with the reason.
+    """
+    problem = probe_backward(load_fla_chunk_gated_delta_rule(), device, dtype)
+    if problem is not None:
+        warnings.warn(
+            f"flash-linear-attention's gated delta rule does not run its backward here ({problem[:300]}); "
+            "the gated delta rule uses its PyTorch kernel instead",
+            stacklevel=2,
+        )
+    return problem is None
+
+
 class GatedDeltaRule(MambaLRPRule):
     r"""
     The gated delta rule with ``α`` (decay), ``β``, ``k`` and ``q`` held constant: the output is
@@ -114,7 +156,11 @@ class GatedDeltaRule(MambaLRPRule):
                 )
             return True
         return (
-            backend == "auto" and v.is_cuda and v.dtype in _FLA_DTYPES and _importable(load_fla_chunk_gated_delta_rule)
+            backend == "auto"
+            and v.is_cuda
+            and v.dtype in _FLA_DTYPES
+            and _importable(load_fla_chunk_gated_delta_rule)
+            and fla_backward_works(v.device, v.dtype)
         )
 
     def apply(
