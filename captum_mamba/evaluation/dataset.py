@@ -457,13 +457,18 @@ def explain_batch(
         explained = logits.gather(1, target[:, None])[:, 0]
         scores = {m: token_attributions(m, model, ids, target, mask) for m in methods}
     else:
-        from captum_mamba import MambaLRP
+        from captum_mamba import LayerMambaLRP
 
         if list(methods) != ["mamba_lrp"]:
             raise ValueError("random-config (causal LM) runs explain with mamba_lrp only")
         target = ids[:, -1]
-        embeds = model.get_input_embeddings()(ids).detach()
-        relevance, delta = MambaLRP(model).attribute(embeds, target=target, return_convergence_delta=True)
+        # at the embedding layer's output, from token ids: the model's own forward runs whole (Falcon-H1
+        # scales its embeddings only when it embeds the ids itself)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+            relevance, delta = LayerMambaLRP(model, model.get_input_embeddings()).attribute(
+                ids, target=target, return_convergence_delta=True
+            )
         scores = {"mamba_lrp": relevance.sum(-1)}
         explained = scores["mamba_lrp"].sum(-1) - delta
     for row, (record, example) in enumerate(zip(records, batch)):
