@@ -125,7 +125,7 @@ def test_copying_top1_reports_every_applicable_method(model64):
         copying_top1(model64, ["mamba_lrp", "attention_rollout"], n=2, length=12)
 
 
-def test_copying_evaluation_flips_the_explained_output(model64):
+def test_copying_evaluation_flips_the_tokens_before_the_explained_output(model64):
     report = copying_evaluation(model64, ["mamba_lrp_cp", "random"], n=6, length=20, steps=4)
     rows = {name: report[name] for name in ("mamba_lrp_cp", "random")}
     for row in rows.values():

@@ -349,8 +349,9 @@ def _copying(args: argparse.Namespace) -> int:
         "command": command,
         "dtype": "float64",
         "metric": "top-1 = source: share of outputs whose most relevant token (explained position excluded) is "
-        "the data token they copy; ΔA^F = A_LeRF - A_MoRF of the copied token's logit under token deletion "
-        f"({args.replacement} embedding, {args.steps} steps), areas over the fraction of tokens changed, 0..1",
+        "the data token they copy; ΔA^F = A_LeRF - A_MoRF of the copied token's logit under deletion of the tokens "
+        f"before the explained position ({args.replacement} embedding, {args.steps} steps), areas over the fraction "
+        "of those tokens changed, 0..1",
         "model_accuracy_on_these": meta["accuracy_on_these"],
         "n": args.n,
         "length": args.length,

@@ -230,12 +230,15 @@ def copying_evaluation(
     steps: int = 10,
     replacement: Replacement = "zero",
     progress: bool = False,
+    flip_explained: bool = False,
 ) -> dict[str, dict[str, Any]]:
     r"""
     :func:`copying_top1` and token flipping (ΔA^F, :mod:`~captum_mamba.evaluation.flipping`) of
     the same explanations: for each output ``k``, the sequence cut after it, the explained logit
     that of the copied token at its last position (a causal LM's, through
-    :class:`~captum_mamba.evaluation.ExplainedLogits`), every token of the cut sequence flippable.
+    :class:`~captum_mamba.evaluation.ExplainedLogits`). The tokens before the explained position
+    are flipped; the explained position's own input is held, as top-1 excludes it (replacing it
+    by the zero embedding sets a bias-free Mamba's logit to exactly 0, whatever the method).
 
     Args:
         model (nn.Module): a copying model (see :func:`load_copying_model`).
@@ -248,6 +251,7 @@ def copying_evaluation(
         replacement (str, int or Tensor, optional): the embedding of a removed token (see
                     :func:`~captum_mamba.evaluation.flipping.replacement_vector`). Default: ``"zero"``
         progress (bool, optional): print one line per method. Default: False
+        flip_explained (bool, optional): flip the explained position too. Default: False
 
     Returns:
         *dict* ``{method: row}``, each row :func:`copying_top1`'s two entries, the
@@ -272,7 +276,12 @@ def copying_evaluation(
             for k, (prefix, target, scores, spent) in enumerate(_explained_outputs(method, model, batch)):
                 hits.append(_hits(scores, batch, k))
                 embeds = embedding(prefix).detach()
-                parts.append(flipping_curves(forward, embeds, scores.to(embeds.dtype), target, None, filler, steps))
+                changeable = torch.ones(prefix.shape, dtype=torch.bool)
+                changeable[:, -1] = flip_explained
+                curves = flipping_curves(
+                    forward, embeds, scores.to(embeds.dtype), target, None, filler, steps, changeable=changeable
+                )
+                parts.append(curves)
                 seconds += spent
             row = {
                 "top1_source": sum(hits) / COPY_LENGTH,
@@ -289,7 +298,13 @@ def copying_evaluation(
                     flush=True,
                 )
     accuracy = float(_copied_right(model, batch).double().mean())
-    report["_model"] = {"accuracy_on_these": accuracy, "n": n, "length": length, "steps": steps}
+    report["_model"] = {
+        "accuracy_on_these": accuracy,
+        "n": n,
+        "length": length,
+        "steps": steps,
+        "flip_explained": flip_explained,
+    }
     if skipped:
         report["_model"]["not_applicable"] = skipped
     return report
