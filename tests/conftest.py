@@ -50,6 +50,7 @@ MODEL_FACING = {
     "test_reference",
     "test_rules",
     "test_scan",
+    "test_synthetic_copying_qwen3_5",
     "test_toy_family",
 }
 

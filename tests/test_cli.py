@@ -134,13 +134,27 @@ def test_train_defaults_are_the_training_code_defaults():
     for name in ("steps", "min_length", "max_length", "lr", "batch_size", "seed", "init", "card"):
         assert parsed[name] == expected[name], name
     assert parsed["eval_lengths"] == list(expected["eval_lengths"])
-    for module, assets in ((passkey, passkey.PASSKEY_ASSETS), (copying, copying.COPYING_ASSETS)):
+    for module, assets in ((passkey, passkey.PASSKEY_ASSETS), (copying, None)):  # copying: by architecture
         task = module.__name__.rsplit(".", 1)[1]
         parsed, expected = _parse("train", task), _defaults(module.train_and_save)
         assert parsed["out"] is None and expected["out"] == assets
         assert [parsed[n] for n in ("steps", "seed", "report_n")] == [
             expected[n] for n in ("steps", "seed", "report_n")
         ]
+    assert _parse("train", "copying")["architecture"] == _defaults(copying.train_and_save)["architecture"] == "mamba"
+    assert copying.copying_assets("mamba") == copying.COPYING_ASSETS
+    assert copying.copying_assets("qwen3_5") == copying.COPYING_QWEN3_5_ASSETS
+
+
+def test_the_command_line_knows_every_synthetic_architecture():
+    """The CLI lists the architectures literally (it imports no torch); they must be the training code's."""
+    from captum_mamba.cli.evaluate import COPYING_ARCHITECTURES
+    from captum_mamba.evaluation.synthetic.causal_lm import ARCHITECTURES
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    copying = train._subparsers._group_actions[0].choices["copying"]
+    choices = next(action.choices for action in copying._actions if action.dest == "architecture")
+    assert tuple(choices) == COPYING_ARCHITECTURES == ARCHITECTURES
 
 
 def test_eval_lengths_are_parsed_and_checked(capsys):
@@ -220,7 +234,13 @@ def test_a_library_submodule_import_checks_transformers_and_the_command_line_doe
             "copying",
             "captum_mamba.evaluation.synthetic.copying",
             ["--seed", "4"],
-            {"steps": 600, "seed": 4, "report_n": 50},
+            {"out": None, "steps": 600, "seed": 4, "report_n": 50, "architecture": "mamba"},
+        ),
+        (
+            "copying",
+            "captum_mamba.evaluation.synthetic.copying",
+            ["--architecture", "qwen3_5", "--steps", "3", "--out", "q"],
+            {"out": Path("q"), "steps": 3, "seed": 0, "report_n": 50, "architecture": "qwen3_5"},
         ),
     ],
 )

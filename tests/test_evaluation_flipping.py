@@ -43,6 +43,24 @@ def test_deletion_curves_are_the_deletion_half_of_flipping_curves():
     torch.testing.assert_close(lerf, full.lerf)
 
 
+def test_tokens_held_fixed_are_never_replaced_and_do_not_count():
+    """A causal LM's explained position held: the curves are those of the other tokens plus its constant part."""
+    forward, embeds, target, relevance = _bag_of_embeddings(seed=3)
+    changeable = torch.ones(2, 5, dtype=torch.bool)
+    changeable[:, -1] = False
+    result = flipping_curves(forward, embeds, relevance, target, steps=None, changeable=changeable)
+    assert result.fractions == [0, 0.25, 0.5, 0.75, 1.0]  # one step per changeable token
+    held = relevance[:, -1]
+    ordered = relevance[:, :4].sort(dim=1, descending=True).values
+    logit = relevance.sum(1, keepdim=True)
+    expected_morf = torch.cat([logit, logit - ordered.cumsum(1)], dim=1)  # ends at the held token's part
+    torch.testing.assert_close(result.morf.double(), expected_morf, atol=1e-5, rtol=1e-5)
+    expected_insertion = torch.cat([held[:, None], held[:, None] + ordered.cumsum(1)], dim=1)
+    torch.testing.assert_close(result.morf_insertion.double(), expected_insertion, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="changeable must have shape"):
+        flipping_curves(forward, embeds, relevance, target, steps=3, changeable=changeable[:, :4])
+
+
 def test_the_true_ordering_maximises_delta_af_and_random_orderings_average_zero():
     forward, embeds, target, relevance = _bag_of_embeddings(seed=1)
     ideal = flipping_curves(forward, embeds, relevance, target, steps=None)

@@ -13,6 +13,7 @@ from captum_mamba.evaluation.synthetic.causal_lm import train_measure_save
 from captum_mamba.evaluation.synthetic.copying import (
     COPY_LENGTH,
     copying_accuracy,
+    copying_evaluation,
     copying_top1,
     load_copying_model,
     train_copying,
@@ -94,3 +95,22 @@ def test_the_training_command_saves_a_loadable_model_and_its_metrics(tmp_path):
     reloaded = load_copying_model(folder=tmp_path)
     assert next(reloaded.parameters()).dtype == torch.float32
     assert copying_accuracy(reloaded, 12, n=4) == record["accuracy"]
+
+
+def test_the_copying_evaluation_holds_the_explained_position(model):
+    """Zeroing the explained position's input sets a bias-free Mamba's logit to exactly 0 (every layer's
+    input there is 0, so its gate and output are): flipping it too makes MoRF the same for any method
+    that ranks it high, so copying_evaluation holds it, as top-1 excludes it."""
+    batch = copying_batch(2, 20, torch.Generator().manual_seed(5), COPY_LENGTH)
+    embeds = model.get_input_embeddings()(batch.input_ids[:, :17]).detach()
+    embeds[:, -1] = 0
+    with torch.no_grad():
+        assert (model(inputs_embeds=embeds).logits[:, -1] == 0).all()
+    methods = ["mamba_lrp", "saliency"]
+    flipped = copying_evaluation(model, methods, n=4, length=20, steps=4, flip_explained=True)
+    held = copying_evaluation(model, methods, n=4, length=20, steps=4)
+    assert flipped["mamba_lrp"]["area_morf"] == pytest.approx(flipped["saliency"]["area_morf"], abs=1e-6)
+    assert held["mamba_lrp"]["area_morf"] != pytest.approx(held["saliency"]["area_morf"], abs=1e-3)
+    assert held["_model"]["flip_explained"] is False and flipped["_model"]["flip_explained"] is True
+    for name in methods:  # the explanations are the same; only the flipped positions differ
+        assert held[name]["top1_source_by_output"] == flipped[name]["top1_source_by_output"]

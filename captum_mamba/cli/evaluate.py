@@ -1,6 +1,6 @@
 """``captum-mamba evaluate``: faithfulness, conservation and bias on the default model's held-out set
-(``--model hybrid``: the shipped hybrid's), and the image evaluation of the shipped Vision Mamba models
-(``evaluate images``).
+(``--model hybrid``: the shipped hybrid's), the image evaluation of the shipped Vision Mamba models
+(``evaluate images``) and the known-truth evaluation of the shipped copying LMs (``evaluate copying``).
 
 Methods that cannot explain the chosen model (the rollouts over Mamba-1's hidden attention on the
 hybrid) are refused with a usage error when asked for by name; in the default method list they are
@@ -300,13 +300,87 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
+COPYING_ARCHITECTURES: tuple[str, ...] = ("mamba", "qwen3_5")
+"""The shipped copying models of ``evaluate copying`` (``captum_mamba.evaluation.synthetic.causal_lm.ARCHITECTURES``)."""
+
+
+def _copying(args: argparse.Namespace) -> int:
+    if args.methods is not None:
+        _check_methods(args.methods)
+    out = output_folder(args.out)
+    stem = f"copying_{args.architecture}"
+    _refuse_untraceable(out / f"{stem}.json")
+
+    import torch
+
+    from captum_mamba.evaluation.methods import METHODS, MethodNotApplicableError
+    from captum_mamba.evaluation.report import write_json
+    from captum_mamba.evaluation.synthetic.copying import (
+        COPY_LENGTH,
+        copying_evaluation,
+        copying_markdown,
+        load_copying_model,
+    )
+
+    if args.length < 2 * COPY_LENGTH + 1:
+        raise UsageError(f"--length {args.length} is too short: give at least {2 * COPY_LENGTH + 1} tokens")
+    torch.set_num_threads(args.threads)
+    model = load_copying_model(torch.float64, architecture=args.architecture)
+    try:
+        report = copying_evaluation(
+            model,
+            args.methods,
+            n=args.n,
+            length=args.length,
+            seed=args.seed,
+            steps=args.steps,
+            replacement=args.replacement,
+            progress=True,
+        )
+    except MethodNotApplicableError as refusal:  # raised before any attribution
+        raise UsageError(f"{refusal}. Leave these out of --methods") from None
+    meta = report.pop("_model")
+    command = _command(args)
+    document = {
+        "model": f"copying_{args.architecture}" if args.architecture != "mamba" else "copying",
+        "architecture": type(model).__name__,
+        "dataset": f"copying_batch({args.n}, {args.length}, seed {args.seed}, copy_length={COPY_LENGTH}): "
+        f"{args.n * COPY_LENGTH} explained outputs, each on its sequence cut after it",
+        "command": command,
+        "dtype": "float64",
+        "metric": "top-1 = source: share of outputs whose most relevant token (explained position excluded) is "
+        "the data token they copy; ΔA^F = A_LeRF - A_MoRF of the copied token's logit under deletion of the tokens "
+        f"before the explained position ({args.replacement} embedding, {args.steps} steps), areas over the fraction "
+        "of those tokens changed, 0..1",
+        "model_accuracy_on_these": meta["accuracy_on_these"],
+        "n": args.n,
+        "length": args.length,
+        "seed": args.seed,
+        "steps": args.steps,
+        "replacement": args.replacement,
+        "rows": [{"method": name, "label": METHODS[name].label, **row} for name, row in report.items()],
+        **({"not_applicable": meta["not_applicable"]} if meta.get("not_applicable") else {}),
+    }
+    write_json(document, out / f"{stem}.json")
+    text = (
+        f"Copying model `{document['model']}` ({document['architecture']}), {document['dataset']} "
+        f"(model token accuracy on them {meta['accuracy_on_these']:.3f}), float64. Command: `{command}`\n\n"
+        + copying_markdown(report)
+        + _note(document)
+    )
+    (out / f"{stem}.md").write_text(text, encoding="utf-8")
+    print(text)
+    print(f"wrote {out}/{stem}.json and .md")
+    return 0
+
+
 GENDERED = ["he", "she", "him", "her", "his", "hers", "man", "woman", "men", "women", "boy", "girl", "actor", "actress"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     r"""
     Register ``evaluate`` and its subcommands ``faithfulness``, ``conservation``, ``bias``, ``eraser``,
-    ``quantus`` and ``images``.
+    ``quantus``, ``images`` and ``copying``.
 
     Args:
         subparsers (argparse._SubParsersAction): the subcommands of ``captum-mamba``.
@@ -361,7 +435,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     bias.add_argument("-k", type=positive_int, default=3, help="most relevant tokens counted per sentence (default 3)")
     _add_metric_parsers(kinds, common)
     _add_images_parser(kinds)
+    _add_copying_parser(kinds)
     return evaluate
+
+
+def _add_copying_parser(kinds: argparse._SubParsersAction) -> None:
+    """The ``copying`` subcommand of ``evaluate`` (the shipped copying LMs; its own options)."""
+    copying = kinds.add_parser(
+        "copying",
+        help="the shipped copying LMs (Mamba or Qwen3.5): top-1 = copied source and token flipping (ΔA^F) per method",
+        description="Explain each of the four outputs of the shipped copying model on generated sequences (the "
+        "logit of the copied token, on the sequence cut after it): the share whose most relevant token is the "
+        "copied source, and the MoRF / LeRF token-flipping curves of the same explanations. Writes "
+        "copying_<architecture>.json and .md.",
+    )
+    copying.add_argument(
+        "--architecture",
+        choices=COPYING_ARCHITECTURES,
+        default="mamba",
+        help="mamba: assets/copying; qwen3_5: assets/copying_qwen3_5 (Gated DeltaNet + attention) (default: mamba)",
+    )
+    copying.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method names of captum_mamba.evaluation.METHODS (default: every one that applies to the model)",
+    )
+    copying.add_argument("--n", type=positive_int, default=50, help="generated sequences (default 50)")
+    copying.add_argument("--length", type=positive_int, default=64, help="tokens per sequence, at least 9 (default 64)")
+    copying.add_argument(
+        "--seed", type=int, default=0, help="seed of the sequences and of SmoothGrad's noise (default 0)"
+    )
+    copying.add_argument("--steps", type=positive_int, default=10, help="flipping steps (default 10)")
+    copying.add_argument(
+        "--replacement", type=replacement, default="zero", help="zero, mean or a token id (default zero)"
+    )
+    copying.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (default 1)")
+    copying.add_argument("--out", default="evaluation", help="output folder, created if missing (default: evaluation)")
+    copying.add_argument("--command-line", default=None, help=argparse.SUPPRESS)
 
 
 def _add_images_parser(kinds: argparse._SubParsersAction) -> None:
@@ -444,6 +555,7 @@ _EVALUATIONS = {
     "eraser": _eraser,
     "quantus": _quantus,
     "images": _images,
+    "copying": _copying,
 }
 
 

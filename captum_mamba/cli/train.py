@@ -85,15 +85,28 @@ def _add_needle(models: argparse._SubParsersAction) -> None:
     parser.add_argument("--card", action="store_true", help="also write MODEL_CARD.md (model card from the metrics)")
 
 
-def _add_synthetic_lm(models: argparse._SubParsersAction, task: str, summary: str) -> None:
+def _add_synthetic_lm(
+    models: argparse._SubParsersAction, task: str, summary: str, architectures: tuple[str, ...] = ()
+) -> None:
     parser = models.add_parser(
         task,
         help=f"the {task} causal LM (synthetic; CPU)",
         description=f"{summary} Trains the shipped model and prints the top-1 report.",
     )
+    if architectures:
+        parser.add_argument(
+            "--architecture",
+            choices=architectures,
+            default=architectures[0],
+            help="mamba: MambaForCausalLM, 2 Mamba-1 layers (assets/copying); qwen3_5: Qwen3_5ForCausalLM, a Gated "
+            f"DeltaNet and a gated-attention layer (assets/copying_qwen3_5) (default: {architectures[0]})",
+        )
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps (default: 600)")
+    default_out = f"assets/{task}" + (
+        f", or assets/{task}_ARCHITECTURE for another architecture" if architectures else ""
+    )
     parser.add_argument(
-        "--out", type=Path, default=None, help=f"output folder (default: the shipped model's, assets/{task})"
+        "--out", type=Path, default=None, help=f"output folder (default: the shipped model's, {default_out})"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialization and the data (default: 0)")
     parser.add_argument(
@@ -186,6 +199,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         models,
         "copying",
         "The copying task: a causal LM reproduces data tokens after a delimiter.",
+        architectures=("mamba", "qwen3_5"),
     )
     for name in VIM_TASKS:
         _add_vim(models, name)
@@ -232,18 +246,32 @@ def _train_needle(args: argparse.Namespace, command: str) -> int:
 
 
 def _train_passkey(args: argparse.Namespace, command: str) -> int:
+    from captum_mamba.evaluation.provenance import UntraceableResultError
     from captum_mamba.evaluation.synthetic.passkey import PASSKEY_ASSETS, train_and_save
 
     out = PASSKEY_ASSETS if args.out is None else args.out
-    train_and_save(out, steps=args.steps, seed=args.seed, report_n=args.report_n, command=command)
+    try:
+        train_and_save(out, steps=args.steps, seed=args.seed, report_n=args.report_n, command=command)
+    except UntraceableResultError as refusal:  # raised before training
+        raise UsageError(str(refusal)) from None
     return 0
 
 
 def _train_copying(args: argparse.Namespace, command: str) -> int:
-    from captum_mamba.evaluation.synthetic.copying import COPYING_ASSETS, train_and_save
+    from captum_mamba.evaluation.provenance import UntraceableResultError
+    from captum_mamba.evaluation.synthetic.copying import train_and_save
 
-    out = COPYING_ASSETS if args.out is None else args.out
-    train_and_save(out, steps=args.steps, seed=args.seed, report_n=args.report_n, command=command)
+    try:
+        train_and_save(
+            args.out,
+            steps=args.steps,
+            seed=args.seed,
+            report_n=args.report_n,
+            command=command,
+            architecture=args.architecture,
+        )
+    except UntraceableResultError as refusal:  # raised before training
+        raise UsageError(str(refusal)) from None
     return 0
 
 

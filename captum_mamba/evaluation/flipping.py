@@ -20,7 +20,7 @@ class probability with ``score="probability"``) against the fraction of real tok
 tokens (``steps=None``: one token per step, ``steps = n``). Areas are trapezoidal over the
 fraction axis ``[0, 1]``, i.e. the mean output along the curve, so inputs of different lengths
 weigh alike. Tokens are ordered by signed relevance (largest first for MoRF); padding positions
-are never changed. A token is removed by replacing its embedding with the ``replacement``
+are never changed, nor those held fixed (``changeable``, e.g. a causal LM's explained position). A token is removed by replacing its embedding with the ``replacement``
 (the zero vector by default, the embedding of a given token id such as ``[PAD]`` / ``[UNK]``, or
 the mean embedding of the vocabulary).
 """
@@ -159,6 +159,7 @@ def flipping_curves(
     batch_size: int = 256,
     progress: bool = False,
     insertion_replacement: Tensor | None = None,
+    changeable: Tensor | None = None,
 ) -> FlippingResult:
     r"""
     MoRF / LeRF deletion and insertion curves for precomputed token scores (from any method).
@@ -178,6 +179,9 @@ def flipping_curves(
         progress (bool, optional): show a tqdm progress bar if tqdm is installed. Default: False
         insertion_replacement (Tensor, optional): ``(hidden,)`` embedding of a not yet inserted
                     token on the insertion curves. Default: ``replacement`` (then ΔA^I = ΔA^F)
+        changeable (Tensor, optional): ``(batch, length)`` booleans, the tokens that may be
+                    replaced; the others are held as they are on every curve and do not count in
+                    the fractions (e.g. a causal LM's explained position). Default: every real token
 
     Returns:
         *FlippingResult*.
@@ -195,6 +199,7 @@ def flipping_curves(
         progress,
         insertion_replacement=insertion_replacement,
         insertion=True,
+        changeable=changeable,
     )
     return FlippingResult(fractions, morf=curves[0], morf_insertion=curves[1], lerf=curves[2], lerf_insertion=curves[3])
 
@@ -211,6 +216,7 @@ def deletion_curves(
     score: Score = "logit",
     batch_size: int = 256,
     progress: bool = False,
+    changeable: Tensor | None = None,
 ) -> tuple[list[float], Tensor, Tensor]:
     r"""
     The MoRF / LeRF deletion curves of :func:`flipping_curves` alone (half the forward calls).
@@ -234,6 +240,7 @@ def deletion_curves(
         progress,
         insertion_replacement=None,
         insertion=False,
+        changeable=changeable,
     )
     return fractions, morf, lerf
 
@@ -251,6 +258,7 @@ def _curves(
     progress: bool,
     insertion_replacement: Tensor | None,
     insertion: bool,
+    changeable: Tensor | None = None,
 ) -> tuple[list[float], list[Tensor]]:
     """The fraction grid and the curves: MoRF deletion, [MoRF insertion,] LeRF deletion, [LeRF insertion]."""
     if score not in ("logit", "probability"):
@@ -263,6 +271,10 @@ def _curves(
         if attention_mask is None
         else attention_mask.bool()
     )
+    if changeable is not None:
+        if changeable.shape != (batch, length):
+            raise ValueError(f"changeable must have shape {(batch, length)}, got {tuple(changeable.shape)}")
+        mask = mask & changeable.to(device=embeds.device, dtype=torch.bool)
     real = mask.sum(1)
     if steps is None:
         if (real != real[0]).any():

@@ -1,4 +1,9 @@
-"""Tiny bias-free Mamba causal LMs for the synthetic tasks (passkey, copying): build, train, save, load."""
+"""Tiny bias-free causal LMs for the synthetic tasks (passkey, copying): build, train, save, load.
+
+Two architectures (:data:`ARCHITECTURES`): ``"mamba"``, a Hugging Face ``MambaForCausalLM``, and
+``"qwen3_5"``, a Hugging Face ``Qwen3_5ForCausalLM`` text model with a Gated DeltaNet layer and a
+gated-attention layer. The training, the measurements and the files written are the same for both.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,87 @@ import json
 import random
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import MambaForCausalLM
+from transformers import AutoModelForCausalLM, MambaForCausalLM, PretrainedConfig, PreTrainedModel
 
 from captum_mamba.evaluation.linear_time import linear_time_forward
+from captum_mamba.evaluation.provenance import check_model_destination
+from captum_mamba.evaluation.synthetic.tasks import VOCAB_SIZE
 from captum_mamba.evaluation.synthetic.train import load_quietly, synthetic_config
 
-BatchLoss = Callable[[MambaForCausalLM, int, torch.Generator], Tensor]
+BatchLoss = Callable[[PreTrainedModel, int, torch.Generator], Tensor]
 """``batch_loss(model, length, generator)``: the training loss on one fresh batch of ``length`` tokens."""
 
+ARCHITECTURES: tuple[str, ...] = ("mamba", "qwen3_5")
+"""The architectures of the synthetic causal LMs (``--architecture`` of ``captum-mamba train``)."""
 
-def build_synthetic_lm(hidden: int = 32, layers: int = 2, state: int = 16) -> MambaForCausalLM:
-    """A bias-free Mamba causal LM over the synthetic vocabulary (relevance is conserved exactly)."""
-    return MambaForCausalLM(synthetic_config(hidden, layers, state, tie_word_embeddings=False))
+QWEN3_5_LAYERS: tuple[str, ...] = ("linear_attention", "full_attention")
+"""The Qwen3.5 synthetic LM's layers: a Gated DeltaNet, then gated softmax attention."""
+
+
+def synthetic_lm_config(architecture: str = "mamba") -> PretrainedConfig:
+    r"""
+    The configuration of a synthetic causal LM: bias-free, untied LM head, the synthetic vocabulary
+    (relevance is conserved exactly).
+
+    Args:
+        architecture (str, optional): ``"mamba"``: ``MambaConfig``, hidden 32, 2 layers, state 16,
+                    expand 2, conv kernel 4. ``"qwen3_5"``: ``Qwen3_5TextConfig``, hidden 32, a
+                    Gated DeltaNet layer (2 key heads of 16 serving 2 value heads of 16, conv kernel
+                    4) then an attention layer (2 query heads of 16 over 1 key/value head, gated
+                    output), SwiGLU MLPs of width 64. Default: ``"mamba"``
+
+    Returns:
+        *PretrainedConfig*.
+
+    Raises:
+        ValueError: for an architecture not in :data:`ARCHITECTURES`.
+    """
+    if architecture == "mamba":
+        return synthetic_config(32, 2, 16, tie_word_embeddings=False)
+    if architecture == "qwen3_5":
+        from transformers import Qwen3_5TextConfig
+
+        return Qwen3_5TextConfig(
+            vocab_size=VOCAB_SIZE,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=len(QWEN3_5_LAYERS),
+            layer_types=list(QWEN3_5_LAYERS),
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+            linear_conv_kernel_dim=4,
+            linear_num_key_heads=2,
+            linear_num_value_heads=2,
+            linear_key_head_dim=16,
+            linear_value_head_dim=16,
+            attention_bias=False,
+            tie_word_embeddings=False,
+            use_cache=False,
+        )
+    raise ValueError(f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
+
+
+def build_synthetic_lm(architecture: str = "mamba") -> PreTrainedModel:
+    r"""
+    A freshly initialised synthetic causal LM (see :func:`synthetic_lm_config`).
+
+    Args:
+        architecture (str, optional): one of :data:`ARCHITECTURES`. Default: ``"mamba"``
+
+    Returns:
+        *PreTrainedModel*: ``MambaForCausalLM`` or ``Qwen3_5ForCausalLM``.
+    """
+    config = synthetic_lm_config(architecture)
+    if architecture == "mamba":
+        return MambaForCausalLM(config)
+    return AutoModelForCausalLM.from_config(config)
 
 
 def train_synthetic_lm(
@@ -34,11 +102,12 @@ def train_synthetic_lm(
     lr: float = 5e-3,
     seed: int = 0,
     log_every: int = 100,
-) -> tuple[MambaForCausalLM, list[float]]:
+    architecture: str = "mamba",
+) -> tuple[PreTrainedModel, list[float]]:
     r"""
     Train :func:`build_synthetic_lm` with AdamW (one-cycle schedule, weight decay 0.01, gradient
-    clipping 1.0) on fresh batches, one length per batch drawn from ``[min_length, max_length]``,
-    through the linear-time scan.
+    clipping 1.0) on fresh batches, one length per batch drawn from ``[min_length, max_length]``;
+    Mamba through the linear-time scan.
 
     Args:
         batch_loss (BatchLoss): draws a batch and returns its loss.
@@ -47,13 +116,14 @@ def train_synthetic_lm(
         lr (float, optional): peak learning rate. Default: ``5e-3``
         seed (int, optional): seeds the initialisation, the lengths and the batches. Default: ``0``
         log_every (int, optional): print the mean loss every so many steps (0: never). Default: ``100``
+        architecture (str, optional): one of :data:`ARCHITECTURES`. Default: ``"mamba"``
 
     Returns:
         *tuple* ``(model, losses)``, the model in eval mode.
     """
     random.seed(seed)
     torch.manual_seed(seed)
-    model = build_synthetic_lm().train()
+    model = build_synthetic_lm(architecture).train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(seed)
@@ -72,21 +142,42 @@ def train_synthetic_lm(
     return model.eval(), losses
 
 
-def load_synthetic_lm(folder: str | Path, task: str, dtype: torch.dtype) -> MambaForCausalLM:
+def training_command(task: str, architecture: str, steps: int, seed: int, report_n: int, out: Path) -> str:
+    """The ``captum-mamba train TASK`` command with every option spelled out (``--architecture`` unless Mamba)."""
+    words = ["captum-mamba", "train", task] + ([] if architecture == "mamba" else ["--architecture", architecture])
+    words += ["--steps", str(steps), "--seed", str(seed), "--report-n", str(report_n), "--out", str(out)]
+    return shlex.join(words)
+
+
+def load_synthetic_lm(
+    folder: str | Path, task: str, dtype: torch.dtype, architecture: str = "mamba"
+) -> PreTrainedModel:
     r"""
-    A saved synthetic LM, offline, in eval mode.
+    A saved synthetic LM, offline, in eval mode; its class is read from its ``config.json``.
 
     Args:
         folder (str or Path): the folder the training wrote.
         task (str): the task's name (``captum-mamba train TASK`` trains it), for the error message.
         dtype (torch.dtype): parameter type.
+        architecture (str, optional): the architecture named in the error message. Default: ``"mamba"``
 
     Returns:
-        *MambaForCausalLM*.
+        *PreTrainedModel*: ``MambaForCausalLM`` or ``Qwen3_5ForCausalLM``.
+
+    Raises:
+        ValueError: ``folder`` holds no model.
     """
     if not (Path(folder) / "model.safetensors").is_file():
-        raise ValueError(f"no {task} model in {folder}; train one with captum-mamba train {task} --out {folder}")
-    return load_quietly(MambaForCausalLM, Path(folder), dtype)
+        option = "" if architecture == "mamba" else f" --architecture {architecture}"
+        raise ValueError(
+            f"no {task} model in {folder}; train one with captum-mamba train {task}{option} --out {folder}"
+        )
+    return load_quietly(AutoModelForCausalLM, Path(folder), dtype)
+
+
+def parameter_count(model: nn.Module) -> int:
+    """The number of parameters of ``model``."""
+    return sum(parameter.numel() for parameter in model.parameters())
 
 
 def train_measure_save(
@@ -95,15 +186,19 @@ def train_measure_save(
     steps: int,
     seed: int,
     report_n: int,
-    train: Callable[[int, int], tuple[MambaForCausalLM, list[float]]],
-    measure: Callable[[MambaForCausalLM], dict[str, Any]],
-    top1: Callable[[MambaForCausalLM, int], dict[str, Any]],
+    train: Callable[[int, int], tuple[PreTrainedModel, list[float]]],
+    measure: Callable[[PreTrainedModel], dict[str, Any]],
+    top1: Callable[[PreTrainedModel, int], dict[str, Any]],
     command: str | None = None,
+    architecture: str = "mamba",
+    shipped: Iterable[Path] = (),
+    card: Callable[[Path, dict[str, Any]], Path] | None = None,
 ) -> dict[str, Any]:
     r"""
     The training of a synthetic LM (``captum-mamba train TASK``): train on one thread
-    (bit-reproducible), measure, report every method's top-1 in float64, save the float32 model
-    and ``metrics.json``.
+    (bit-reproducible), measure, report every method's top-1 in float64, save the float32 model,
+    ``metrics.json`` (with a ``"provenance"`` record naming the commit) and, with ``card``, the
+    model card.
 
     Args:
         task (str): the task's name, as in ``captum-mamba train TASK``.
@@ -116,16 +211,23 @@ def train_measure_save(
         top1 (Callable): ``top1(model, n) -> report``.
         command (str, optional): the command line recorded in ``metrics.json``.
                     Default: the ``captum-mamba train TASK`` command with every option spelled out
+        architecture (str, optional): the model's architecture, recorded. Default: ``"mamba"``
+        shipped (Iterable[Path], optional): the shipped models' folders, written only from a clean
+                    commit. Default: none
+        card (Callable, optional): ``card(out, metrics) -> path`` writes the model card. Default: none
 
     Returns:
         *dict*: the metrics written to ``OUT/metrics.json`` (also printed).
+
+    Raises:
+        UntraceableResultError: ``out`` is one of ``shipped`` and the checkout has uncommitted
+            changes (checked before training; see
+            :func:`~captum_mamba.evaluation.provenance.check_model_destination`).
     """
     out = Path(out)
     if command is None:
-        command = shlex.join(
-            ["captum-mamba", "train", task, "--steps", str(steps), "--seed", str(seed), "--report-n", str(report_n)]
-            + ["--out", str(out)]
-        )
+        command = training_command(task, architecture, steps, seed, report_n, out)
+    provenance = check_model_destination(out, shipped)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -136,6 +238,8 @@ def train_measure_save(
         torch.set_num_threads(threads)
     metrics = {
         **measure(model),
+        "architecture": architecture,
+        "parameters": parameter_count(model),
         "steps": steps,
         "final_loss": losses[-1],
         "seed": seed,
@@ -147,7 +251,9 @@ def train_measure_save(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     (out / "model.safetensors").chmod(0o644)
-    record = {**metrics, "train_seconds": seconds}
+    record = {**metrics, "train_seconds": seconds, "provenance": provenance}
     (out / "metrics.json").write_text(json.dumps(record, indent=1))
+    if card is not None:
+        card(out, record)
     print(json.dumps(record, indent=1))
     return record

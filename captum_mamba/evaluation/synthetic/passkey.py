@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from transformers import MambaForCausalLM
+from transformers import PreTrainedModel
 
 from captum_mamba.evaluation.methods import METHODS
 from captum_mamba.evaluation.synthetic.causal_lm import (
@@ -38,7 +38,7 @@ def train_passkey(
     lr: float = 5e-3,
     seed: int = 0,
     log_every: int = 100,
-) -> tuple[MambaForCausalLM, list[float]]:
+) -> tuple[PreTrainedModel, list[float]]:
     r"""
     Train on passkey batches of random lengths in ``[min_length, max_length]``, loss on the
     answer at the last position only (see :func:`~.causal_lm.train_synthetic_lm`).
@@ -47,7 +47,7 @@ def train_passkey(
         *tuple* ``(model, losses)``.
     """
 
-    def batch_loss(model: MambaForCausalLM, length: int, generator: torch.Generator) -> Tensor:
+    def batch_loss(model: PreTrainedModel, length: int, generator: torch.Generator) -> Tensor:
         batch = passkey_batch(batch_size, length, generator)
         return nn.functional.cross_entropy(_answer_logits(model, batch.input_ids), batch.values)
 
@@ -61,7 +61,7 @@ def passkey_accuracy(model: nn.Module, length: int, n: int = 512, seed: int = 12
     return float((_answer_logits(model, batch.input_ids).argmax(-1) == batch.values).double().mean())
 
 
-def load_passkey_model(dtype: torch.dtype = torch.float32, folder: str | Path = PASSKEY_ASSETS) -> MambaForCausalLM:
+def load_passkey_model(dtype: torch.dtype = torch.float32, folder: str | Path = PASSKEY_ASSETS) -> PreTrainedModel:
     r"""
     The shipped passkey model (``assets/passkey/MODEL_CARD.md``), offline, in eval mode.
 
@@ -128,7 +128,11 @@ def train_and_save(
                     Default: the ``captum-mamba train passkey`` command with every option spelled out
 
     Returns:
-        *dict*: the metrics written to ``OUT/metrics.json``.
+        *dict*: the metrics written to ``OUT/metrics.json`` (with a provenance record naming the commit).
+
+    Raises:
+        UntraceableResultError: writing the shipped model's folder from a tree with uncommitted
+            changes (checked before training).
     """
     return train_measure_save(
         "passkey",
@@ -142,4 +146,5 @@ def train_and_save(
         },
         top1=lambda model, n: passkey_top1(model, n=n),
         command=command,
+        shipped=[PASSKEY_ASSETS],
     )

@@ -1,0 +1,183 @@
+"""The shipped Qwen3.5 copying LM (a Gated DeltaNet and a gated-attention layer): it loads offline,
+copies as its metrics.json says, MambaLRP with CP-LRP conserves (float32; float64 exactly, with
+transformers' float32 casts removed as in test_gated_delta_families.py), and the copying evaluation
+(top-1 = source, ΔA^F) and its commands run on it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import test_gated_delta_families as gated
+import torch
+from transformers.models.qwen3_5 import modeling_qwen3_5
+
+from captum_mamba import MambaLRP
+from captum_mamba.cli import main
+from captum_mamba.evaluation.methods import MethodNotApplicableError, token_attributions
+from captum_mamba.evaluation.synthetic import causal_lm
+from captum_mamba.evaluation.synthetic.copying import (
+    COPY_LENGTH,
+    COPYING_QWEN3_5_ASSETS,
+    copying_accuracy,
+    copying_evaluation,
+    copying_top1,
+    load_copying_model,
+    train_and_save,
+)
+from captum_mamba.evaluation.synthetic.tasks import copying_batch
+from captum_mamba.rules.attention import AttentionRule
+
+from reference_gated_delta import float64_chunk_gated_delta_rule
+
+CP = {modeling_qwen3_5.Qwen3_5Attention: AttentionRule("cp")}
+METRICS = json.loads((COPYING_QWEN3_5_ASSETS / "metrics.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def model32():
+    return load_copying_model(architecture="qwen3_5")
+
+
+@pytest.fixture(scope="module")
+def model64():
+    return load_copying_model(torch.float64, architecture="qwen3_5")
+
+
+@pytest.fixture
+def without_float32_casts(monkeypatch):
+    """transformers' float32 casts in Qwen3.5 removed, the way test_gated_delta_families.py removes them."""
+    monkeypatch.setattr(modeling_qwen3_5, "torch_chunk_gated_delta_rule", float64_chunk_gated_delta_rule)
+    monkeypatch.setattr(modeling_qwen3_5.Qwen3_5RMSNormGated, "forward", gated._gated_norm_first)
+    for kind in (modeling_qwen3_5.Qwen3_5GatedDeltaNet, modeling_qwen3_5.Qwen3_5RMSNorm):
+        monkeypatch.setattr(kind, "forward", gated._without_float_casts(kind.forward))
+
+
+def _logits(model, embeds, position, target):
+    with torch.no_grad():
+        return model(inputs_embeds=embeds).logits[torch.arange(len(embeds)), position, target]
+
+
+def test_the_shipped_model_loads_offline_and_is_small(model32):
+    assert isinstance(model32, modeling_qwen3_5.Qwen3_5ForCausalLM) and not model32.training
+    assert model32.config.layer_types == ["linear_attention", "full_attention"]
+    assert not model32.config.tie_word_embeddings and model32.config.vocab_size == 16
+    kinds = {type(module) for module in model32.modules()}
+    assert {modeling_qwen3_5.Qwen3_5GatedDeltaNet, modeling_qwen3_5.Qwen3_5Attention} <= kinds
+    layers = [module for module in model32.modules() if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d))]
+    assert layers and all(layer.bias is None for layer in layers)  # bias-free: exact conservation
+    assert (COPYING_QWEN3_5_ASSETS / "model.safetensors").stat().st_size < 500_000
+    assert METRICS["parameters"] == sum(p.numel() for p in model32.parameters())
+    assert METRICS["architecture"] == "qwen3_5" and "--architecture qwen3_5" in METRICS["command"]
+    assert METRICS["provenance"]["dirty"] is False and len(METRICS["provenance"]["commit"]) == 40
+    card = (COPYING_QWEN3_5_ASSETS / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert METRICS["command"] in card and METRICS["provenance"]["commit"] in card
+
+
+@pytest.mark.parametrize("length", [16, 64])
+def test_the_shipped_model_has_its_recorded_accuracy(model32, length):
+    recorded = METRICS["accuracy_by_length"][str(length)]
+    assert copying_accuracy(model32, length) == recorded  # the same 256 sequences (seed 1234)
+    assert recorded["token"] >= 0.99
+    fresh = copying_accuracy(model32, length, n=128, seed=98765)  # sequences the metrics never saw
+    assert fresh["token"] >= recorded["token"] - 0.02 and fresh["sequence"] >= 0.95
+
+
+def test_cp_lrp_conserves_in_float32(model32):
+    batch = copying_batch(4, 40, torch.Generator().manual_seed(21), COPY_LENGTH)
+    position = 40 - COPY_LENGTH + 2
+    token = batch.labels[:, position]
+    embeds = model32.get_input_embeddings()(batch.input_ids[:, : position + 1]).detach()
+    relevance = MambaLRP(model32, rules=CP).attribute(embeds, target=token)
+    logit = _logits(model32, embeds, -1, token)
+    assert logit.abs().min() > 1.0  # a confident copy: the tolerance is a relative one too
+    torch.testing.assert_close(relevance.sum((1, 2)), logit, atol=1e-4, rtol=0)
+
+
+def test_cp_lrp_conserves_exactly_in_float64(model64, without_float32_casts):
+    batch = copying_batch(3, 33, torch.Generator().manual_seed(22), COPY_LENGTH)
+    token = batch.labels[:, -1]  # the last output, d3
+    embeds = model64.get_input_embeddings()(batch.input_ids).detach()
+    relevance, delta = MambaLRP(model64, rules=CP).attribute(embeds, target=token, return_convergence_delta=True)
+    logit = _logits(model64, embeds, -1, token)  # the model's own forward, casts removed
+    torch.testing.assert_close(relevance.sum((1, 2)), logit, atol=1e-8, rtol=0)
+    assert delta.abs().max() < 1e-8
+    by_method = token_attributions("mamba_lrp_cp", model64, batch.input_ids, token)
+    torch.testing.assert_close(by_method.sum(1), logit, atol=1e-8, rtol=0)
+    attnlrp = token_attributions("mamba_lrp", model64, batch.input_ids, token)  # AttnLRP: not conservative
+    assert (attnlrp.sum(1) - logit).abs().max() > 1e-6
+
+
+def test_copying_top1_reports_every_applicable_method(model64):
+    report = copying_top1(model64, n=4, length=24, seed=3)
+    skipped = report["_model"]["not_applicable"]
+    assert set(skipped) == {"attention_rollout", "gradient_attention_rollout"}  # Mamba-1 hidden attention only
+    methods = {name for name in report if not name.startswith("_")}
+    assert {"mamba_lrp", "mamba_lrp_cp", "input_x_gradient", "integrated_gradients", "smoothgrad", "random"} <= methods
+    for name in methods:
+        row = report[name]
+        assert len(row["top1_source_by_output"]) == COPY_LENGTH
+        assert all(0.0 <= value <= 1.0 for value in [row["top1_source"], *row["top1_source_by_output"]])
+        assert all(value * 4 == round(value * 4) for value in row["top1_source_by_output"])  # shares of 4
+    assert report["_model"]["accuracy_on_these"] == 1.0
+    assert min(report["mamba_lrp_cp"]["top1_source_by_output"]) == 1.0  # the known source, every output
+    with pytest.raises(MethodNotApplicableError, match="attention_rollout"):
+        copying_top1(model64, ["mamba_lrp", "attention_rollout"], n=2, length=12)
+
+
+def test_copying_evaluation_flips_the_tokens_before_the_explained_output(model64):
+    report = copying_evaluation(model64, ["mamba_lrp_cp", "random"], n=6, length=20, steps=4)
+    rows = {name: report[name] for name in ("mamba_lrp_cp", "random")}
+    for row in rows.values():
+        assert row["n"] == 6 * COPY_LENGTH and len(row["delta_af_by_output"]) == COPY_LENGTH
+        assert row["delta_af"] == pytest.approx(row["area_lerf"] - row["area_morf"])
+    # deleting the known source first destroys the copied token's logit, deleting it last keeps it
+    assert rows["mamba_lrp_cp"]["area_morf"] < rows["mamba_lrp_cp"]["area_lerf"]
+    assert rows["mamba_lrp_cp"]["delta_af"] > rows["random"]["delta_af"] + 1.0
+    again = copying_top1(model64, ["mamba_lrp_cp"], n=6, length=20)
+    assert again["mamba_lrp_cp"]["top1_source_by_output"] == rows["mamba_lrp_cp"]["top1_source_by_output"]
+
+
+def test_training_writes_a_loadable_model_its_metrics_and_card(tmp_path, capsys):
+    out = tmp_path / "qwen"
+    args = ["train", "copying", "--architecture", "qwen3_5", "--steps", "2", "--report-n", "2", "--out", str(out)]
+    assert main(args) == 0
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "metrics.json", "MODEL_CARD.md"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"] == "captum-mamba " + " ".join(args) and metrics["architecture"] == "qwen3_5"
+    assert metrics["steps"] == 2 and set(metrics["accuracy_by_length"]) == {"16", "32", "64", "128", "256", "512"}
+    assert "attention_rollout" in metrics["top1"]["_model"]["not_applicable"]
+    assert metrics["provenance"]["commit"] in (out / "MODEL_CARD.md").read_text()
+    reloaded = load_copying_model(folder=out)
+    assert isinstance(reloaded, modeling_qwen3_5.Qwen3_5ForCausalLM)
+    assert copying_accuracy(reloaded, 16) == metrics["accuracy_by_length"]["16"]
+    capsys.readouterr()
+
+
+def test_training_into_the_shipped_folders_checks_the_tree(monkeypatch):
+    seen = {}
+
+    def refuse(folder, shipped, repo=None):
+        seen.update(folder=folder, shipped=list(shipped))
+        raise RuntimeError("checked before training")
+
+    monkeypatch.setattr(causal_lm, "check_model_destination", refuse)
+    with pytest.raises(RuntimeError, match="checked before training"):
+        train_and_save(architecture="qwen3_5")
+    assert seen["folder"] == COPYING_QWEN3_5_ASSETS and COPYING_QWEN3_5_ASSETS in seen["shipped"]
+
+
+def test_evaluate_copying_command_writes_the_tables(tmp_path, capsys):
+    out = tmp_path / "evaluation"
+    args = ["evaluate", "copying", "--architecture", "qwen3_5", "--methods", "mamba_lrp_cp", "random"]
+    args += ["--n", "3", "--length", "16", "--steps", "2", "--out", str(out)]
+    assert main(args) == 0
+    document = json.loads((out / "copying_qwen3_5.json").read_text())
+    assert document["command"] == "captum-mamba " + " ".join(args) and document["architecture"] == "Qwen3_5ForCausalLM"
+    assert [row["method"] for row in document["rows"]] == ["mamba_lrp_cp", "random"]
+    assert "commit" in document["provenance"]
+    table = (out / "copying_qwen3_5.md").read_text()
+    assert "| MambaLRP + CP-LRP | 1.00 |" in table and "ΔA^F" in table
+    capsys.readouterr()
+    assert main([*args[:4], "--methods", "attention_rollout", "--out", str(out)]) == 2
+    assert "attention_rollout" in capsys.readouterr().err
