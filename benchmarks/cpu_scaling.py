@@ -319,10 +319,13 @@ def run_worker(method: str, length: int, args: argparse.Namespace) -> dict[str, 
     raise WorkerError("error", f"worker exited with status {completed.returncode}: " + " | ".join(tail))
 
 
-def measure_with_repeats(method: str, length: int, args: argparse.Namespace, predicted: float | None) -> Measurement:
+def measure_with_repeats(
+    method: str, length: int, args: argparse.Namespace, predicted: float | None, repeats: int | None = None
+) -> Measurement:
+    """``repeats`` (default ``--repeats``) fresh-process runs of ``(method, length)`` in a row."""
     runs: list[dict[str, Any]] = []
     try:
-        for _ in range(args.repeats):
+        for _ in range(args.repeats if repeats is None else repeats):
             runs.append(run_worker(method, length, args))
     except WorkerError as error:
         return Measurement(method, length, error.status, predicted_seconds=predicted, reason=str(error), runs=runs)
@@ -340,7 +343,7 @@ def measure_with_repeats(method: str, length: int, args: argparse.Namespace, pre
 def benchmark_method(
     method: str, args: argparse.Namespace, on_result: Callable[[Measurement], None]
 ) -> list[Measurement]:
-    """Measure ``method`` at increasing lengths, skipping those predicted to exceed the budget."""
+    """Measure ``method`` once at increasing lengths, skipping those predicted to exceed the budget."""
     results: list[Measurement] = []
     previous: tuple[int, float] | None = None  # (length, seconds): measured, or predicted if skipped
     for length in sorted(args.lengths):
@@ -353,7 +356,7 @@ def benchmark_method(
             result = Measurement(method, length, "skipped", predicted_seconds=predicted, reason=reason)
             previous = (length, predicted)
         else:
-            result = measure_with_repeats(method, length, args, predicted)
+            result = measure_with_repeats(method, length, args, predicted, repeats=1)
             if result.seconds is not None:
                 previous = (length, result.seconds)
             elif result.status == "timeout":  # a lower bound on its time: longer ones will be skipped
@@ -361,6 +364,30 @@ def benchmark_method(
         results.append(result)
         on_result(result)
     return results
+
+
+def repeat_rounds(
+    results: Sequence[Measurement], args: argparse.Namespace, on_run: Callable[[Measurement], None]
+) -> None:
+    r"""
+    Rounds 2 to ``--repeats``: every ``(method, L)`` measured in the first round runs once more
+    per round, all of them in turn. On a shared machine a busy spell then slows every method
+    alike, instead of all the runs of one ``(method, L)`` in a row, which skews the ratios.
+    """
+    for _ in range(1, args.repeats):
+        for result in results:
+            if result.status != "ok":
+                continue
+            try:
+                run = run_worker(result.method, result.length, args)
+            except WorkerError as error:
+                result.status, result.reason = error.status, str(error)
+                result.seconds = result.peak_rss_increase_mib = None
+            else:
+                result.runs.append(run)
+                result.seconds = min(each["seconds"] for each in result.runs)
+                result.peak_rss_increase_mib = max(each["peak_rss_increase_mib"] for each in result.runs)
+            on_run(result)
 
 
 def _lookup(results: Sequence[Measurement], method: str, length: int) -> Measurement | None:
@@ -447,7 +474,10 @@ def report(args: argparse.Namespace, results: Sequence[Measurement], record: dic
             "max_seconds": args.max_seconds,
             "timeout_seconds": worker_timeout(args),
             "integrated_gradients": {"n_steps": IG_STEPS, "internal_batch_size": args.ig_internal_batch_size},
-            "time": "min over repeats of one call's wall time (after a warm-up call at L=16)",
+            "time": (
+                "min over repeats of one call's wall time (after a warm-up call at L=16); the repeats "
+                "run in rounds over all (method, L) pairs"
+            ),
             "memory": (
                 "max over repeats of the peak RSS during the call (ru_maxrss, high-water mark reset right "
                 "before it) minus the RSS right before it, each repeat in a fresh process"
@@ -513,13 +543,15 @@ def driver_main(args: argparse.Namespace) -> None:
     record = result_provenance(args.json, "cpu")  # refuses an untraceable benchmarks/results/ file up front
     results: list[Measurement] = []
 
-    def on_result(result: Measurement) -> None:
-        results.append(result)
+    def on_result(result: Measurement, first: bool = True) -> None:
+        if first:
+            results.append(result)
         if result.status == "ok":
             outcome = f"{result.seconds:9.3f} s {result.peak_rss_increase_mib:9.1f} MiB"
         else:
             outcome = f"{result.status}: {result.reason}"
-        print(f"{result.method:<22} L={result.length:<6} {outcome}")
+        runs = "" if first else f"  (min of {len(result.runs)} runs)"
+        print(f"{result.method:<22} L={result.length:<6} {outcome}{runs}")
         sys.stdout.flush()
         if args.json:  # keep partial results if a long run is interrupted
             write_json(args.json, report(args, results, record))
@@ -531,6 +563,7 @@ def driver_main(args: argparse.Namespace) -> None:
     )
     for method in args.methods:
         benchmark_method(method, args, on_result)
+    repeat_rounds(results, args, lambda result: on_result(result, first=False))
     print()
     print(format_table(results, args.methods, sorted(args.lengths)))
     print()
@@ -545,7 +578,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS), help="sequence lengths")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to measure")
     parser.add_argument(
-        "--repeats", type=int, default=1, help="fresh-process runs per (method, L); the min time is reported"
+        "--repeats",
+        type=int,
+        default=1,
+        help="fresh-process runs per (method, L), in rounds over all pairs; the min time is reported",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (and OMP/MKL threads)")
     parser.add_argument(
