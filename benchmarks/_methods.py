@@ -1,21 +1,27 @@
-"""The methods the GPU benchmark scripts time, on a causal LM's last-position logits."""
+"""The methods the GPU benchmark scripts time on a causal LM's last-position logits, and one timed comparison of them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from _timing import alternate_cuda
 from torch import nn
 
 
-def last_logit_methods(model: nn.Module, cp_attention: type[nn.Module] | None = None) -> dict[str, Callable[..., Any]]:
+def last_logit_methods(
+    model: nn.Module, cp_attention: type[nn.Module] | None = None, lean: bool = False
+) -> dict[str, Callable[..., Any]]:
     r"""
     ``{name: run(embeds, target)}`` through the model's own forward, the logit of ``target`` at
     the last position (logits computed there only):
 
     * ``mamba_lrp``: ``MambaLRP(model)``;
     * ``mamba_lrp_cp`` (with ``cp_attention``): CP-LRP on the model's attention modules of that type;
+    * ``mamba_lrp_lean`` (with ``lean``): ``MambaLRP(model, memory_lean=True)`` (block inputs kept,
+      each block recomputed in the backward pass);
     * ``input_x_gradient``: Captum ``InputXGradient``;
     * ``forward``: a no-grad forward pass.
     """
@@ -35,8 +41,171 @@ def last_logit_methods(model: nn.Module, cp_attention: type[nn.Module] | None = 
     if cp_attention is not None:
         cp_rules = {cp_attention: AttentionRule("cp")}
         methods["mamba_lrp_cp"] = lambda e, t: MambaLRP(model, rules=cp_rules).attribute(e, target=t)
+    if lean:
+        methods["mamba_lrp_lean"] = lambda e, t: MambaLRP(model, memory_lean=True).attribute(e, target=t)
     methods["input_x_gradient"] = lambda e, t: InputXGradient(last_logits).attribute(
         e.clone().requires_grad_(), target=t
     )
     methods["forward"] = forward
     return methods
+
+
+def compare_last_logit_methods(
+    model: nn.Module,
+    length: int,
+    repeats: int,
+    label: dict[str, Any],
+    cp_attention: type[nn.Module] | None = None,
+    lean: bool = False,
+    warmup_tokens: int = 1024,
+) -> dict[str, Any]:
+    r"""
+    Time :func:`last_logit_methods` alternately on one sequence of ``length`` random token ids
+    (seeded by the length), after a warm-up on its first ``warmup_tokens``; a method out of GPU
+    memory is recorded as such. Then one MambaLRP explanation (the plain one if it fitted, else the
+    memory-lean one) against the logit of a separate no-grad forward.
+
+    Args:
+        model (nn.Module): a causal LM on the GPU, frozen, in eval mode.
+        length (int): tokens.
+        repeats (int): timed runs of each method.
+        label (dict): what the row says of the model (family, size, dtype ...).
+        cp_attention (type, optional): the attention class CP-LRP is timed on (``mamba_lrp_cp``).
+        lean (bool): also time ``MambaLRP(model, memory_lean=True)`` (``mamba_lrp_lean``).
+        warmup_tokens (int): tokens of the warm-up run of each method.
+
+    Returns:
+        *dict*: the label, medians / all times / peak GiB by method, the methods out of memory,
+        ``time_<method>_to_input_x_gradient`` and ``time_<method>_to_forward`` for each MambaLRP
+        variant that fitted, ``memory_<method>_to_input_x_gradient``, and the conservation check
+        (``relevance_sum``, ``logit`` of the forward, their difference, the reported ``delta``).
+    """
+    from captum_mamba import MambaLRP
+
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(length)).cuda()
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids).detach()
+    target = int(ids[0, -1])
+    runs = last_logit_methods(model, cp_attention, lean)
+    for run in runs.values():  # warm-up: kernels, Triton, allocator
+        run(embeds[:, :warmup_tokens], target)
+    medians, times, peaks, failed = alternate_cuda(
+        {name: (lambda run=run: run(embeds, target)) for name, run in runs.items()}, repeats
+    )
+    row: dict[str, Any] = {
+        **label,
+        "length": length,
+        "repeats": repeats,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "median_seconds": medians,
+        "all_seconds": times,
+        "peak_gib": peaks,
+        "out_of_memory": failed,
+    }
+    for name in [n for n in medians if n.startswith("mamba_lrp")]:
+        for other in ("input_x_gradient", "forward"):
+            if other in medians:
+                row[f"time_{name}_to_{other}"] = medians[name] / medians[other]
+        if peaks.get("input_x_gradient"):
+            row[f"memory_{name}_to_input_x_gradient"] = peaks[name] / peaks["input_x_gradient"]
+    explained = "mamba_lrp" if "mamba_lrp" in medians else "mamba_lrp_lean" if "mamba_lrp_lean" in medians else None
+    if explained is not None:
+        explainer = MambaLRP(model, memory_lean=explained == "mamba_lrp_lean")
+        relevance, delta = explainer.attribute(embeds, target=target, return_convergence_delta=True)
+        logit = float(runs["forward"](embeds, target)[0, target].double())  # computed apart from the explanation
+        total = float(relevance.double().sum())
+        row.update(
+            conservation_checked_on=explained,
+            relevance_finite=bool(torch.isfinite(relevance).all()),
+            relevance_sum=total,
+            logit=logit,
+            sum_minus_forward_logit=total - logit,
+            delta=float(delta.double().abs().max()),
+        )
+        del relevance
+    print(json.dumps({k: v for k, v in row.items() if k != "all_seconds"}), flush=True)
+    torch.cuda.empty_cache()
+    return row
+
+
+def compare_over_dtypes_and_lengths(
+    build: Callable[[torch.dtype], nn.Module],
+    dtypes: dict[str, torch.dtype],
+    lengths: list[int],
+    repeats: int,
+    cp_attention: type[nn.Module] | None = None,
+    lean_from: int | None = None,
+    label: Callable[[str], dict[str, Any]] = lambda dtype: {},
+) -> list[dict[str, Any]]:
+    r"""
+    :func:`compare_last_logit_methods` for each dtype (one model each, from ``build(dtype)``) and
+    length; an error in one row is recorded in that row and the next row runs.
+
+    Args:
+        build (Callable): ``build(dtype)``: the model on the GPU, frozen, in eval mode.
+        dtypes (dict): ``{name: torch dtype}``.
+        lengths (list): tokens of each row.
+        repeats (int): timed runs of each method.
+        cp_attention (type, optional): the attention class CP-LRP is timed on.
+        lean_from (int, optional): from this length on, also time the memory-lean MambaLRP.
+        label (Callable): ``label(dtype name)``: more of the row's description.
+
+    Returns:
+        *list* of the rows.
+    """
+    rows: list[dict[str, Any]] = []
+    for name, dtype in dtypes.items():
+        model = build(dtype)
+        for length in lengths:
+            lean = lean_from is not None and length >= lean_from
+            try:
+                rows.append(
+                    compare_last_logit_methods(
+                        model, length, repeats, {"dtype": name, **label(name)}, cp_attention, lean
+                    )
+                )
+            except Exception as error:  # noqa: BLE001 (a benchmark run keeps going; the error is recorded)
+                import traceback
+
+                traceback.print_exc()
+                rows.append({"dtype": name, "length": length, "error": f"{type(error).__name__}: {error}"[:2000]})
+                torch.cuda.empty_cache()
+        del model
+        torch.cuda.empty_cache()
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows of :func:`compare_over_dtypes_and_lengths` as a Markdown table (seconds, ratios to InputXGradient, peak GiB)."""
+    methods = ["mamba_lrp", "mamba_lrp_cp", "mamba_lrp_lean", "input_x_gradient", "forward"]
+    present = [
+        m
+        for m in methods
+        if any(m in row.get("median_seconds", {}) or m in row.get("out_of_memory", []) for row in rows)
+    ]
+    lines = [
+        "| dtype | tokens | " + " | ".join(f"{m} s (GiB)" for m in present) + " | "
+        + " | ".join(f"{m} / IxG" for m in present if m.startswith("mamba_lrp")) + " |",
+        "|---|---:|" + "---:|" * (len(present) + sum(m.startswith("mamba_lrp") for m in present)),
+    ]  # fmt: skip
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['dtype']} | {row['length']} | error: {row['error'][:100]} |")
+            continue
+        medians, peaks = row["median_seconds"], row["peak_gib"]
+        cells = [
+            f"{medians[m]:.3f} ({peaks[m]:.1f})"
+            if m in medians
+            else "out of memory"
+            if m in row["out_of_memory"]
+            else "-"
+            for m in present
+        ]
+        ratios = [
+            f"{row[f'time_{m}_to_input_x_gradient']:.2f}" if f"time_{m}_to_input_x_gradient" in row else "-"
+            for m in present
+            if m.startswith("mamba_lrp")
+        ]
+        lines.append(f"| {row['dtype']} | {row['length']} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _methods import last_logit_methods
+from _methods import compare_last_logit_methods, last_logit_methods
 from _provenance import result_provenance, with_provenance
 from _timing import timed_cuda
 
@@ -82,58 +82,6 @@ def _inputs(model: torch.nn.Module, length: int) -> tuple[torch.Tensor, int]:
     return embeds, int(ids[0, -1])
 
 
-def compare(model: torch.nn.Module, length: int, repeats: int, label: dict[str, Any]) -> dict[str, Any]:
-    """The methods timed alternately at ``length``; a method out of memory is recorded as such."""
-    from captum_mamba import MambaLRP
-
-    runs = methods(model)
-    embeds, target = _inputs(model, length)
-    for run in runs.values():  # warm-up: kernels, Triton, allocator
-        run(embeds[:, :1024], target)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    peaks: dict[str, float] = {name: 0.0 for name in runs}
-    failed: set[str] = set()
-    for _ in range(repeats):
-        for name, run in runs.items():
-            if name in failed:
-                continue
-            try:
-                seconds, peak = timed_cuda(lambda run=run: run(embeds, target))
-            except torch.OutOfMemoryError:
-                failed.add(name)
-                torch.cuda.empty_cache()
-                continue
-            times[name].append(seconds)
-            peaks[name] = max(peaks[name], peak)
-    medians = {name: sorted(values)[len(values) // 2] for name, values in times.items() if values}
-    row: dict[str, Any] = {
-        **label,
-        "length": length,
-        "repeats": repeats,
-        "median_seconds": medians,
-        "all_seconds": times,
-        "peak_gib": {name: peaks[name] for name in medians},
-        "out_of_memory": sorted(failed),
-    }
-    if "mamba_lrp" in medians:
-        for other in ("input_x_gradient", "forward"):
-            if other in medians:
-                row[f"time_mamba_lrp_to_{other}"] = medians["mamba_lrp"] / medians[other]
-        if "input_x_gradient" in medians:
-            row["memory_mamba_lrp_to_input_x_gradient"] = peaks["mamba_lrp"] / peaks["input_x_gradient"]
-        relevance, delta = MambaLRP(model).attribute(embeds, target=target, return_convergence_delta=True)
-        logit = relevance.double().sum() - delta.double()
-        row.update(
-            relevance_finite=bool(torch.isfinite(relevance).all()),
-            delta=float(delta.double().abs().max()),
-            logit=float(logit),
-        )
-        del relevance
-    print(json.dumps({k: v for k, v in row.items() if k != "all_seconds"}), flush=True)
-    torch.cuda.empty_cache()
-    return row
-
-
 def trained_precision(sentences: int) -> dict[str, Any]:
     """The shipped (trained) default model in half precision against float32, sentence by sentence."""
     from captum_mamba import LayerMambaLRP
@@ -179,8 +127,16 @@ def trained_precision(sentences: int) -> dict[str, Any]:
     return report
 
 
-def million_tokens(length: int) -> dict[str, Any]:
-    """``memory_lean="offload"`` at ``length`` tokens through the 130m-sized model, float32."""
+def million_tokens(length: int, prefix: int = 8192) -> dict[str, Any]:
+    r"""
+    ``memory_lean="offload"`` at ``length`` tokens through the 130m-sized model, float32: time, peak
+    memory, the relevances' sum against the logit of a separate no-grad forward; then the first
+    ``prefix`` tokens explained the same way and in float64 on the PyTorch path (same weights): the
+    float64 run's delta shows what the rules conserve, its relevances what float32 rounding costs.
+    (Hugging Face's float64 forward may round through float32 in places: its norms' variance.)
+    """
+    import copy
+
     from captum_mamba import MambaLRP
 
     model = build("mamba", MAMBA_SIZES["130m"], torch.float32)
@@ -188,6 +144,7 @@ def million_tokens(length: int) -> dict[str, Any]:
     explainer = MambaLRP(model, memory_lean="offload")
     explainer.attribute(embeds[:, :4096], target=target)  # warm-up
     result: dict[str, Any] = {"length": length, "memory_lean": "offload", "dtype": "float32", "size": "130m"}
+    forward = methods(model)["forward"]
 
     def run() -> tuple[torch.Tensor, torch.Tensor]:
         return explainer.attribute(embeds, target=target, return_convergence_delta=True)
@@ -196,20 +153,42 @@ def million_tokens(length: int) -> dict[str, Any]:
         outputs: list[Any] = []
         seconds, peak = timed_cuda(lambda: outputs.append(run()))
         relevance, delta = outputs[0]
-        logit = relevance.double().sum() - delta.double()
+        logit = float(forward(embeds, target)[0, target].double())  # computed apart from the explanation
+        total = float(relevance.double().sum())
         result.update(
             status="ok",
             seconds=seconds,
             peak_gib=peak,
             relevance_finite=bool(torch.isfinite(relevance).all()),
             delta=float(delta.double().abs().max()),
-            logit=float(logit),
-            relative_delta=float(delta.double().abs().max() / logit.abs().clamp(min=1)),
+            logit=logit,
+            relevance_sum=total,
+            sum_minus_forward_logit=total - logit,
+            relative_error=abs(total - logit) / max(1.0, abs(logit)),
         )
+        del relevance
+        outputs.clear()
     except torch.OutOfMemoryError as error:
         result.update(status="out of memory", message=str(error)[:500])
+    torch.cuda.empty_cache()
+    short = embeds[:, :prefix]
+    relevance32 = explainer.attribute(short, target=target)
+    reference = copy.deepcopy(model).double()
+    relevance64, delta64 = MambaLRP(reference, backend="torch").attribute(
+        short.double(), target=target, return_convergence_delta=True
+    )
+    logit64 = float(methods(reference)["forward"](short.double(), target)[0, target])
+    result["float64_prefix"] = {
+        "tokens": prefix,
+        "float64_sum_minus_forward_logit": float(relevance64.sum()) - logit64,
+        "float64_delta": float(delta64.abs().max()),
+        "float32_offload_sum_minus_float64_logit": float(relevance32.double().sum()) - logit64,
+        "max_relevance_error_float32_vs_float64": float(
+            (relevance32.double() - relevance64).abs().max() / relevance64.abs().max()
+        ),
+    }
     print(json.dumps(result), flush=True)
-    del model
+    del model, reference
     torch.cuda.empty_cache()
     return result
 
@@ -271,7 +250,7 @@ def main() -> None:
         model = build(family, settings, DTYPES[dtype])
         for length in lengths:
             label = {"family": family, "size": size, "dtype": dtype}
-            result["rows"].append(compare(model, length, repeats, label))
+            result["rows"].append(compare_last_logit_methods(model, length, repeats, label))
             save()
         del model
         torch.cuda.empty_cache()

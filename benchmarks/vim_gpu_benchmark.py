@@ -74,7 +74,7 @@ def run_dtype(name: str, batch: int, repeats: int) -> dict[str, Any]:
     runs = methods(model)
     for run in runs.values():  # warm-up: kernels, allocator
         run(images, targets)
-    medians, times, peaks = alternate_cuda(
+    medians, times, peaks, _ = alternate_cuda(
         {m: (lambda run=run: run(images, targets)) for m, run in runs.items()}, repeats
     )
     relevance, delta = MambaLRP(model).attribute(images, target=targets, return_convergence_delta=True)

@@ -152,6 +152,41 @@ def test_memory_lean_mode_on_the_kernels():
     assert _relative(lean, plain) <= 1e-5 and _relative(offload, plain) <= 1e-5
 
 
+def test_long_offloaded_run_against_a_float64_run_on_a_prefix():
+    """The million-token benchmark's method at a test's size: 131,072 tokens with the block inputs offloaded.
+
+    The relevances' sum is compared with the logit of a separate no-grad forward; the first 4,096
+    tokens are explained again by the offloaded float32 kernels and by the float64 PyTorch path of
+    the same weights, whose sum equals the float64 forward's logit.
+    """
+    import copy
+
+    model = _model("mamba", seed=3, hidden_size=128, num_hidden_layers=4)
+    embeds = model.get_input_embeddings()(_ids(1, 131_072, seed=3)).detach()
+    explainer = MambaLRP(model, memory_lean="offload")
+    relevance = explainer.attribute(embeds, target=7)
+    with torch.no_grad():
+        logit = float(model(inputs_embeds=embeds, logits_to_keep=1).logits[0, -1, 7])
+    long_error = abs(float(relevance.double().sum()) - logit)
+    assert torch.isfinite(relevance).all() and long_error <= 1e-3 * max(1.0, abs(logit))
+
+    prefix = embeds[:, :4096]
+    short = explainer.attribute(prefix, target=7)
+    reference = copy.deepcopy(model).double()
+    exact = MambaLRP(reference, backend="torch").attribute(prefix.double(), target=7)
+    with torch.no_grad():
+        logit64 = float(reference(inputs_embeds=prefix.double(), logits_to_keep=1).logits[0, -1, 7])
+    exact_error = abs(float(exact.sum()) - logit64)
+    error = _relative(short.double(), exact)
+    print(
+        f"\n131,072 tokens offloaded: |sum - forward logit| {long_error:.2e} (logit {logit:.4f}); "
+        f"4,096-token prefix: float64 |sum - logit| {exact_error:.2e}, float32 offload vs float64 {error:.2e}"
+    )
+    # Hugging Face's forward may round through float32 (its norms' variance, a reference scan): 1e-6
+    assert exact_error <= 1e-6 * max(1.0, abs(logit64))
+    assert error <= 1e-3
+
+
 @pytest.mark.parametrize("family", ["mamba", "falcon_mamba"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_on_the_kernels(family, dtype, monkeypatch):

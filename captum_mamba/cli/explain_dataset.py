@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
+            started = time.perf_counter()
             try:
                 if args.random_config:
                     workload = random_workload(args.random_config, args.length, args.count)
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
                     )
             except (ValueError, FileNotFoundError) as problem:  # the input file or checkpoint: missing, malformed
                 raise UsageError(str(problem)) from None
+            workload_seconds = time.perf_counter() - started
             for message in caught:
                 _warn(message)
             caught.clear()
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if summary is not None:
+        summary["workload_seconds"] = workload_seconds  # rank 0's model and examples (every rank builds its own)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         print(json.dumps(summary, indent=1))
     return 0
 

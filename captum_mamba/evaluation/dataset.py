@@ -527,6 +527,7 @@ def run(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known methods: {', '.join(sorted(METHODS))}")
+    entered = time.perf_counter()
     rank, world, device = _setup_distributed()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -546,6 +547,7 @@ def run(
         explain_batch(workload, workload.examples[:1], methods, device)
     _synchronize(device)
     start = time.perf_counter()
+    setup = start - entered  # process group, model to the device, warm-up
     shard_path = out / f"shard-{rank:05d}.jsonl"
     if shard_path.is_file() and shard_path.stat().st_size and not shard_path.read_bytes().endswith(b"\n"):
         with shard_path.open("a", encoding="utf-8") as shard:
@@ -557,7 +559,7 @@ def run(
             shard.flush()
     _synchronize(device)
     seconds = time.perf_counter() - start
-    counts = torch.tensor([len(mine), seconds], dtype=torch.float64)
+    counts = torch.tensor([len(mine), seconds, setup], dtype=torch.float64)
     if world > 1:
         gathered = [torch.zeros_like(counts) for _ in range(world)]
         dist.all_gather_object(gathered, counts)
@@ -584,6 +586,7 @@ def _synchronize(device: torch.device) -> None:
 def _merge(
     out: Path, workload: Workload, methods: Sequence[str], world: int, device: torch.device, gathered: list[Tensor]
 ) -> dict[str, Any]:
+    merge_start = time.perf_counter()
     records: dict[int, str] = {}
     hashes = {e.id: e.input_hash for e in workload.examples}
     for shard in sorted(out.glob("shard-*.jsonl")):
@@ -612,6 +615,8 @@ def _merge(
         "rank_seconds": [float(g[1]) for g in gathered],
         "rank_examples": [int(g[0]) for g in gathered],
         "explanations_per_second": explained / seconds if seconds > 0 else None,
+        "setup_seconds": max(float(g[2]) for g in gathered),
+        "merge_seconds": time.perf_counter() - merge_start,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
