@@ -238,6 +238,10 @@ def main() -> None:
     parser.add_argument("--million", type=int, default=1_048_576, help="tokens of the million-token run")
     parser.add_argument("--sentences", type=int, default=200, help="held-out sentences of trained_precision")
     parser.add_argument("--breakdown-log", type=Path, default=None, help="the profiler tables (text)")
+    parser.add_argument(
+        "--lean-from", type=int, default=None, help="from this length on, also time MambaLRP(memory_lean=True)"
+    )
+    parser.add_argument("--mamba2-sizes", nargs="+", default=list(MAMBA2_SIZES), choices=list(MAMBA2_SIZES))
     args = parser.parse_args()
     record = result_provenance(args.json, "cuda")
     result: dict[str, Any] = {"rows": []}
@@ -251,7 +255,8 @@ def main() -> None:
         model = build(family, settings, DTYPES[dtype])
         for length in lengths:
             label = {"family": family, "size": size, "dtype": dtype}
-            result["rows"].append(compare_last_logit_methods(model, length, repeats, label))
+            lean = args.lean_from is not None and length >= args.lean_from
+            result["rows"].append(compare_last_logit_methods(model, length, repeats, label, lean=lean))
             save()
         del model
         torch.cuda.empty_cache()
@@ -276,8 +281,9 @@ def main() -> None:
         rows("mamba", MAMBA_SIZES["1.4b"], "bfloat16", [8192], "1.4b", args.repeats)
 
     def mamba2() -> None:
-        rows("mamba2", MAMBA2_SIZES["130m"], "float32", [2048, 8192, 32768], "130m", args.repeats)
-        rows("mamba2", MAMBA2_SIZES["1.3b"], "float32", [2048, 8192, 32768], "1.3b", max(2, args.repeats // 2))
+        for size in args.mamba2_sizes:
+            repeats = args.repeats if size == "130m" else max(2, args.repeats // 2)
+            rows("mamba2", MAMBA2_SIZES[size], "float32", [2048, 8192, 32768], size, repeats)
 
     attempt("trained_precision", lambda: result.update(trained_precision=trained_precision(args.sentences)))
     attempt("mamba1", mamba1)
