@@ -70,7 +70,11 @@ def lm_of(
 
 
 def classifiers_of(family: ModelFamily, seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
-    """The family's sequence classifiers: the declared one with a biased score (both poolings), transformers' own."""
+    r"""
+    The family's sequence classifiers: the declared one with a biased score (both poolings), and
+    transformers' own (the last token that is not the pad token: a pad id is needed for batches,
+    0 here; fed embeddings, they read the last position).
+    """
     if family.classifier is not None:
         for pooling in ("mean", "last"):
             torch.manual_seed(seed)
@@ -78,7 +82,7 @@ def classifiers_of(family: ModelFamily, seed: int = 0) -> Iterator[tuple[str, nn
             yield pooling, _finish(family, model, seed, conv_bias=False)
     for classifier in reference_of(family.name).classifiers:
         torch.manual_seed(seed)
-        model = classifier(family.config(vocab_size=VOCAB, num_labels=3))
+        model = classifier(family.config(vocab_size=VOCAB, num_labels=3, pad_token_id=0))
         yield classifier.__name__, _finish(family, model, seed, conv_bias=False)
 
 
@@ -374,9 +378,11 @@ def check_random_configurations(family: ModelFamily, draws: int | None = None, s
     sizes, heads, groups, chunk sizes, layer patterns, experts from its ``random_config``; batch,
     length, right padding, conv biases and the attention mode drawn here). Per draw: each padded
     row's relevances equal the loop-based reference of that row alone (1e-10; the routing
-    tolerance where tokens are routed to experts), pads get zero, the delta is the reference's
-    (exact conservation on bias-free CP-LRP draws), the batch equals the rows explained one by
-    one, and the model is restored.
+    tolerance where tokens are routed to experts; both relative to the row's largest relevance
+    where that exceeds 1: AttnLRP on stacked attention layers with zero-centred q/k norms can give
+    relevances in the hundreds that cancel to an O(1) logit), pads get zero, the delta is the
+    reference's (exact conservation on bias-free CP-LRP draws), the batch equals the rows
+    explained one by one, and the model is restored.
 
     Returns:
         *int*: the number of bias-free draws.
@@ -411,13 +417,14 @@ def check_random_configurations(family: ModelFamily, draws: int | None = None, s
             alone = embeds[row : row + 1, :n]
             expected, logit = reference_relevance(family.name, model, alone, target, mode)
             scale = logit.abs().clamp(min=1)
-            assert (relevance[row, :n] - expected[0]).abs().max() <= atol, context
+            size = float(expected[0].abs().max().clamp(min=1))  # the tolerance is relative above 1
+            assert (relevance[row, :n] - expected[0]).abs().max() <= atol * size, context
             assert torch.all(relevance[row, n:] == 0), context
             assert (delta[row] - (expected[0].sum() - logit[0])).abs() <= max(1e-8, atol) * scale[0], context
             if mode == "cp" and not conv_bias:
                 assert (relevance[row].sum() - logit[0]).abs() <= max(1e-8, atol) * scale[0], context
             single = explainer.attribute(alone, target=target)
-            assert (single[0] - relevance[row, :n]).abs().max() <= atol, context
+            assert (single[0] - relevance[row, :n]).abs().max() <= atol * size, context
         after = snapshot(model)
         assert after["forwards"] == before["forwards"] and after["modules"] == before["modules"], context
         assert after["implementations"] == before["implementations"], context
