@@ -15,7 +15,7 @@ reference's); the Mamba families' rules all conserve (mode ``"cp"``).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -102,8 +102,11 @@ def modes_of(family: ModelFamily) -> tuple[str, ...]:
     return ("attnlrp", "cp") if attention_types(family) else ("cp",)
 
 
-def rules_for(family: ModelFamily, mode: str) -> dict[type[nn.Module], AttentionRule]:
-    return {module_type: AttentionRule(mode) for module_type in attention_types(family)}
+def rules_for(
+    family: ModelFamily, mode: str, extra_rules: Mapping[type[nn.Module], Any] | None = None
+) -> dict[type[nn.Module], Any]:
+    """The attention rule of ``mode`` for each attention type, plus ``extra_rules`` (a family's rule options)."""
+    return {**{module_type: AttentionRule(mode) for module_type in attention_types(family)}, **(extra_rules or {})}
 
 
 def has_experts(family: ModelFamily, model: nn.Module) -> bool:
@@ -206,16 +209,19 @@ def check_forward_equivalence(family: ModelFamily, seed: int = 1, **overrides: A
         assert (model.config._attn_implementation, model.config._experts_implementation) == (attention, experts)
 
 
-def check_conservation_at_every_layer(family: ModelFamily, seed: int = 2, **overrides: Any) -> None:
+def check_conservation_at_every_layer(
+    family: ModelFamily, seed: int = 2, *, extra_rules: Mapping[type[nn.Module], Any] | None = None, **overrides: Any
+) -> None:
     r"""
     CP-LRP relevances sum to an independently computed logit (1e-8) at the input and, through
     ``LayerMambaLRP``, at the embedding layer's output, at every layer's input (the previous
     layer's output) and at the last layer's output. A layer that also reads the embeddings
     (Zamba's hybrid layers) takes part of the relevance past the layers before it: their cut is the
-    layer plus the embedding inputs of the later layers.
+    layer plus the embedding inputs of the later layers. ``extra_rules``: a family's rule options
+    (e.g. LFM2's gate choice), checked the same way.
     """
     model = lm_of(family, seed, **overrides)
-    rules = rules_for(family, "cp")
+    rules = rules_for(family, "cp", extra_rules)
     ids = ids_of(2, 7, seed)
     embedding = model.get_input_embeddings()
     embeds = embedding(ids).detach()
@@ -243,22 +249,32 @@ def check_conservation_at_every_layer(family: ModelFamily, seed: int = 2, **over
         assert torch.all((total - logit).abs() <= 1e-8 * scale), f"{family.name} {overrides}: {name}"
 
 
-def check_reference(family: ModelFamily, seed: int = 3, **overrides: Any) -> None:
+def check_reference(
+    family: ModelFamily,
+    seed: int = 3,
+    *,
+    extra_rules: Mapping[type[nn.Module], Any] | None = None,
+    reference_options: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> None:
     r"""
     Relevances equal the loop-based reference (1e-10) in each mode, and with conv biases (CP-LRP);
     the delta equals the reference's: zero for CP-LRP on bias-free models, the conv biases' share
-    with them, not zero for AttnLRP.
+    with them, not zero for AttnLRP. ``extra_rules``: a family's rule options (e.g. LFM2's gate
+    choice), compared with the reference called with the matching ``reference_options``.
     """
     entry = reference_of(family.name)
     for conv_bias in (False, True) if entry.conv_bias is not None else (False,):
         model = lm_of(family, seed, conv_bias=conv_bias, **overrides)
         embeds = model.get_input_embeddings()(ids_of(1 if conv_bias else 2, 6, seed)).detach()
         for mode in modes_of(family) if not conv_bias else ("cp",):  # the biases' share: in the conserving mode
-            expected, logit = reference_relevance(family.name, model, embeds, target=5, mode=mode)
-            relevance, delta = MambaLRP(model, rules=rules_for(family, mode)).attribute(
+            expected, logit = reference_relevance(
+                family.name, model, embeds, target=5, mode=mode, **(reference_options or {})
+            )
+            relevance, delta = MambaLRP(model, rules=rules_for(family, mode, extra_rules)).attribute(
                 embeds, target=5, return_convergence_delta=True
             )
-            context = f"{family.name} {overrides} conv_bias={conv_bias} {mode}"
+            context = f"{family.name} {overrides} {reference_options or ''} conv_bias={conv_bias} {mode}"
             torch.testing.assert_close(relevance, expected, atol=1e-10, rtol=0, msg=context)
             torch.testing.assert_close(delta, expected.sum((1, 2)) - logit, atol=1e-10, rtol=0, msg=context)
             if mode == "cp" and not conv_bias:
