@@ -33,6 +33,7 @@ from transformers.models.mamba.modeling_mamba import MambaPreTrainedModel
 from transformers.models.mamba2.modeling_mamba2 import Mamba2PreTrainedModel
 from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHModel, NemotronHPreTrainedModel
 from transformers.models.olmo_hybrid.modeling_olmo_hybrid import OlmoHybridModel, OlmoHybridPreTrainedModel
+from transformers.models.qwen3_5_moe.configuration_qwen3_5_moe import Qwen3_5MoeTextConfig
 from transformers.models.qwen3_5_moe.modeling_qwen3_5_moe import Qwen3_5MoePreTrainedModel, Qwen3_5MoeTextModel
 
 POOLINGS = ("mean", "last")
@@ -225,7 +226,8 @@ class FalconH1ForSequenceClassification(_HybridClassifier, FalconH1PreTrainedMod
 
 class Qwen3_5MoeForSequenceClassification(_HybridClassifier, Qwen3_5MoePreTrainedModel):
     __doc__ = _HybridClassifier.__doc__
-    backbone_class = Qwen3_5MoeTextModel  # the text model: configured by a Qwen3_5MoeTextConfig
+    config_class = Qwen3_5MoeTextConfig  # the text model's, as Qwen3_5MoeForCausalLM's
+    backbone_class = Qwen3_5MoeTextModel
     pretrained_class = Qwen3_5MoePreTrainedModel
 
 

@@ -28,6 +28,12 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor, nn
+from transformers import (
+    JambaForSequenceClassification,
+    LlamaForSequenceClassification,
+    Qwen3ForSequenceClassification,
+    Qwen3MoeForSequenceClassification,
+)
 from transformers.models.kimi_linear import modeling_kimi_linear
 from transformers.models.olmo_hybrid import modeling_olmo_hybrid
 from transformers.models.qwen3_5 import modeling_qwen3_5
@@ -180,10 +186,14 @@ REFERENCES: dict[str, FamilyReference] = {
     "llama": FamilyReference(
         reference_attention.reference_logits,
         linear_bias={"attention_bias": True, "mlp_bias": True},
+        classifiers=(LlamaForSequenceClassification,),
         draws=_HYBRID_DRAWS,
     ),
     "qwen3": FamilyReference(
-        reference_attention.reference_logits, linear_bias={"attention_bias": True}, draws=_HYBRID_DRAWS
+        reference_attention.reference_logits,
+        linear_bias={"attention_bias": True},
+        classifiers=(Qwen3ForSequenceClassification,),
+        draws=_HYBRID_DRAWS,
     ),
     "bamba": FamilyReference(
         reference_attention.reference_logits,
@@ -195,10 +205,14 @@ REFERENCES: dict[str, FamilyReference] = {
         reference_moe.reference_logits,
         conv_bias={"mamba_conv_bias": True},
         linear_bias={"mamba_proj_bias": True},
+        classifiers=(JambaForSequenceClassification,),
         draws=_HYBRID_DRAWS,
     ),
     "qwen3_moe": FamilyReference(
-        reference_moe.reference_logits, linear_bias={"attention_bias": True}, draws=_HYBRID_DRAWS
+        reference_moe.reference_logits,
+        linear_bias={"attention_bias": True},
+        classifiers=(Qwen3MoeForSequenceClassification,),
+        draws=_HYBRID_DRAWS,
     ),
     "nemotron_h": FamilyReference(
         reference_hybrid.reference_logits,

@@ -7,7 +7,9 @@ classifiers, restoration, random configurations). What only these families need,
 here and called by the two files with each family's data: negative controls (Gradient x Input
 misses the logit; switching a rule off breaks the equality with the reference, and gives the
 reference's own relevances with that rule switched off), which modules receive no gradient under
-the rules, prefill caches filled as the model fills them, and the relevance split by layer kind.
+the rules, prefill caches filled as the model fills them, the relevance split by layer kind, and
+the package's sequence classifiers (for the families transformers ships none for) as Hugging Face
+models: declared, planned, saved and loaded.
 Models are the suite's (``lm_of``: the family's tiny float64 configuration); tests that run the
 model's own forward take the ``float64_faithful_hf`` fixture.
 """
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from captum_mamba import LayerMambaLRP, MambaLRP, mamba_lrp_rules, relevance_split
-from captum_mamba.families import ModelFamily
+from captum_mamba import LayerMambaLRP, MambaLRP, mamba_lrp_rules, plan_rules, relevance_split
+from captum_mamba.families import FAMILIES, ModelFamily
+from captum_mamba.rules import GradientRule
 
 from family_checks import head_logits, ids_of, lm_of, rules_for
 from family_references import reference_relevance
@@ -122,3 +126,25 @@ def check_relevance_split(
         alone = alone[0] if isinstance(alone, tuple) else alone
         torch.testing.assert_close(row.relevance, alone.reshape(len(embeds), -1).sum(1), atol=1e-10, rtol=0)
         assert row.relevance.abs().min() > least, row  # every kind carries relevance
+
+
+def check_package_classifier(family: ModelFamily, folder: Path) -> None:
+    r"""
+    The family's package classifier (:mod:`captum_mamba.heads`) belongs to the family, every module
+    of it has a rule (pooling and container: LRP-0), and it saves and loads as a Hugging Face model
+    (its configuration class, pooling and bias kept; the same logits).
+    """
+    classifier = family.classifier
+    assert classifier is not None and classifier.__module__ == "captum_mamba.heads"
+    assert FAMILIES.family_of(classifier) is family
+    torch.manual_seed(0)
+    model = family.build_classifier("last", classifier_bias=True).double().eval()
+    plan = plan_rules(model)
+    assert not plan.unsupported
+    assert isinstance(plan.rules["pool"], GradientRule) and isinstance(plan.rules[""], GradientRule)
+    model.save_pretrained(folder)
+    loaded = classifier.from_pretrained(folder, dtype=torch.float64).eval()
+    assert type(loaded.config) is type(model.config) and loaded.pooling == "last" and loaded.score.bias is not None
+    ids = ids_of(2, 6, seed=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=0, rtol=0)

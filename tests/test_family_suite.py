@@ -5,7 +5,9 @@ OLMo hybrid without rotary embeddings, Kimi Linear's full-rank query; ``family_r
 get the checks their entry names (``variant_checks``). The random-configuration sweep draws each
 family's ``random_config`` (50 draws for the Mamba families, fewer for the hybrids, whose loop
 references are slower). Every family with a test configuration is in the suite (one without a
-random drawer or a reference would otherwise drop out of it unnoticed).
+random drawer or a reference would otherwise drop out of it unnoticed), and each has a
+classifier for the classifier check (the package's, declared as ``classifier=``, or transformers'
+own, named in its entry).
 """
 
 from __future__ import annotations
@@ -53,3 +55,9 @@ def test_every_family_with_a_test_configuration_is_in_the_suite():
     for name in FAMILIES:
         reference_of(name)  # raises, naming the file to add it to
     assert {family.name for family in DECLARED.families()} - set(FAMILIES) <= {"vim", "mamba_ssm"}  # no tiny config
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_a_classifier_the_suite_checks(family):
+    """The classifier check runs on something: the declared (package) classifier or transformers' own."""
+    assert FAMILIES[family].classifier is not None or reference_of(family).classifiers

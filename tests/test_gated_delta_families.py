@@ -9,7 +9,8 @@ classifiers (transformers' own for Qwen3-Next and Qwen3.5, the package's for Qwe
 OLMo hybrid), restoration and a sweep over random configurations (``random_config``). Here: the
 negative controls (the delta rule and the gated norm's rules switched off), that no relevance
 reaches the projections of ``α`` and ``β``, the routers and the shared experts' gates, Qwen3-Next's
-prefill cache, rule plan and relevance split by layer kind, and the ablation names. transformers'
+prefill cache, rule plan and relevance split by layer kind, the package's classifiers of
+Qwen3.5-MoE and OLMo hybrid as Hugging Face models, and the ablation names. transformers'
 float32 casts are removed by the suite's fixture (``float64_faithful_hf``; ``faithful_float64.py``).
 """
 
@@ -29,6 +30,7 @@ from captum_mamba.rules import GatedRMSNormRule, GradientRule, MixerRule
 from family_checks import ids_of, lm_of, rules_for
 from linear_mixer_checks import (
     check_negative_controls,
+    check_package_classifier,
     check_prefill_cache,
     check_relevance_split,
     gradients_reaching,
@@ -125,6 +127,12 @@ def test_relevance_split_by_layer_kind_equals_layer_mamba_lrp_per_module():
         seed=10,
         least=1e-6,
     )
+
+
+@pytest.mark.parametrize("name", ["qwen3_5_moe", "olmo_hybrid"])
+def test_package_classifier(name, tmp_path):
+    """transformers ships no sequence classifier for Qwen3.5-MoE (text) or OLMo hybrid: the package's head is declared."""
+    check_package_classifier(FAMILIES[name], tmp_path)
 
 
 def test_switching_off_the_ssm_component_switches_off_the_delta_rule():

@@ -9,8 +9,8 @@ batches, the package's classifiers, restoration and a sweep over random configur
 LFM2's other gate choice (``B`` and ``C`` held constant) through the suite's reference and
 conservation checks, the negative controls, the held-constant paths (routers, Kimi's forget gate
 and β, LFM2's constant gates), the half rule's split of a short convolution's relevance on 600
-tokens, the sigmoid-gated norm rule, prefill caches, rule plans, the relevance split by layer kind
-and the gate rule's options. transformers' float32 casts are removed by the suite's fixture
+tokens, the sigmoid-gated norm rule, prefill caches, rule plans, the relevance split by layer kind,
+the package's classifiers as Hugging Face models and the gate rule's options. transformers' float32 casts are removed by the suite's fixture
 (``float64_faithful_hf``; ``faithful_float64.py``).
 """
 
@@ -33,6 +33,7 @@ from faithful_float64 import gated_norm_sigmoid
 from family_checks import check_conservation_at_every_layer, check_reference, ids_of, lm_of, rules_for
 from linear_mixer_checks import (
     check_negative_controls,
+    check_package_classifier,
     check_prefill_cache,
     check_relevance_split,
     gradients_reaching,
@@ -215,6 +216,12 @@ SPLITS = {
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_relevance_split_by_layer_kind_equals_layer_mamba_lrp_per_module(name):
     check_relevance_split(FAMILIES[name], SPLITS[name])
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_package_classifier(name, tmp_path):
+    """transformers ships no sequence classifier for these families: the package's heads are declared."""
+    check_package_classifier(FAMILIES[name], tmp_path)
 
 
 def test_gate_rule_options_and_ablation_names():

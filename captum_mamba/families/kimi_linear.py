@@ -17,7 +17,14 @@ the half rule on ``rmsnorm(o)·w · σ(gate)`` and the sigmoid's identity rule
 (:class:`~captum_mamba.rules.GatedRMSNormRule` reads the module's ``activation = "sigmoid"``);
 AttnLRP / CP-LRP in the attention (its latent norms with the normaliser held constant); the
 experts rule with the routing weights held constant, the shared experts as MLPs. transformers
-ships no sequence classifier for the family.
+ships no sequence classifier for the family: the package's
+:class:`~captum_mamba.heads.KimiLinearForSequenceClassification` is declared.
+
+Its tiny test configuration (``config``) has Kimi Delta Attention around one MLA layer and experts
+in the last two layers, with SDPA attention and eager experts; ``random_config`` draws the sizes,
+which layers are Kimi Delta Attention or MLA and which have experts, the heads and head sizes of
+both, MLA's latent rank and full- or low-rank query, the experts (one group) and the convolution's
+taps (see :mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,16 @@ the half rule on both products, chosen by measured faithfulness over holding ``B
 constant, see ``docs/linear_attention.md``), the convolution and projections linear; AttnLRP / CP-LRP in the
 attention (its q/k norms with the normaliser held constant); the MLPs' SiLU by its identity rule
 and the half rule on the branch product; the experts rule with the routing weights held
-constant. transformers ships no sequence classifier for either model.
+constant. transformers ships no sequence classifier for either model: the package's
+:class:`~captum_mamba.heads.Lfm2ForSequenceClassification` and
+:class:`~captum_mamba.heads.Lfm2MoeForSequenceClassification` are declared.
+
+Their tiny test configurations (``config``) have gated short convolutions around one attention
+layer (LFM2-MoE: experts after a dense first layer), SDPA attention and eager experts;
+``conv_bias=True`` gives the convolutions and the operators' projections biases.
+``random_config`` draws the sizes, which layers are convolutions or attention, the (grouped)
+heads, the convolution's taps and (LFM2-MoE) the dense layers and experts (see
+:mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,13 @@ DeltaNet (:class:`~captum_mamba.mixers.gated_delta.OlmoHybridGatedDeltaLayout`) 
 each for ``q``, ``k``, ``v``, the gate, ``a`` and ``b``, and allows negative eigenvalues
 (``β = 2σ(b)``). The norms on the residual branches are RMSNorms with their normaliser held
 constant (their scale passes relevance element-wise). transformers ships no sequence classifier
-for it.
+for it: the package's :class:`~captum_mamba.heads.OlmoHybridForSequenceClassification` is declared.
+
+Its tiny test configuration (``config``) is the Gated DeltaNet hybrids' shared layers with
+negative eigenvalues allowed; ``random_config`` draws the sizes, the layer pattern (at least one
+Gated DeltaNet and one attention layer, as OLMo hybrid requires), the attention's (grouped) heads,
+the Gated DeltaNets' key and value heads and head sizes, the convolution's taps, β's range and
+rotary embeddings or none (:func:`nope`; see :mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,14 @@ projections split (``in_proj_qkv``, ``in_proj_z``, ``in_proj_b``, ``in_proj_a``:
 in every layer, Qwen3.5-MoE a mixture of experts with a sigmoid-gated shared expert. The rotary
 embedding takes multimodal (text, height, width) positions, constants of the positions either way.
 Only the text models are declared (``Qwen3_5ForCausalLM``, ``Qwen3_5TextForSequenceClassification``,
-``Qwen3_5MoeForCausalLM``); the vision towers are not.
+``Qwen3_5MoeForCausalLM`` and the package's :class:`~captum_mamba.heads.Qwen3_5MoeForSequenceClassification`,
+as transformers ships no text classifier for Qwen3.5-MoE); the vision towers are not.
+
+Their tiny test configurations (``config``) are the Gated DeltaNet hybrids' shared layers (Qwen3.5-MoE:
+with Qwen3-Next's experts in every layer), SDPA attention, eager experts; ``random_config`` draws the
+sizes, which layers are Gated DeltaNets or attention, the attention's (grouped) heads, the Gated
+DeltaNets' key and value heads and head sizes, the convolution's taps and (Qwen3.5-MoE) the experts
+(see :mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,14 @@ RMSNorm as Mamba-2's (normaliser held constant, SiLU rule, half rule); AttnLRP /
 half rule and the sigmoid's identity rule on the output gate; the experts rule (routing weights
 held constant) and the shared expert's gate held constant too (:class:`~captum_mamba.rules.moe.
 MoEBlockRule`); RMSNorms with their normaliser held constant.
+
+Its tiny test configuration (``config``) is the Gated DeltaNet hybrids' shared layers plus a
+fourth Gated DeltaNet and experts in every other layer, with SDPA attention and eager experts;
+``random_config`` draws the sizes, which layers are Gated DeltaNets or attention, the attention's
+(grouped) heads, the Gated DeltaNets' key and value heads and head sizes, the convolution's taps,
+the experts and which layers route to them (see :mod:`captum_mamba.families.tiny`). transformers'
+own ``Qwen3NextForSequenceClassification`` is the family's sequence classifier (the shared suite
+checks it).
 """
 
 from __future__ import annotations
