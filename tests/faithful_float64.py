@@ -8,7 +8,8 @@ attention, the Mamba scans); these functions remove the rest, one family's model
 time (each family's entry in ``family_references.py`` names its own): the delta rules by the
 references' plain recurrences (every input live), the gated norms by cast-free forwards written
 from transformers' (normalise, scale, then gate), the router by a cast-free copy of its
-computation, and ``Tensor.float()`` keeping float64 inside the forwards that call it (their own
+computation (so that a batch, its rows alone and the reference route with the same float64
+weights: the suite compares them to 1e-10), and ``Tensor.float()`` keeping float64 inside the forwards that call it (their own
 code, otherwise unchanged).
 """
 

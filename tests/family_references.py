@@ -283,7 +283,6 @@ REFERENCES: dict[str, FamilyReference] = {
         reference_kimi_lfm2.reference_logits,
         linear_bias={"attention_bias": True},  # MLA's q_a_proj, kv_a_proj_with_mqa, o_proj
         variants={"full_rank_query": {"q_lora_rank": None}},  # q_proj instead of q_b_proj(norm(q_a_proj(h)))
-        routing_atol=1e-6,  # sigmoid scores in float32 (the sweep runs transformers' own router)
         faithful_float64=functools.partial(faithful_float64.kimi_linear, modeling_kimi_linear),
         draws=_HYBRID_DRAWS,
     ),

@@ -4,10 +4,10 @@ Each family's variants (further configurations: experts, latent experts, gated-n
 OLMo hybrid without rotary embeddings, Kimi Linear's full-rank query; ``family_references.py``)
 get the checks their entry names (``variant_checks``). The random-configuration sweep draws each
 family's ``random_config`` (50 draws for the Mamba families, fewer for the hybrids, whose loop
-references are slower). Every family with a test configuration is in the suite (one without a
-random drawer or a reference would otherwise drop out of it unnoticed), and each has a
-classifier for the classifier check (the package's, declared as ``classifier=``, or transformers'
-own, named in its entry).
+references are slower), with Hugging Face's float32 casts removed as in the other checks. Every
+family with a test configuration is in the suite (one without a random drawer or a reference
+would otherwise drop out of it unnoticed), and each has a classifier for the classifier check
+(the package's, declared as ``classifier=``, or transformers' own, named in its entry).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_family_variant(variant, float64_faithful_hf):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_random_configuration_sweep(family):
+def test_random_configuration_sweep(family, float64_faithful_hf):
     draws = reference_of(family).draws
     bias_free = check_random_configurations(FAMILIES[family], draws=draws)
     assert bias_free >= draws // 2  # most draws check exact conservation
