@@ -1,5 +1,6 @@
 """Sequence-classification heads for Mamba and hybrid backbones (transformers ships none for Mamba, Mamba2,
-FalconMamba, Bamba)."""
+FalconMamba, Bamba, Nemotron-H, Granite 4.0 hybrids, Falcon-H1, Qwen3.5-MoE, OLMo hybrid, Kimi Linear, LFM2 and
+LFM2-MoE)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,15 @@ from transformers.models.granitemoehybrid.modeling_granitemoehybrid import (
     GraniteMoeHybridModel,
     GraniteMoeHybridPreTrainedModel,
 )
+from transformers.models.kimi_linear.modeling_kimi_linear import KimiLinearModel, KimiLinearPreTrainedModel
+from transformers.models.lfm2.modeling_lfm2 import Lfm2Model, Lfm2PreTrainedModel
+from transformers.models.lfm2_moe.modeling_lfm2_moe import Lfm2MoeModel, Lfm2MoePreTrainedModel
 from transformers.models.mamba.modeling_mamba import MambaPreTrainedModel
 from transformers.models.mamba2.modeling_mamba2 import Mamba2PreTrainedModel
 from transformers.models.nemotron_h.modeling_nemotron_h import NemotronHModel, NemotronHPreTrainedModel
+from transformers.models.olmo_hybrid.modeling_olmo_hybrid import OlmoHybridModel, OlmoHybridPreTrainedModel
+from transformers.models.qwen3_5_moe.configuration_qwen3_5_moe import Qwen3_5MoeTextConfig
+from transformers.models.qwen3_5_moe.modeling_qwen3_5_moe import Qwen3_5MoePreTrainedModel, Qwen3_5MoeTextModel
 
 POOLINGS = ("mean", "last")
 
@@ -215,3 +222,34 @@ class FalconH1ForSequenceClassification(_HybridClassifier, FalconH1PreTrainedMod
     __doc__ = _HybridClassifier.__doc__
     backbone_class = FalconH1Model
     pretrained_class = FalconH1PreTrainedModel
+
+
+class Qwen3_5MoeForSequenceClassification(_HybridClassifier, Qwen3_5MoePreTrainedModel):
+    __doc__ = _HybridClassifier.__doc__
+    config_class = Qwen3_5MoeTextConfig  # the text model's, as Qwen3_5MoeForCausalLM's
+    backbone_class = Qwen3_5MoeTextModel
+    pretrained_class = Qwen3_5MoePreTrainedModel
+
+
+class OlmoHybridForSequenceClassification(_HybridClassifier, OlmoHybridPreTrainedModel):
+    __doc__ = _HybridClassifier.__doc__
+    backbone_class = OlmoHybridModel
+    pretrained_class = OlmoHybridPreTrainedModel
+
+
+class KimiLinearForSequenceClassification(_HybridClassifier, KimiLinearPreTrainedModel):
+    __doc__ = _HybridClassifier.__doc__
+    backbone_class = KimiLinearModel
+    pretrained_class = KimiLinearPreTrainedModel
+
+
+class Lfm2ForSequenceClassification(_HybridClassifier, Lfm2PreTrainedModel):
+    __doc__ = _HybridClassifier.__doc__
+    backbone_class = Lfm2Model
+    pretrained_class = Lfm2PreTrainedModel
+
+
+class Lfm2MoeForSequenceClassification(_HybridClassifier, Lfm2MoePreTrainedModel):
+    __doc__ = _HybridClassifier.__doc__
+    backbone_class = Lfm2MoeModel
+    pretrained_class = Lfm2MoePreTrainedModel

@@ -62,8 +62,8 @@ def pytest_collection_modifyitems(items):
 
 
 #: The declared families with test configurations and random configurations for the sweep, by
-#: name (the shared suite runs on each; the Gated DeltaNet hybrids' tiny configurations are tested
-#: in test_gated_delta_families.py against their own reference).
+#: name: the shared suite runs on each (test_family_suite.py checks that every family with a test
+#: configuration is among them).
 FAMILIES = {
     family.name: family
     for family in DECLARED.families()
@@ -100,7 +100,8 @@ def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
         else:
             parameter.copy_(0.3 * noise)
     for name, buffer in model.named_buffers():
-        if name.endswith("e_score_correction_bias"):  # Nemotron-H's routing choice bias (zero at init)
+        # the routing choice biases of Nemotron-H and Kimi Linear, LFM2-MoE's expert bias (zero at init)
+        if name.endswith(("e_score_correction_bias", "expert_bias")):
             buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator, dtype=buffer.dtype))
     return model
 
@@ -262,12 +263,21 @@ def _narrowing(families) -> tuple[list[tuple[object, str, object]], list[tuple[t
 def float64_faithful_hf(monkeypatch):
     r"""
     HF's torch paths with their float32 casts removed, for every family with a test configuration:
-    the scans (``mamba_selective_scan``, ``mamba2_chunk_scan``), the eager attention's softmax and
-    the forwards of the norms the families declare with the RMSNorm and gated-norm rules (found
-    from the declarations, so a new family's are too).
+    first each family's own, as its entry in ``family_references.py`` removes them
+    (``faithful_float64``: the linear-attention hybrids' delta rules, decays, zero-centred,
+    norm-then-gate and sigmoid-gated norms, routers); then the scans (``mamba_selective_scan``,
+    ``mamba2_chunk_scan``), the eager attention's softmax and the forwards of the other norms the
+    families declare with the RMSNorm and gated-norm rules (found from the declarations, so a new
+    family's are too).
     """
+    from family_references import reference_of
+
     functions, norms = _narrowing(FAMILIES.values())
+    declared = {norm: norm.forward for norm, _ in norms}
+    for name in FAMILIES:
+        reference_of(name).faithful_float64(monkeypatch)
     for module, name, patch in functions:
         monkeypatch.setattr(module, name, patch)
     for norm, patch in norms:
-        monkeypatch.setattr(norm, "forward", patch)
+        if norm.forward is declared[norm]:  # not the family's own patch
+            monkeypatch.setattr(norm, "forward", patch)

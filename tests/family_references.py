@@ -3,10 +3,14 @@
 ``REFERENCES`` maps a family's name to a :class:`FamilyReference`: the reference's forward (the
 last position's logits of the rules' forward, written from the rules' equations in
 ``reference.py``, ``reference_attention.py``, ``reference_moe.py``, ``reference_hybrid.py``,
-``reference_fz.py``, importing no package rule code) and how it is called, the settings that
-give the family's models biases, the constant its causal LM multiplies the LM head's output by,
-extra configurations (variants) the suite also runs, and the little preparation a model built
-from a configuration needs to be the model a checkpoint gives.
+``reference_fz.py``, ``reference_gated_delta.py`` (Qwen3-Next, Qwen3.5, Qwen3.5-MoE, OLMo
+hybrid: the Gated DeltaNet step by step) and ``reference_kimi_lfm2.py`` (Kimi Linear, LFM2,
+LFM2-MoE: Kimi Delta Attention step by step, the gated short convolution), importing no package
+rule code) and how it is called, the settings that give the family's models biases, the constant
+its causal LM multiplies the LM head's output by, extra configurations (variants) the suite also
+runs, the little preparation a model built from a configuration needs to be the model a
+checkpoint gives, and the float32 casts of the family's own forwards to remove for float64
+comparisons (``faithful_float64.py``).
 
 The reference's relevances are Gradient x Input of its logit (:func:`reference_relevance`); its
 delta is their sum minus that logit: zero for CP-LRP on a bias-free model (and for the Mamba
@@ -16,16 +20,34 @@ the biases' share with biases.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import torch
 from torch import Tensor, nn
+from transformers import (
+    JambaForSequenceClassification,
+    LlamaForSequenceClassification,
+    Qwen3ForSequenceClassification,
+    Qwen3MoeForSequenceClassification,
+)
+from transformers.models.kimi_linear import modeling_kimi_linear
+from transformers.models.olmo_hybrid import modeling_olmo_hybrid
+from transformers.models.qwen3_5 import modeling_qwen3_5
+from transformers.models.qwen3_5_moe import modeling_qwen3_5_moe
+from transformers.models.qwen3_next import modeling_qwen3_next
 
+from captum_mamba.families.olmo_hybrid import nope
+
+import faithful_float64
 import reference_attention
 import reference_fz
+import reference_gated_delta
 import reference_hybrid
+import reference_kimi_lfm2
 import reference_moe
 from reference import reference_hidden
 
@@ -59,6 +81,10 @@ def _unit_scale(model: nn.Module) -> float:
     return 1.0
 
 
+def _no_casts_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class FamilyReference:
     r"""
@@ -87,6 +113,11 @@ class FamilyReference:
                     forward equivalence is then checked to 1e-5), and the implementation the
                     plain logits use instead.
         draws (int, optional): random configurations in the sweep.
+        faithful_float64 (Callable, optional): ``faithful_float64(monkeypatch)`` removes the
+                    float32 casts of the family's own forwards that the shared fixture
+                    (``conftest.float64_faithful_hf``: RMSNorms, gated norms, eager attention,
+                    the Mamba scans) does not: the linear-attention hybrids' delta rules, gated
+                    norms, decays, zero-centred norms, routers (``faithful_float64.py``).
     """
 
     logits: ReferenceLogits
@@ -105,6 +136,7 @@ class FamilyReference:
     routing_atol: float = 1e-10
     narrowing_experts: Mapping[str, str] = field(default_factory=dict)
     draws: int = 50
+    faithful_float64: Callable[[pytest.MonkeyPatch], None] = _no_casts_of_its_own
 
 
 def _zamba_classifiers() -> tuple[type[nn.Module], ...]:
@@ -117,6 +149,17 @@ def _zamba2_classifiers() -> tuple[type[nn.Module], ...]:
     from transformers import Zamba2ForSequenceClassification
 
     return (Zamba2ForSequenceClassification,)
+
+
+def _gated_delta(module: Any, prefix: str, **fields: Any) -> FamilyReference:
+    """A Gated DeltaNet hybrid: the step-by-step reference of ``reference_gated_delta.py``; biases on its attention."""
+    return FamilyReference(
+        reference_gated_delta.reference_logits,
+        linear_bias={"attention_bias": True},  # its only biases: q, k, v, o (the Gated DeltaNets have none)
+        faithful_float64=functools.partial(faithful_float64.gated_delta_hybrid, module, prefix),
+        draws=_HYBRID_DRAWS,
+        **fields,
+    )
 
 
 _MAMBA = FamilyReference(_mamba_logits, conv_bias={"use_conv_bias": True}, linear_bias={"use_bias": True})
@@ -143,10 +186,14 @@ REFERENCES: dict[str, FamilyReference] = {
     "llama": FamilyReference(
         reference_attention.reference_logits,
         linear_bias={"attention_bias": True, "mlp_bias": True},
+        classifiers=(LlamaForSequenceClassification,),
         draws=_HYBRID_DRAWS,
     ),
     "qwen3": FamilyReference(
-        reference_attention.reference_logits, linear_bias={"attention_bias": True}, draws=_HYBRID_DRAWS
+        reference_attention.reference_logits,
+        linear_bias={"attention_bias": True},
+        classifiers=(Qwen3ForSequenceClassification,),
+        draws=_HYBRID_DRAWS,
     ),
     "bamba": FamilyReference(
         reference_attention.reference_logits,
@@ -158,10 +205,14 @@ REFERENCES: dict[str, FamilyReference] = {
         reference_moe.reference_logits,
         conv_bias={"mamba_conv_bias": True},
         linear_bias={"mamba_proj_bias": True},
+        classifiers=(JambaForSequenceClassification,),
         draws=_HYBRID_DRAWS,
     ),
     "qwen3_moe": FamilyReference(
-        reference_moe.reference_logits, linear_bias={"attention_bias": True}, draws=_HYBRID_DRAWS
+        reference_moe.reference_logits,
+        linear_bias={"attention_bias": True},
+        classifiers=(Qwen3MoeForSequenceClassification,),
+        draws=_HYBRID_DRAWS,
     ),
     "nemotron_h": FamilyReference(
         reference_hybrid.reference_logits,
@@ -210,6 +261,39 @@ REFERENCES: dict[str, FamilyReference] = {
         linear_bias={"add_bias_linear": True},
         prepare=_tie_shared_blocks,
         classifiers=_zamba2_classifiers(),
+        draws=_HYBRID_DRAWS,
+    ),
+    "qwen3_next": _gated_delta(
+        modeling_qwen3_next,
+        "Qwen3Next",
+        classifiers=(modeling_qwen3_next.Qwen3NextForSequenceClassification,),
+    ),
+    "qwen3_5": _gated_delta(
+        modeling_qwen3_5,
+        "Qwen3_5",
+        classifiers=(modeling_qwen3_5.Qwen3_5TextForSequenceClassification,),
+    ),
+    "qwen3_5_moe": _gated_delta(modeling_qwen3_5_moe, "Qwen3_5Moe"),
+    "olmo_hybrid": _gated_delta(
+        modeling_olmo_hybrid,
+        "OlmoHybrid",
+        variants={"nope": nope()},  # no rotary embeddings
+    ),
+    "kimi_linear": FamilyReference(
+        reference_kimi_lfm2.reference_logits,
+        linear_bias={"attention_bias": True},  # MLA's q_a_proj, kv_a_proj_with_mqa, o_proj
+        variants={"full_rank_query": {"q_lora_rank": None}},  # q_proj instead of q_b_proj(norm(q_a_proj(h)))
+        faithful_float64=functools.partial(faithful_float64.kimi_linear, modeling_kimi_linear),
+        draws=_HYBRID_DRAWS,
+    ),
+    "lfm2": FamilyReference(
+        reference_kimi_lfm2.reference_logits,
+        conv_bias={"conv_bias": True},  # the convolutions' biases and the operators' in_proj / out_proj ones
+        draws=_HYBRID_DRAWS,
+    ),
+    "lfm2_moe": FamilyReference(
+        reference_kimi_lfm2.reference_logits,
+        conv_bias={"conv_bias": True},
         draws=_HYBRID_DRAWS,
     ),
 }

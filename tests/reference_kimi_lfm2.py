@@ -12,7 +12,8 @@ latent plus the shared key part, loops over heads and positions with the half ru
 A·V (AttnLRP) or the weights detached (CP-LRP). The sigmoid router (its weights held constant),
 the experts loop of ``reference_moe.py``, the shared experts as MLPs.
 
-**LFM2's gated short convolution**: ``B | C | x`` from ``in_proj``, ``C ⊙ conv(B ⊙ x)`` with each
+**LFM2's gated short convolution**: ``B | C | x`` from ``in_proj``, ``C ⊙ conv(B ⊙ x)`` (biases of
+``in_proj``, the convolution and ``out_proj`` where ``conv_bias`` gives them) with each
 product either with ``B``, ``C`` detached (``"constant"``), under the half rule (``"half"``) or plain
 (``"plain"``, the rule switched off); attention with per-head q/k norms and rotary embeddings; the
 MLP ``w2(silu(w1 h) ⊙ w3 h)`` with the SiLU identity rule and the half rule; LFM2-MoE's sigmoid
@@ -49,13 +50,16 @@ def _rms(norm: torch.nn.Module, x: Tensor) -> Tensor:
 
 
 def _linear(x: Tensor, projection: torch.nn.Module) -> Tensor:
-    return x @ projection.weight.T
+    """``x Wᵀ (+ b)``: LFM2's ``in_proj`` / ``out_proj`` have biases with ``conv_bias``, Kimi's MLA with ``attention_bias``."""
+    out = x @ projection.weight.T
+    bias = getattr(projection, "bias", None)  # the routers have none
+    return out if bias is None else out + bias
 
 
 def _causal_conv(conv: torch.nn.Conv1d, x: Tensor) -> Tensor:
-    """Depthwise causal convolution of ``x`` ``(batch, length, channels)``: output t sums taps over x[t - shift]."""
+    """Depthwise causal convolution of ``x`` ``(batch, length, channels)``: output t sums taps over x[t - shift] (+ bias)."""
     taps = conv.weight.shape[-1]
-    out = torch.zeros_like(x)
+    out = torch.zeros_like(x) if conv.bias is None else conv.bias.expand_as(x).clone()
     for tap in range(taps):
         shift = taps - 1 - tap
         if shift < x.shape[1]:

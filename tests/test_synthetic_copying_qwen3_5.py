@@ -1,14 +1,13 @@
 """The shipped Qwen3.5 copying LM (a Gated DeltaNet and a gated-attention layer): it loads offline,
 copies as its metrics.json says, MambaLRP with CP-LRP conserves (float32; float64 exactly, with
-transformers' float32 casts removed as in test_gated_delta_families.py), and the copying evaluation
-(top-1 = source, ΔA^F) and its commands run on it."""
+transformers' float32 casts removed as the family suite removes them: faithful_float64.py), and the
+copying evaluation (top-1 = source, ΔA^F) and its commands run on it."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import test_gated_delta_families as gated
 import torch
 from transformers.models.qwen3_5 import modeling_qwen3_5
 
@@ -28,7 +27,7 @@ from captum_mamba.evaluation.synthetic.copying import (
 from captum_mamba.evaluation.synthetic.tasks import copying_batch
 from captum_mamba.rules.attention import AttentionRule
 
-from reference_gated_delta import float64_chunk_gated_delta_rule
+from faithful_float64 import gated_delta_hybrid
 
 CP = {modeling_qwen3_5.Qwen3_5Attention: AttentionRule("cp")}
 METRICS = json.loads((COPYING_QWEN3_5_ASSETS / "metrics.json").read_text(encoding="utf-8"))
@@ -46,11 +45,8 @@ def model64():
 
 @pytest.fixture
 def without_float32_casts(monkeypatch):
-    """transformers' float32 casts in Qwen3.5 removed, the way test_gated_delta_families.py removes them."""
-    monkeypatch.setattr(modeling_qwen3_5, "torch_chunk_gated_delta_rule", float64_chunk_gated_delta_rule)
-    monkeypatch.setattr(modeling_qwen3_5.Qwen3_5RMSNormGated, "forward", gated._gated_norm_first)
-    for kind in (modeling_qwen3_5.Qwen3_5GatedDeltaNet, modeling_qwen3_5.Qwen3_5RMSNorm):
-        monkeypatch.setattr(kind, "forward", gated._without_float_casts(kind.forward))
+    """transformers' float32 casts in Qwen3.5 removed, the way the family suite removes them (faithful_float64.py)."""
+    gated_delta_hybrid(modeling_qwen3_5, "Qwen3_5", monkeypatch)
 
 
 def _logits(model, embeds, position, target):

@@ -8,8 +8,8 @@ short-convolution hybrids LFM2 and LFM2-MoE; mamba-ssm when it imports) and thos
 :func:`register_family`. Importing this package changes no global table.
 
 Every Hugging Face family declares a tiny test configuration (``config``: ``config(**overrides)``
-returns the configuration of a tiny bias-free model, float64-ready on the CPU); most declare a
-drawer of random ones (``random_config``); the shared test suite builds its models from them
+returns the configuration of a tiny bias-free model, float64-ready on the CPU) and a drawer of
+random ones (``random_config``); the shared test suite builds its models from them
 (:mod:`captum_mamba.families.tiny`).
 """
 

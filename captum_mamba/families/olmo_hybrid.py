@@ -7,17 +7,26 @@ DeltaNet (:class:`~captum_mamba.mixers.gated_delta.OlmoHybridGatedDeltaLayout`) 
 each for ``q``, ``k``, ``v``, the gate, ``a`` and ``b``, and allows negative eigenvalues
 (``β = 2σ(b)``). The norms on the residual branches are RMSNorms with their normaliser held
 constant (their scale passes relevance element-wise). transformers ships no sequence classifier
-for it.
+for it: the package's :class:`~captum_mamba.heads.OlmoHybridForSequenceClassification` is declared.
+
+Its tiny test configuration (``config``) is the Gated DeltaNet hybrids' shared layers with
+negative eigenvalues allowed; ``random_config`` draws the sizes, the layer pattern (at least one
+Gated DeltaNet and one attention layer, as OLMo hybrid requires), the attention's (grouped) heads,
+the Gated DeltaNets' key and value heads and head sizes, the convolution's taps, β's range and
+rotary embeddings or none (:func:`nope`; see :mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from transformers.activations import SiLUActivation
 from transformers.models.olmo_hybrid import configuration_olmo_hybrid, modeling_olmo_hybrid
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.families.tiny import gated_delta_settings, random_gated_delta_layers
+from captum_mamba.heads import OlmoHybridForSequenceClassification
 from captum_mamba.mixers.gated_delta import OlmoHybridGatedDeltaLayout
 from captum_mamba.rules.attention import AttentionRule
 from captum_mamba.rules.block import OwnForwardRule
@@ -26,36 +35,29 @@ from captum_mamba.rules.norm import GatedRMSNormRule, RMSNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 
 
+def nope() -> dict[str, Any]:
+    """The settings of an OLMo hybrid without rotary embeddings (NoPE: its attention sees no positions), fresh."""
+    return dict(rope_parameters={"rope_type": "default", "rope_theta": None})
+
+
 def tiny_config(**overrides: Any) -> configuration_olmo_hybrid.OlmoHybridConfig:
     r"""
-    A tiny bias-free OLMo hybrid configuration for tests: three layers (Gated DeltaNet,
-    attention, Gated DeltaNet) with SwiGLU MLPs; Gated DeltaNets with 2 key heads of 4 serving 4
-    value heads of 6 (negative eigenvalues allowed), attention with 4 query heads of 8 over 2
-    key/value heads and rotary embeddings; no pad / end-of-text ids (a vocabulary of 40).
+    A tiny bias-free OLMo hybrid configuration for tests: the Gated DeltaNet hybrids' shared layers
+    (:func:`~captum_mamba.families.tiny.gated_delta_settings`: Gated DeltaNet, attention, Gated
+    DeltaNet) with negative eigenvalues allowed, rotary embeddings, and no pad / end-of-text ids
+    (a vocabulary of 40).
     """
-    settings: dict[str, Any] = dict(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=24,
-        num_hidden_layers=3,
-        layer_types=["linear_attention", "full_attention", "linear_attention"],
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=8,
-        linear_conv_kernel_dim=4,
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        linear_key_head_dim=4,
-        linear_value_head_dim=6,
-        linear_allow_neg_eigval=True,
-        attention_bias=False,
-        tie_word_embeddings=False,
-        use_cache=False,
-        pad_token_id=None,
-        eos_token_id=None,
-    )
-    settings.update(overrides)
-    return configuration_olmo_hybrid.OlmoHybridConfig(**settings)
+    settings = dict(gated_delta_settings(), linear_allow_neg_eigval=True, pad_token_id=None, eos_token_id=None)
+    return configuration_olmo_hybrid.OlmoHybridConfig(**{**settings, **overrides})
+
+
+def random_config(rng: random.Random) -> dict[str, Any]:
+    r"""
+    Random OLMo hybrid configurations: the Gated DeltaNet hybrids' layers (each kind at least once),
+    β's range (negative eigenvalues or not), rotary embeddings or none (:func:`nope`).
+    """
+    settings = dict(random_gated_delta_layers(rng, every_kind=True), linear_allow_neg_eigval=rng.random() < 0.5)
+    return {**settings, **nope()} if rng.random() < 0.3 else settings
 
 
 OLMO_HYBRID = ModelFamily(
@@ -68,6 +70,7 @@ OLMO_HYBRID = ModelFamily(
     containers=(
         modeling_olmo_hybrid.OlmoHybridModel,
         modeling_olmo_hybrid.OlmoHybridForCausalLM,
+        OlmoHybridForSequenceClassification,
         modeling_olmo_hybrid.OlmoHybridRotaryEmbedding,  # positions -> cos, sin: no relevance path
     ),
     rules={
@@ -78,6 +81,8 @@ OLMO_HYBRID = ModelFamily(
         SiLUActivation: SiLUIdentityRule,
     },
     causal_lm=modeling_olmo_hybrid.OlmoHybridForCausalLM,
+    classifier=OlmoHybridForSequenceClassification,
     config=tiny_config,
+    random_config=random_config,
     canonizable=False,
 )

@@ -6,11 +6,19 @@ projections split (``in_proj_qkv``, ``in_proj_z``, ``in_proj_b``, ``in_proj_a``:
 in every layer, Qwen3.5-MoE a mixture of experts with a sigmoid-gated shared expert. The rotary
 embedding takes multimodal (text, height, width) positions, constants of the positions either way.
 Only the text models are declared (``Qwen3_5ForCausalLM``, ``Qwen3_5TextForSequenceClassification``,
-``Qwen3_5MoeForCausalLM``); the vision towers are not.
+``Qwen3_5MoeForCausalLM`` and the package's :class:`~captum_mamba.heads.Qwen3_5MoeForSequenceClassification`,
+as transformers ships no text classifier for Qwen3.5-MoE); the vision towers are not.
+
+Their tiny test configurations (``config``) are the Gated DeltaNet hybrids' shared layers (Qwen3.5-MoE:
+with Qwen3-Next's experts in every layer), SDPA attention, eager experts; ``random_config`` draws the
+sizes, which layers are Gated DeltaNets or attention, the attention's (grouped) heads, the Gated
+DeltaNets' key and value heads and head sizes, the convolution's taps and (Qwen3.5-MoE) the experts
+(see :mod:`captum_mamba.families.tiny`).
 """
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from transformers.activations import SiLUActivation
@@ -18,6 +26,9 @@ from transformers.models.qwen3_5 import configuration_qwen3_5, modeling_qwen3_5
 from transformers.models.qwen3_5_moe import configuration_qwen3_5_moe, modeling_qwen3_5_moe
 
 from captum_mamba.families.declaration import ModelFamily
+from captum_mamba.families.qwen3_next import TINY_EXPERTS, random_experts
+from captum_mamba.families.tiny import gated_delta_settings, random_gated_delta_layers
+from captum_mamba.heads import Qwen3_5MoeForSequenceClassification
 from captum_mamba.mixers.gated_delta import SplitGatedDeltaLayout
 from captum_mamba.rules.attention import AttentionRule
 from captum_mamba.rules.block import OwnForwardRule
@@ -26,51 +37,33 @@ from captum_mamba.rules.moe import ExpertsRule, MoEBlockRule
 from captum_mamba.rules.norm import GatedRMSNormRule, RMSNormRule
 from captum_mamba.rules.silu import SiLUIdentityRule
 
-#: The layers and sizes both tiny test configurations share (as Qwen3-Next's in its family).
-_TINY: dict[str, Any] = dict(
-    vocab_size=40,
-    hidden_size=16,
-    intermediate_size=24,
-    num_hidden_layers=3,
-    layer_types=["linear_attention", "full_attention", "linear_attention"],
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=8,
-    linear_conv_kernel_dim=4,
-    linear_num_key_heads=2,
-    linear_num_value_heads=4,
-    linear_key_head_dim=4,
-    linear_value_head_dim=6,
-    attention_bias=False,
-    tie_word_embeddings=False,
-    use_cache=False,
-)
-
 
 def tiny_config(**overrides: Any) -> configuration_qwen3_5.Qwen3_5TextConfig:
     r"""
-    A tiny bias-free Qwen3.5 text configuration for tests: three layers (Gated DeltaNet,
-    attention, Gated DeltaNet) with SwiGLU MLPs; Gated DeltaNets with 2 key heads of 4 serving 4
-    value heads of 6, attention with 4 query heads of 8 over 2 key/value heads.
+    A tiny bias-free Qwen3.5 text configuration for tests: the Gated DeltaNet hybrids' shared
+    layers (:func:`~captum_mamba.families.tiny.gated_delta_settings`: Gated DeltaNet, attention,
+    Gated DeltaNet) with SwiGLU MLPs.
     """
-    return configuration_qwen3_5.Qwen3_5TextConfig(**{**_TINY, **overrides})
+    return configuration_qwen3_5.Qwen3_5TextConfig(**{**gated_delta_settings(), **overrides})
 
 
 def tiny_moe_config(**overrides: Any) -> configuration_qwen3_5_moe.Qwen3_5MoeTextConfig:
     r"""
     A tiny bias-free Qwen3.5-MoE text configuration for tests: Qwen3.5's (:func:`tiny_config`) with
-    four experts (top 2) and a shared expert in every layer; eager experts (transformers'
-    grouped_mm takes no float64).
+    Qwen3-Next's experts in every layer (four of 8, top 2, and a shared expert); eager experts
+    (transformers' grouped_mm takes no float64).
     """
-    settings = dict(
-        _TINY,
-        num_experts=4,
-        num_experts_per_tok=2,
-        moe_intermediate_size=8,
-        shared_expert_intermediate_size=8,
-        experts_implementation="eager",
-    )
-    return configuration_qwen3_5_moe.Qwen3_5MoeTextConfig(**{**settings, **overrides})
+    return configuration_qwen3_5_moe.Qwen3_5MoeTextConfig(**{**gated_delta_settings(), **TINY_EXPERTS, **overrides})
+
+
+def random_config(rng: random.Random) -> dict[str, Any]:
+    """Random Qwen3.5 configurations: the Gated DeltaNet hybrids' layers."""
+    return random_gated_delta_layers(rng)
+
+
+def random_moe_config(rng: random.Random) -> dict[str, Any]:
+    """Random Qwen3.5-MoE configurations: the Gated DeltaNet hybrids' layers and experts (in every layer)."""
+    return {**random_gated_delta_layers(rng), **random_experts(rng)}
 
 
 QWEN3_5 = ModelFamily(
@@ -96,6 +89,7 @@ QWEN3_5 = ModelFamily(
     },
     causal_lm=modeling_qwen3_5.Qwen3_5ForCausalLM,
     config=tiny_config,
+    random_config=random_config,
     canonizable=False,
 )
 
@@ -109,6 +103,7 @@ QWEN3_5_MOE = ModelFamily(
     containers=(
         modeling_qwen3_5_moe.Qwen3_5MoeTextModel,
         modeling_qwen3_5_moe.Qwen3_5MoeForCausalLM,
+        Qwen3_5MoeForSequenceClassification,
         modeling_qwen3_5_moe.Qwen3_5MoeTextRotaryEmbedding,
         modeling_qwen3_5_moe.Qwen3_5MoeTopKRouter,  # feeds only the indices and the held-constant weights
     ),
@@ -121,6 +116,8 @@ QWEN3_5_MOE = ModelFamily(
         SiLUActivation: SiLUIdentityRule,
     },
     causal_lm=modeling_qwen3_5_moe.Qwen3_5MoeForCausalLM,
+    classifier=Qwen3_5MoeForSequenceClassification,
     config=tiny_moe_config,
+    random_config=random_moe_config,
     canonizable=False,
 )
