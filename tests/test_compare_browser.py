@@ -149,3 +149,90 @@ def test_hybrid_report_shows_the_relevance_split_by_layer_kind(driver, examples,
     _select_example(driver, 2)  # an example of the Mamba model: one layer kind, no table
     assert not section.is_displayed()
     assert console_errors(driver) == []
+
+
+COPYING_METHODS = ["mamba_lrp", "mamba_lrp_cp", "input_x_gradient", "integrated_gradients"]
+
+
+@pytest.fixture(scope="module")
+def copying():
+    from captum_mamba.compare import copying_text_model, copying_texts
+
+    text_model = copying_text_model("copying_qwen3_5", max_tokens=64)
+    return text_model, [compare_text(text_model, text, COPYING_METHODS) for text in copying_texts(1, 24)]
+
+
+def _check_known_truth(driver, example) -> None:
+    """The outlined token, the top-1 column and the summary are the payload's, row by row."""
+    from selenium.webdriver.common.by import By
+
+    source = example["source"]["position"]
+    assert driver.find_element(By.ID, "top1-head").is_displayed()
+    assert driver.find_element(By.ID, "source-position").text == f"position {source}"
+    found = sum(row["top1_is_source"] for row in example["methods"])
+    assert driver.find_element(By.ID, "top1-summary").text == f"{found} of {len(example['methods'])}"
+    marks = driver.execute_script(
+        "return [...document.querySelectorAll('tr.method-row')].map(r => {"
+        "  const toks = [...r.querySelectorAll('.tok')];"
+        "  const cell = r.querySelector('td.top1');"
+        "  return [r.dataset.method, toks.findIndex(t => t.classList.contains('source')),"
+        "          toks.findIndex(t => t.classList.contains('explained')), toks.findIndex(t => t.classList.contains('top1')),"
+        "          cell.classList.contains('yes'), cell.textContent];"
+        "});"
+    )
+    assert [mark[0] for mark in marks] == [row["name"] for row in example["methods"]]
+    for (_, outlined, explained, top1, yes, text), row in zip(marks, example["methods"]):
+        assert outlined == source and explained == example["explained_position"] == len(example["tokens"]) - 1
+        assert top1 == row["top1"] and yes == row["top1_is_source"]
+        assert text.startswith("✓ yes") if yes else f"position {row['top1']}" in text
+
+
+def test_copying_report_marks_the_source_and_top1(driver, copying, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    text_model, examples = copying
+    page = write_report(tmp_path / "copying.html", examples, COPYING_METHODS, text_model.name, 64, text_model.about)
+    driver.get(page.as_uri())
+    _wait_ready(driver)
+    assert "Copying task" in driver.find_element(By.ID, "about").text
+    assert driver.find_element(By.ID, "curve-note").is_displayed()  # the explained position is held
+    for index, example in enumerate(examples):
+        _select_example(driver, index)
+        assert driver.find_element(By.ID, "predicted-class").text == example["prediction"]["name"]
+        _check_known_truth(driver, example)
+    assert driver.find_element(By.ID, "split-section").is_displayed()  # Gated DeltaNet, attention, MLPs
+    _select_example(driver, 2)
+    save_screenshot(driver, "compare_view_copying.png")
+    assert console_errors(driver) == []
+
+
+def test_copying_live_page_explains_typed_sequences(driver, copying):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    text_model, explained = copying
+    server = ComparisonServer(create_app(text_model, explained[:1], COPYING_METHODS)).start()
+    try:
+        driver.get(server.url)
+        _wait_ready(driver)
+        box = driver.find_element(By.ID, "text-input")
+        assert "a copying sequence ending at the output to explain" in box.get_attribute("placeholder")
+        _check_known_truth(driver, explained[0])
+        message = driver.find_element(By.ID, "message")
+
+        def submit(text: str) -> None:
+            box.clear()
+            box.send_keys(text)
+            driver.find_element(By.ID, "explain-button").click()
+
+        submit("7 3 12 9 _ _ | 5")
+        WebDriverWait(driver, 30).until(lambda d: "stands after the delimiter" in message.text)
+        submit("7 3 12 9 _ _ _ _ | _ _ _")
+        WebDriverWait(driver, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#example-select option")) == 2)
+        assert driver.find_element(By.ID, "predicted-class").text == "9"  # the fourth output copies d3 = 9
+        assert driver.find_element(By.ID, "source-position").text == "position 3"
+        assert set(_row_token_counts(driver).values()) == {12}
+        errors = console_errors(driver)
+        assert len(errors) == 1 and "api/explain" in errors[0] and "400" in errors[0], errors
+    finally:
+        server.stop()

@@ -11,6 +11,12 @@ Example::
     >>> example = compare_text(text_model, "a gorgeous , witty film .")
     >>> write_report("compare.html", [example], ["mamba_lrp", "integrated_gradients"], text_model.name, 2048)
 
+The shipped copying LMs (:mod:`captum_mamba.compare.copying`) explain typed copying sequences, with
+the known source of the explained output marked and each method's top-1 judged against it::
+
+    >>> text_model = copying_text_model("copying_qwen3_5")
+    >>> examples = [compare_text(text_model, text) for text in copying_texts(sequences=2, length=32)]
+
 Images have their own page (:mod:`captum_mamba.compare.image_compare`): one row per image, one
 heatmap per method of :data:`~captum_mamba.images.methods.IMAGE_METHODS`::
 
@@ -18,6 +24,13 @@ heatmap per method of :data:`~captum_mamba.images.methods.IMAGE_METHODS`::
     >>> write_image_comparison("images.html", examples, "my Vim")
 """
 
+from captum_mamba.compare.copying import (
+    COPYING_MODELS,
+    copying_text_model,
+    copying_texts,
+    format_copying_sequence,
+    parse_copying_sequence,
+)
 from captum_mamba.compare.image_compare import (
     ImageExample,
     ImageMethodRow,
@@ -31,6 +44,7 @@ from captum_mamba.compare.server import ComparisonServer, create_app
 from captum_mamba.compare.text_model import ComparisonInputError, TextModel
 
 __all__ = [
+    "COPYING_MODELS",
     "DEFAULT_COMPARE_METHODS",
     "ComparisonInputError",
     "ComparisonServer",
@@ -41,7 +55,11 @@ __all__ = [
     "check_methods",
     "compare_images",
     "compare_text",
+    "copying_text_model",
+    "copying_texts",
     "create_app",
+    "format_copying_sequence",
+    "parse_copying_sequence",
     "render_image_comparison",
     "render_page",
     "write_image_comparison",

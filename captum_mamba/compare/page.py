@@ -21,6 +21,8 @@ def render_page(
     model_name: str,
     max_tokens: int,
     live: bool = False,
+    input_hint: str | None = None,
+    about: str = "",
 ) -> str:
     r"""
     The comparison page for explained examples (see :func:`~captum_mamba.compare.compare_text`).
@@ -32,6 +34,9 @@ def render_page(
         max_tokens (int): the model's input limit, shown in the header.
         live (bool, optional): show the form that sends new texts to the server's
                     ``api/explain``; False for a static report. Default: False
+        input_hint (str, optional): what to type in the form (see
+                    :class:`~captum_mamba.compare.TextModel`); None: a sentence. Default: None
+        about (str, optional): a paragraph on the model and its inputs, under the header. Default: ""
 
     Returns:
         *str*: the HTML document, with no external resources.
@@ -40,6 +45,8 @@ def render_page(
         "model_name": model_name,
         "max_tokens": max_tokens,
         "live": live,
+        "input_hint": input_hint,
+        "about": about,
         "catalogue": method_catalogue(),
         "selected_methods": list(selected_methods),
         "examples": list(examples),
@@ -62,14 +69,24 @@ def write_report(
     selected_methods: Sequence[str],
     model_name: str,
     max_tokens: int,
+    about: str = "",
 ) -> Path:
     r"""
     Write the static comparison report (opens offline in any browser).
+
+    Args:
+        path (str or Path): the HTML file (its folder is created).
+        examples (Sequence[dict]): the explained texts (see :func:`~captum_mamba.compare.compare_text`).
+        selected_methods (Sequence[str]): the methods whose rows are shown at first.
+        model_name (str): shown in the header.
+        max_tokens (int): the model's input limit, shown in the header.
+        about (str, optional): a paragraph on the model and its inputs, under the header
+                    (``TextModel.about``). Default: ""
 
     Returns:
         *Path* of the written file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_page(examples, selected_methods, model_name, max_tokens), encoding="utf-8")
+    path.write_text(render_page(examples, selected_methods, model_name, max_tokens, about=about), encoding="utf-8")
     return path

@@ -51,6 +51,9 @@ class MethodRow:
         morf (list[float]): logit after removing the most relevant tokens first.
         lerf (list[float]): logit after removing the least relevant tokens first.
         error (str or None): why the method could not explain this text.
+        top1 (int or None): the position of the highest score (a held explained position
+                    excluded); set for inputs with a known source.
+        top1_is_source (bool or None): whether ``top1`` is the known source; None without one.
     """
 
     name: str
@@ -64,6 +67,8 @@ class MethodRow:
     morf: list[float] = field(default_factory=list)
     lerf: list[float] = field(default_factory=list)
     error: str | None = None
+    top1: int | None = None
+    top1_is_source: bool | None = None
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
@@ -106,27 +111,39 @@ def compare_text(
     Returns:
         *dict* (JSON-ready): ``text``, ``tokens``, ``label``, ``prediction`` (index, name,
         probability, logit), ``top_classes``, ``methods``, a list of :class:`MethodRow` dicts,
-        and ``relevance_split`` (see :func:`layer_split`; ``None`` for models with one layer kind).
+        ``relevance_split`` (see :func:`layer_split`; ``None`` for models with one layer kind),
+        ``source`` (``{"position", "token"}``, the known source of :attr:`TextModel.known_source`,
+        or ``None``) and ``explained_position`` (the last position for a
+        :attr:`TextModel.hold_last` model, else ``None``). With a known source, ``label`` defaults
+        to its token (the output the model should give) and each row has ``top1`` and
+        ``top1_is_source``.
 
     Raises:
-        ComparisonInputError: empty or too long text, unknown method.
+        ComparisonInputError: empty, too long or malformed text, unknown method.
     """
     methods = check_methods(methods)
     input_ids, tokens = text_model.encode(text)
     model = text_model.model
+    token_ids = input_ids[0].tolist()
+    source = None if text_model.known_source is None else text_model.known_source(token_ids)
+    if source is not None and label is None:
+        label = text_model.class_name(token_ids[source])
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
     mask = torch.ones_like(input_ids)
     forward = ExplainedLogits(model)
     embeds = model.get_input_embeddings()(input_ids).detach()
     with torch.no_grad():
-        logits = forward(embeds, mask)[0].float()
+        raw = forward(embeds, mask)[0]
+    logits = raw.float()
     probabilities = logits.softmax(-1)
-    target = int(logits.argmax())
+    target = int(raw.argmax())
+    logit = float(raw[target])  # in the model's precision: the conservation delta of a float64 model
     top = probabilities.topk(min(4, probabilities.numel()))
-    rows = [
-        _explain(text_model, name, input_ids, mask, embeds, target, float(logits[target]), steps) for name in methods
-    ]
+    rows = [_explain(text_model, name, input_ids, mask, embeds, target, logit, steps) for name in methods]
+    if source is not None:
+        for row in rows:
+            _mark_top1(row, source, text_model.hold_last)
     return {
         "text": text,
         "tokens": tokens,
@@ -135,14 +152,25 @@ def compare_text(
             "index": target,
             "name": text_model.class_name(target),
             "probability": float(probabilities[target]),
-            "logit": float(logits[target]),
+            "logit": logit,
         },
         "top_classes": [
             {"name": text_model.class_name(int(i)), "probability": float(p)} for p, i in zip(top.values, top.indices)
         ],
         "methods": [asdict(row) for row in rows],
         "relevance_split": layer_split(model, embeds, mask, target),
+        "source": None if source is None else {"position": source, "token": tokens[source]},
+        "explained_position": len(tokens) - 1 if text_model.hold_last else None,
     }
+
+
+def _mark_top1(row: MethodRow, source: int, hold_last: bool) -> None:
+    """Set the row's top-1 position (the held explained position excluded) and whether it is ``source``."""
+    scores = row.scores[:-1] if hold_last else row.scores
+    if not scores:
+        return
+    row.top1 = max(range(len(scores)), key=scores.__getitem__)  # the first of equal maxima, as torch.argmax
+    row.top1_is_source = row.top1 == source
 
 
 def layer_split(
@@ -240,9 +268,22 @@ def _explain(
     row.scores = [float(s) for s in scores[0]]
     if spec.reduction == "sum" and spec.family != "attention":
         row.delta = float(scores.sum()) - logit
+    changeable, count = None, len(row.scores)
+    if text_model.hold_last:  # a causal LM's explained position is held, as in ``evaluate copying``
+        changeable = torch.ones(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        changeable[:, -1] = False
+        count -= 1
+    if count == 0:
+        return row
     with linear_time_forward(text_model.model):
         result = flipping_curves(
-            ExplainedLogits(text_model.model), embeds, scores, target_tensor, mask, steps=min(steps, len(row.scores))
+            ExplainedLogits(text_model.model),
+            embeds,
+            scores.to(embeds.dtype),
+            target_tensor,
+            mask,
+            steps=min(steps, count),
+            changeable=changeable,
         )
     row.delta_af = float(result.delta_af[0])
     row.fractions = [float(f) for f in result.fractions]

@@ -43,7 +43,15 @@ def create_app(
     @app.get("/")
     def index():
         with lock:
-            page = render_page(explained, methods, text_model.name, text_model.max_tokens, live=True)
+            page = render_page(
+                explained,
+                methods,
+                text_model.name,
+                text_model.max_tokens,
+                live=True,
+                input_hint=text_model.input_hint,
+                about=text_model.about,
+            )
         return page, 200, {"Content-Type": "text/html; charset=utf-8"}
 
     @app.get("/api/methods")

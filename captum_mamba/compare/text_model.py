@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 
 class ComparisonInputError(ValueError):
-    """Input the comparison view cannot explain (unknown method, empty or too long text)."""
+    """Input the comparison view cannot explain (unknown method, empty, too long or malformed text)."""
 
 
 @dataclass
@@ -26,6 +26,18 @@ class TextModel:
         class_name (Callable): ``class_name(index) -> str`` of an output index.
         max_tokens (int): the longest input accepted; longer texts are refused with a message.
         name (str): shown in the page header.
+        known_source (Callable, optional): ``known_source(token_ids) -> position``: the input
+                    position the explained output is known to rely on (e.g. the token a copying
+                    model copies), marked on the page with whether each method ranks it first;
+                    ``None``: no known truth. Default: None
+        hold_last (bool, optional): the model is a causal LM explained at its last position: the
+                    page marks that position, top-1 leaves it out and token flipping holds it (as
+                    ``captum-mamba evaluate copying`` does). Default: False
+        input_hint (str, optional): what to type, after "type" in the page's text box and
+                    "enter" in the message on an empty text. Default: "a text to explain, e.g. a
+                    gorgeous , witty film ."
+        about (str, optional): a paragraph on the model and its inputs, shown under the page
+                    header. Default: ""
     """
 
     model: nn.Module
@@ -33,16 +45,21 @@ class TextModel:
     class_name: Callable[[int], str]
     max_tokens: int = 2048
     name: str = "model"
+    known_source: Callable[[list[int]], int | None] | None = None
+    hold_last: bool = False
+    input_hint: str = "a text to explain, e.g. a gorgeous , witty film ."
+    about: str = ""
 
     def encode(self, text: str) -> tuple[Tensor, list[str]]:
         r"""
         Token ids ``(1, length)`` and token strings of ``text``, validated.
 
         Raises:
-            ComparisonInputError: empty text, no tokens, or more than ``max_tokens`` tokens.
+            ComparisonInputError: empty text, no tokens, more than ``max_tokens`` tokens, or text
+                that ``tokenize`` refuses.
         """
         if not isinstance(text, str) or not text.strip():
-            raise ComparisonInputError("the text is empty: enter at least one word to explain")
+            raise ComparisonInputError(f"the text is empty: enter {self.input_hint}")
         ids, tokens = self.tokenize(text)
         if not ids:
             raise ComparisonInputError("the text has no tokens the model knows")

@@ -28,6 +28,11 @@
     box.style.display = text ? "block" : "none";
   }
 
+  function shorten(text) {
+    // the middle goes: a copying sequence ends at the explained output
+    return text.length > 70 ? text.slice(0, 40) + " ... " + text.slice(-25) : text;
+  }
+
   function methodColour(name) {
     const index = data.catalogue.findIndex((m) => m.name === name);
     return palette[(index < 0 ? 0 : index) % palette.length];
@@ -36,7 +41,7 @@
   function renderControls() {
     const select = $("example-select");
     select.innerHTML = data.examples
-      .map((e, i) => `<option value="${i}">${i + 1}. ${escapeHtml(e.text.length > 70 ? e.text.slice(0, 67) + "..." : e.text)}</option>`)
+      .map((e, i) => `<option value="${i}">${i + 1}. ${escapeHtml(shorten(e.text))}</option>`)
       .join("");
     select.value = String(state.index);
     $("method-toggles").innerHTML = data.catalogue
@@ -49,21 +54,50 @@
       .join("");
   }
 
-  function renderRow(row, tokens) {
+  function top1Cell(row, example) {
+    if (!example.source) return "";
+    if (row.top1 === null || row.top1 === undefined) return `<td class="top1">&ndash;</td>`;
+    if (row.top1_is_source) return `<td class="top1 yes" data-top1="${row.top1}">&#10003; yes</td>`;
+    return `<td class="top1 no" data-top1="${row.top1}" title="its top-1 token is at position ${row.top1}">&#10007; no (position ${row.top1}: ${escapeHtml(
+      example.tokens[row.top1]
+    )})</td>`;
+  }
+
+  function tokenClass(i, row, example) {
+    let name = "tok";
+    if (example.source && i === example.source.position) name += " source";
+    if (i === example.explained_position) name += " explained";
+    if (example.source && i === row.top1) name += " top1";
+    return name;
+  }
+
+  function tokenTitle(i, row, example) {
+    let title = row.scores[i].toPrecision(4) + ` (position ${i})`;
+    if (example.source && i === example.source.position) title += ", the known source";
+    if (i === example.explained_position) title += ", the explained position";
+    if (example.source && i === row.top1) title += ", this method's top-1";
+    return title;
+  }
+
+  function renderRow(row, example) {
+    const tokens = example.tokens;
     if (row.error) {
       return `<tr class="method-row" data-method="${row.name}"><td class="method">${escapeHtml(row.label)}</td><td class="tokens row-error">${escapeHtml(
         row.error
-      )}</td><td class="num">&ndash;</td><td class="num">&ndash;</td><td class="num">&ndash;</td></tr>`;
+      )}</td>${top1Cell(row, example)}<td class="num">&ndash;</td><td class="num">&ndash;</td><td class="num">&ndash;</td></tr>`;
     }
     const scale = Math.max(1e-12, ...row.scores.map(Math.abs));
     const spans = tokens
-      .map((t, i) => `<span class="tok" style="background:${colour(row.scores[i], scale)}" title="${row.scores[i].toPrecision(4)}">${escapeHtml(t)}</span>`)
+      .map(
+        (t, i) =>
+          `<span class="${tokenClass(i, row, example)}" style="background:${colour(row.scores[i], scale)}" title="${tokenTitle(i, row, example)}">${escapeHtml(t)}</span>`
+      )
       .join(" "); // the spaces let long texts wrap
     const runtime = row.seconds < 1 ? `${(row.seconds * 1000).toFixed(1)} ms` : `${row.seconds.toFixed(2)} s`;
     return (
       `<tr class="method-row" data-method="${row.name}"><td class="method" title="${escapeHtml(row.description)}">` +
       `<span class="swatch" style="background:${methodColour(row.name)}"></span>${escapeHtml(row.label)}</td>` +
-      `<td class="tokens">${spans}</td><td class="num delta">${format(row.delta, 4)}</td>` +
+      `<td class="tokens">${spans}</td>${top1Cell(row, example)}<td class="num delta">${format(row.delta, 4)}</td>` +
       `<td class="num runtime">${runtime}</td><td class="num faithfulness">${format(row.delta_af, 3)}</td></tr>`
     );
   }
@@ -146,16 +180,32 @@
       return;
     }
     const prediction = example.prediction;
+    const source = example.source;
     let verdict = "";
     if (example.label !== null && example.label !== undefined) {
       const ok = example.label === prediction.name;
-      verdict = ` &middot; label: <span class="${ok ? "correct" : "wrong"}">${escapeHtml(example.label)}</span>`;
+      verdict = ` &middot; ${source ? "expected" : "label"}: <span class="${ok ? "correct" : "wrong"}">${escapeHtml(example.label)}</span>`;
+    }
+    const lm = example.explained_position !== null && example.explained_position !== undefined;
+    const explained = lm
+      ? `explaining the predicted next token at the last position (${example.explained_position})`
+      : "explaining the predicted class";
+    const rows = example.methods.filter((r) => state.visible.has(r.name));
+    let truth = "";
+    if (source) {
+      const judged = rows.filter((r) => r.top1_is_source !== null && r.top1_is_source !== undefined);
+      const found = judged.filter((r) => r.top1_is_source).length;
+      truth =
+        `<br>Known source: <strong id="source-position">position ${source.position}</strong> (token ${escapeHtml(source.token)}, outlined) ` +
+        `&middot; top-1 = source for <strong id="top1-summary">${found} of ${judged.length}</strong> methods ` +
+        `<span class="source-note">(underlined: each method's top-1${lm ? "; dashed: the explained position" : ""})</span>`;
     }
     $("prediction").innerHTML =
       `Prediction: <strong id="predicted-class">${escapeHtml(prediction.name)}</strong> (p = ${prediction.probability.toFixed(3)}, logit ${format(prediction.logit, 3)})` +
-      `${verdict} &middot; ${example.tokens.length} tokens &middot; explaining the predicted class`;
-    const rows = example.methods.filter((r) => state.visible.has(r.name));
-    document.querySelector("#rows tbody").innerHTML = rows.map((r) => renderRow(r, example.tokens)).join("");
+      `${verdict} &middot; ${example.tokens.length} tokens &middot; ${explained}${truth}`;
+    $("top1-head").hidden = !source;
+    $("curve-note").hidden = !lm;
+    document.querySelector("#rows tbody").innerHTML = rows.map((r) => renderRow(r, example)).join("");
     renderSplit(example.relevance_split);
     renderCurves(rows);
   }
@@ -190,6 +240,11 @@
     }
   }
 
+  if (data.about) {
+    $("about").textContent = data.about;
+    $("about").hidden = false;
+  }
+  if (data.input_hint) $("text-input").placeholder = `type ${data.input_hint}`;
   $("model-name").textContent = `${data.model_name} · ${data.examples.length} example(s) · inputs up to ${data.max_tokens} tokens`;
   $("example-select").addEventListener("change", (e) => {
     state.index = Number(e.target.value);
