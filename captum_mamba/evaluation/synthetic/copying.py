@@ -413,7 +413,7 @@ explained output through the state; load it with
 `captum_mamba.evaluation.synthetic.copying.load_copying_model({loader})`.
 
 - Task (`captum_mamba.evaluation.synthetic.tasks.copying_batch`, `copy_length={metrics["copy_length"]}`): vocabulary 16;
-  `[d0, d1, d2, d3, BLANK (id 1)..., DELIMITER (id 0), d0, d1, d2]`, data drawn uniformly from
+  `[d0, d1, d2, d3, BLANK (id 1)..., DELIMITER (id 0), BLANK, BLANK, BLANK]`, data drawn uniformly from
   ids 2-15, generated on the fly (seeded; no data set); the outputs at the delimiter and the three
   positions after it are `d0 ... d3`.
 {model}
