@@ -217,3 +217,50 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         ]
         lines.append(f"| {row['dtype']} | {row['length']} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
+
+
+def causal_lm_benchmark_main(
+    description: str,
+    build: Callable[[torch.dtype], nn.Module],
+    dtypes: dict[str, torch.dtype],
+    model: dict[str, Any],
+    cp_attention: Callable[[], type[nn.Module]],
+    label: Callable[[str], dict[str, Any]] = lambda dtype: {},
+) -> None:
+    r"""
+    The command line of a causal-LM GPU benchmark script: ``--json``, ``--lengths``, ``--repeats``,
+    ``--dtypes``, ``--lean-from``; the rows of :func:`compare_over_dtypes_and_lengths`, printed as
+    a Markdown table and written with the provenance record.
+
+    Args:
+        description (str): the script's one-line description.
+        build (Callable): ``build(dtype)``: the model on the GPU, frozen, in eval mode.
+        dtypes (dict): the dtypes it may run, ``{name: torch dtype}`` (all by default).
+        model (dict): what the JSON says of the model.
+        cp_attention (Callable): returns the attention class CP-LRP is timed on (imported late).
+        label (Callable): ``label(dtype name)``: more of each row's description.
+    """
+    import argparse
+    from pathlib import Path
+
+    from _provenance import result_provenance, with_provenance
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[8192])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtypes", nargs="+", default=list(dtypes), choices=list(dtypes))
+    parser.add_argument(
+        "--lean-from", type=int, default=None, help="from this length on, also time MambaLRP(memory_lean=True)"
+    )
+    args = parser.parse_args()
+    record = result_provenance(args.json, "cuda")
+    chosen = {name: dtypes[name] for name in args.dtypes}
+    rows = compare_over_dtypes_and_lengths(
+        build, chosen, args.lengths, args.repeats, cp_attention(), args.lean_from, label
+    )
+    result = with_provenance({"model": model, "rows": rows}, record)
+    print(markdown_table(rows))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))

@@ -20,13 +20,8 @@ Usage (on the GPU machine):
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
 import torch
-from _methods import compare_over_dtypes_and_lengths, markdown_table
-from _provenance import result_provenance, with_provenance
+from _methods import causal_lm_benchmark_main
 
 from captum_mamba.evaluation.dataset import BAMBA_1B  # the 1B-sized configuration, also explain-dataset's bamba-1b
 
@@ -44,28 +39,13 @@ def build(dtype: torch.dtype) -> torch.nn.Module:
     return model.to(dtype).eval().requires_grad_(False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[8192])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
-    parser.add_argument(
-        "--lean-from", type=int, default=None, help="from this length on, also time MambaLRP(memory_lean=True)"
-    )
-    args = parser.parse_args()
-    record = result_provenance(args.json, "cuda")
+def _attention() -> type[torch.nn.Module]:
     from transformers.models.bamba.modeling_bamba import BambaAttention
 
-    rows = compare_over_dtypes_and_lengths(
-        build, {n: DTYPES[n] for n in args.dtypes}, args.lengths, args.repeats, BambaAttention, args.lean_from
-    )
-    result = with_provenance({"model": {"family": "bamba (random weights)", **BAMBA_1B}, "rows": rows}, record)
-    print(markdown_table(rows))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    return BambaAttention
 
 
 if __name__ == "__main__":
-    main()
+    causal_lm_benchmark_main(
+        __doc__.splitlines()[0], build, DTYPES, {"family": "bamba (random weights)", **BAMBA_1B}, _attention
+    )

@@ -21,14 +21,10 @@ checks MambaLRP's relevance sum against the logit of a separate forward. Usage (
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
-from _methods import compare_over_dtypes_and_lengths, markdown_table
-from _provenance import result_provenance, with_provenance
+from _methods import causal_lm_benchmark_main
 
 QWEN3_5_08B: dict[str, Any] = dict(
     vocab_size=248320,
@@ -71,34 +67,25 @@ def _fla_available() -> bool:
     return True
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[8192])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
-    parser.add_argument(
-        "--lean-from", type=int, default=None, help="from this length on, also time MambaLRP(memory_lean=True)"
-    )
-    args = parser.parse_args()
-    record = result_provenance(args.json, "cuda")
+def _attention() -> type[torch.nn.Module]:
     from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5Attention
 
-    def label(dtype: str) -> dict[str, Any]:
-        kernel = "fla chunk_gated_delta_rule" if fla and dtype != "float32" else "captum_mamba chunked PyTorch"
-        return {"fla_installed": fla, "rule_kernel": kernel}
+    return Qwen3_5Attention
 
+
+def _kernels(dtype: str) -> dict[str, Any]:
+    """Which kernel the gated delta rule runs (fla's for half precision where it imports)."""
     fla = _fla_available()
-
-    rows = compare_over_dtypes_and_lengths(
-        build, {n: DTYPES[n] for n in args.dtypes}, args.lengths, args.repeats, Qwen3_5Attention, args.lean_from, label
-    )
-    result = with_provenance({"model": {"family": "qwen3_5 (random weights)", **QWEN3_5_08B}, "rows": rows}, record)
-    print(markdown_table(rows))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2))
+    kernel = "fla chunk_gated_delta_rule" if fla and dtype != "float32" else "captum_mamba chunked PyTorch"
+    return {"fla_installed": fla, "rule_kernel": kernel}
 
 
 if __name__ == "__main__":
-    main()
+    causal_lm_benchmark_main(
+        __doc__.splitlines()[0],
+        build,
+        DTYPES,
+        {"family": "qwen3_5 (random weights)", **QWEN3_5_08B},
+        _attention,
+        _kernels,
+    )
