@@ -144,6 +144,7 @@ def test_train_defaults_are_the_training_code_defaults():
     assert _parse("train", "copying")["architecture"] == _defaults(copying.train_and_save)["architecture"] == "mamba"
     assert copying.copying_assets("mamba") == copying.COPYING_ASSETS
     assert copying.copying_assets("qwen3_5") == copying.COPYING_QWEN3_5_ASSETS
+    assert copying.copying_assets("gated_deltanet") == copying.COPYING_GATED_DELTANET_ASSETS
 
 
 def test_the_command_line_knows_every_synthetic_architecture():

@@ -173,7 +173,7 @@ COPYING_METHODS = ["mamba_lrp", "mamba_lrp_cp", "input_x_gradient", "integrated_
 COPYING_LENGTH = 12
 
 
-@pytest.fixture(scope="module", params=["copying", "copying_qwen3_5"])
+@pytest.fixture(scope="module", params=["copying", "copying_qwen3_5", "copying_gated_deltanet"])
 def copying_model(request) -> TextModel:
     from captum_mamba.compare import copying_text_model
 
@@ -269,7 +269,8 @@ def test_copying_examples_are_the_generators_and_read_back():
     assert parse_copying_sequence("7, 3, 12, 9, 1, 1, 0, 1") == ([7, 3, 12, 9, 1, 1, 0, 1], 1)  # ids and commas
     assert set(COPYING_MODEL_NAMES) == set(COPYING_MODELS)
     assert _methods(None, "copying_qwen3_5")[:2] == ["mamba_lrp", "mamba_lrp_cp"]  # it has an attention layer
-    assert "mamba_lrp_cp" not in _methods(None, "copying")
+    for name in ("copying", "copying_gated_deltanet"):  # no attention: MambaLRP alone conserves
+        assert "mamba_lrp_cp" not in _methods(None, name)
 
 
 @pytest.mark.parametrize(
@@ -348,7 +349,10 @@ def test_an_unknown_model_name_is_refused_with_the_choices(capsys):
         (["--model", "copying", "7 3 12 9 _ | _", "7 3 x"], "sequence 2 of 2: item 3, 'x', is not a token"),
         (["--model", "copying", "7", "3", "12", "9", "_", "|"], "sequence 1 of 6: the sequence has no delimiter | "),
         (["--model", "copying", "--held-out", "4"], "--model copying has no held-out set"),
-        (["--length", "20"], "--length applies to the copying LMs (--model copying or copying_qwen3_5)"),
+        (
+            ["--length", "20"],
+            "--length applies to the copying LMs (--model copying, copying_qwen3_5 or copying_gated_deltanet)",
+        ),
         (["--model", "copying", "--length", "5"], "--length 5 is too short: a copying sequence has at least 9"),
         (["--model", "copying", "7 3 12 9 _ |", "--sequences", "2"], "give sequences or --sequences / --length"),
     ],

@@ -1,7 +1,9 @@
-"""The shipped Qwen3.5 copying LM (a Gated DeltaNet and a gated-attention layer): it loads offline,
-copies as its metrics.json says, MambaLRP with CP-LRP conserves (float32; float64 exactly, with
-transformers' float32 casts removed as the family suite removes them: faithful_float64.py), and the
-copying evaluation (top-1 = source, ΔA^F) and its commands run on it."""
+"""The shipped Qwen3.5 copying LMs, each test once per model: the hybrid ``copying_qwen3_5`` (a Gated
+DeltaNet and a gated-attention layer) and ``copying_gated_deltanet`` (two Gated DeltaNets, no
+attention). Each loads offline, copies as its metrics.json says, MambaLRP (with CP-LRP for the
+attention) conserves (float32; float64 exactly, with transformers' float32 casts removed as the
+family suite removes them: faithful_float64.py), and the copying evaluation (top-1 = source, ΔA^F)
+and its commands run on it."""
 
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from captum_mamba.evaluation.methods import MethodNotApplicableError, token_attr
 from captum_mamba.evaluation.synthetic import causal_lm
 from captum_mamba.evaluation.synthetic.copying import (
     COPY_LENGTH,
-    COPYING_QWEN3_5_ASSETS,
     copying_accuracy,
+    copying_assets,
     copying_evaluation,
     copying_top1,
     load_copying_model,
@@ -29,18 +31,35 @@ from captum_mamba.rules.attention import AttentionRule
 
 from faithful_float64 import gated_delta_hybrid
 
-CP = {modeling_qwen3_5.Qwen3_5Attention: AttentionRule("cp")}
-METRICS = json.loads((COPYING_QWEN3_5_ASSETS / "metrics.json").read_text(encoding="utf-8"))
+CP = {modeling_qwen3_5.Qwen3_5Attention: AttentionRule("cp")}  # changes nothing in a model without attention
+LAYERS = {
+    "qwen3_5": ["linear_attention", "full_attention"],
+    "gated_deltanet": ["linear_attention", "linear_attention"],
+}
+"""The Qwen3.5 copying LMs (their architectures) and their layers."""
+
+
+def _metrics(architecture: str) -> dict:
+    return json.loads((copying_assets(architecture) / "metrics.json").read_text(encoding="utf-8"))
+
+
+def _has_attention(architecture: str) -> bool:
+    return "full_attention" in LAYERS[architecture]
+
+
+@pytest.fixture(scope="module", params=list(LAYERS))
+def architecture(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def model32():
-    return load_copying_model(architecture="qwen3_5")
+def model32(architecture):
+    return load_copying_model(architecture=architecture)
 
 
 @pytest.fixture(scope="module")
-def model64():
-    return load_copying_model(torch.float64, architecture="qwen3_5")
+def model64(architecture):
+    return load_copying_model(torch.float64, architecture=architecture)
 
 
 @pytest.fixture
@@ -54,32 +73,34 @@ def _logits(model, embeds, position, target):
         return model(inputs_embeds=embeds).logits[torch.arange(len(embeds)), position, target]
 
 
-def test_the_shipped_model_loads_offline_and_is_small(model32):
+def test_the_shipped_model_loads_offline_and_is_small(model32, architecture):
+    metrics, folder = _metrics(architecture), copying_assets(architecture)
     assert isinstance(model32, modeling_qwen3_5.Qwen3_5ForCausalLM) and not model32.training
-    assert model32.config.layer_types == ["linear_attention", "full_attention"]
+    assert model32.config.layer_types == LAYERS[architecture]
     assert not model32.config.tie_word_embeddings and model32.config.vocab_size == 16
     kinds = {type(module) for module in model32.modules()}
-    assert {modeling_qwen3_5.Qwen3_5GatedDeltaNet, modeling_qwen3_5.Qwen3_5Attention} <= kinds
+    assert modeling_qwen3_5.Qwen3_5GatedDeltaNet in kinds
+    assert (modeling_qwen3_5.Qwen3_5Attention in kinds) == _has_attention(architecture)
     layers = [module for module in model32.modules() if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d))]
     assert layers and all(layer.bias is None for layer in layers)  # bias-free: exact conservation
-    assert (COPYING_QWEN3_5_ASSETS / "model.safetensors").stat().st_size < 500_000
-    assert METRICS["parameters"] == sum(p.numel() for p in model32.parameters())
-    assert METRICS["architecture"] == "qwen3_5" and "--architecture qwen3_5" in METRICS["command"]
-    assert METRICS["provenance"]["dirty"] is False and len(METRICS["provenance"]["commit"]) == 40
-    card = (COPYING_QWEN3_5_ASSETS / "MODEL_CARD.md").read_text(encoding="utf-8")
-    assert METRICS["command"] in card and METRICS["provenance"]["commit"] in card
+    assert (folder / "model.safetensors").stat().st_size < 500_000
+    assert metrics["parameters"] == sum(p.numel() for p in model32.parameters())
+    assert metrics["architecture"] == architecture and f"--architecture {architecture}" in metrics["command"]
+    assert metrics["provenance"]["dirty"] is False and len(metrics["provenance"]["commit"]) == 40
+    card = (folder / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert metrics["command"] in card and metrics["provenance"]["commit"] in card
 
 
 @pytest.mark.parametrize("length", [16, 64])
-def test_the_shipped_model_has_its_recorded_accuracy(model32, length):
-    recorded = METRICS["accuracy_by_length"][str(length)]
+def test_the_shipped_model_has_its_recorded_accuracy(model32, architecture, length):
+    recorded = _metrics(architecture)["accuracy_by_length"][str(length)]
     assert copying_accuracy(model32, length) == recorded  # the same 256 sequences (seed 1234)
     assert recorded["token"] >= 0.99
     fresh = copying_accuracy(model32, length, n=128, seed=98765)  # sequences the metrics never saw
     assert fresh["token"] >= recorded["token"] - 0.02 and fresh["sequence"] >= 0.95
 
 
-def test_cp_lrp_conserves_in_float32(model32):
+def test_mamba_lrp_with_cp_lrp_conserves_in_float32(model32):
     batch = copying_batch(4, 40, torch.Generator().manual_seed(21), COPY_LENGTH)
     position = 40 - COPY_LENGTH + 2
     token = batch.labels[:, position]
@@ -90,7 +111,7 @@ def test_cp_lrp_conserves_in_float32(model32):
     torch.testing.assert_close(relevance.sum((1, 2)), logit, atol=1e-4, rtol=0)
 
 
-def test_cp_lrp_conserves_exactly_in_float64(model64, without_float32_casts):
+def test_mamba_lrp_with_cp_lrp_conserves_exactly_in_float64(model64, architecture, without_float32_casts):
     batch = copying_batch(3, 33, torch.Generator().manual_seed(22), COPY_LENGTH)
     token = batch.labels[:, -1]  # the last output, d3
     embeds = model64.get_input_embeddings()(batch.input_ids).detach()
@@ -100,8 +121,11 @@ def test_cp_lrp_conserves_exactly_in_float64(model64, without_float32_casts):
     assert delta.abs().max() < 1e-8
     by_method = token_attributions("mamba_lrp_cp", model64, batch.input_ids, token)
     torch.testing.assert_close(by_method.sum(1), logit, atol=1e-8, rtol=0)
-    attnlrp = token_attributions("mamba_lrp", model64, batch.input_ids, token)  # AttnLRP: not conservative
-    assert (attnlrp.sum(1) - logit).abs().max() > 1e-6
+    plain = token_attributions("mamba_lrp", model64, batch.input_ids, token)
+    if _has_attention(architecture):  # AttnLRP for the attention layer: not conservative
+        assert (plain.sum(1) - logit).abs().max() > 1e-6
+    else:  # no attention: MambaLRP is the same explanation, conservative
+        torch.testing.assert_close(plain, by_method, atol=0, rtol=0)
 
 
 def test_copying_top1_reports_every_applicable_method(model64):
@@ -134,23 +158,44 @@ def test_copying_evaluation_flips_the_tokens_before_the_explained_output(model64
     assert again["mamba_lrp_cp"]["top1_source_by_output"] == rows["mamba_lrp_cp"]["top1_source_by_output"]
 
 
-def test_training_writes_a_loadable_model_its_metrics_and_card(tmp_path, capsys):
-    out = tmp_path / "qwen"
-    args = ["train", "copying", "--architecture", "qwen3_5", "--steps", "2", "--report-n", "2", "--out", str(out)]
+def test_training_writes_a_loadable_model_its_metrics_and_card(tmp_path, capsys, architecture):
+    out = tmp_path / architecture
+    args = ["train", "copying", "--architecture", architecture, "--steps", "2", "--report-n", "2", "--out", str(out)]
     assert main(args) == 0
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "metrics.json", "MODEL_CARD.md"}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["command"] == "captum-mamba " + " ".join(args) and metrics["architecture"] == "qwen3_5"
+    assert metrics["command"] == "captum-mamba " + " ".join(args) and metrics["architecture"] == architecture
     assert metrics["steps"] == 2 and set(metrics["accuracy_by_length"]) == {"16", "32", "64", "128", "256", "512"}
     assert "attention_rollout" in metrics["top1"]["_model"]["not_applicable"]
-    assert metrics["provenance"]["commit"] in (out / "MODEL_CARD.md").read_text()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert metrics["provenance"]["commit"] in card
+    assert ("The attention:" in card) == _has_attention(architecture)
+    assert ("initialised log-uniformly" in card) == (architecture in causal_lm.DECAY_STEP_INIT)
     reloaded = load_copying_model(folder=out)
     assert isinstance(reloaded, modeling_qwen3_5.Qwen3_5ForCausalLM)
+    assert reloaded.config.layer_types == LAYERS[architecture]
     assert copying_accuracy(reloaded, 16) == metrics["accuracy_by_length"]["16"]
     capsys.readouterr()
 
 
-def test_training_into_the_shipped_folders_checks_the_tree(monkeypatch):
+def test_only_the_gated_deltanet_model_starts_with_long_memories():
+    torch.manual_seed(0)
+    steps = [
+        torch.nn.functional.softplus(module.dt_bias)
+        for module in causal_lm.build_synthetic_lm("gated_deltanet").modules()
+        if isinstance(module, modeling_qwen3_5.Qwen3_5GatedDeltaNet)
+    ]
+    low, high = causal_lm.DECAY_STEP_INIT["gated_deltanet"]
+    assert len(steps) == 2 and all(((low <= step) & (step <= high)).all() for step in steps)
+    hybrid = causal_lm.build_synthetic_lm("qwen3_5")  # transformers' own initialisation
+    assert all((module.dt_bias.detach() == 1.0).all() for module in hybrid.modules() if hasattr(module, "dt_bias"))
+    with pytest.raises(ValueError, match="no Gated DeltaNet"):
+        causal_lm.init_decay_steps(causal_lm.build_synthetic_lm("mamba"), low, high)
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        causal_lm.init_decay_steps(hybrid, high, low)
+
+
+def test_training_into_the_shipped_folders_checks_the_tree(monkeypatch, architecture):
     seen = {}
 
     def refuse(folder, shipped, repo=None):
@@ -159,20 +204,21 @@ def test_training_into_the_shipped_folders_checks_the_tree(monkeypatch):
 
     monkeypatch.setattr(causal_lm, "check_model_destination", refuse)
     with pytest.raises(RuntimeError, match="checked before training"):
-        train_and_save(architecture="qwen3_5")
-    assert seen["folder"] == COPYING_QWEN3_5_ASSETS and COPYING_QWEN3_5_ASSETS in seen["shipped"]
+        train_and_save(architecture=architecture)
+    folder = copying_assets(architecture)
+    assert seen["folder"] == folder and folder in seen["shipped"]
 
 
-def test_evaluate_copying_command_writes_the_tables(tmp_path, capsys):
+def test_evaluate_copying_command_writes_the_tables(tmp_path, capsys, architecture):
     out = tmp_path / "evaluation"
-    args = ["evaluate", "copying", "--architecture", "qwen3_5", "--methods", "mamba_lrp_cp", "random"]
+    args = ["evaluate", "copying", "--architecture", architecture, "--methods", "mamba_lrp_cp", "random"]
     args += ["--n", "3", "--length", "16", "--steps", "2", "--out", str(out)]
     assert main(args) == 0
-    document = json.loads((out / "copying_qwen3_5.json").read_text())
+    document = json.loads((out / f"copying_{architecture}.json").read_text())
     assert document["command"] == "captum-mamba " + " ".join(args) and document["architecture"] == "Qwen3_5ForCausalLM"
     assert [row["method"] for row in document["rows"]] == ["mamba_lrp_cp", "random"]
     assert "commit" in document["provenance"]
-    table = (out / "copying_qwen3_5.md").read_text()
+    table = (out / f"copying_{architecture}.md").read_text()
     assert "| MambaLRP + CP-LRP | 1.00 |" in table and "ΔA^F" in table
     capsys.readouterr()
     assert main([*args[:4], "--methods", "attention_rollout", "--out", str(out)]) == 2

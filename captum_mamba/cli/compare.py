@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 
 from captum_mamba.cli.errors import UsageError, output_file, positive_int, unknown_names
+from captum_mamba.cli.evaluate import COPYING_ARCHITECTURES
 
 DEFAULT_PORT = 8765
 
 
-MODEL_NAMES: tuple[str, ...] = ("default", "hybrid", "copying", "copying_qwen3_5")
+COPYING_MODEL_NAMES: tuple[str, ...] = tuple(
+    "copying" if architecture == "mamba" else f"copying_{architecture}" for architecture in COPYING_ARCHITECTURES
+)
+"""The shipped copying LMs (``copying``: Mamba; ``copying_qwen3_5``: Qwen3.5, a Gated DeltaNet and an
+attention layer; ``copying_gated_deltanet``: Gated DeltaNets only; the keys of
+``captum_mamba.compare.COPYING_MODELS``)."""
+MODEL_NAMES: tuple[str, ...] = ("default", "hybrid", *COPYING_MODEL_NAMES)
 """What ``--model`` chooses from: the shipped sentiment classifiers (``default``, ``hybrid``) and the
-shipped copying LMs (``copying``: Mamba; ``copying_qwen3_5``: Qwen3.5, a Gated DeltaNet and an attention
-layer; the keys of ``captum_mamba.compare.COPYING_MODELS``)."""
-COPYING_MODEL_NAMES: tuple[str, ...] = ("copying", "copying_qwen3_5")
+shipped copying LMs (:data:`COPYING_MODEL_NAMES`)."""
 ATTENTION_MODELS: tuple[str, ...] = ("hybrid", "copying_qwen3_5")
 """The models with attention layers: their default rows add MambaLRP + CP-LRP after MambaLRP."""
 DEFAULT_SEQUENCES = 2
@@ -36,8 +41,8 @@ def _check_options(args: argparse.Namespace) -> None:
         for option, value in (("--sequences", args.sequences), ("--length", args.length)):
             if value is not None:
                 raise UsageError(
-                    f"{option} applies to the copying LMs (--model copying or copying_qwen3_5); the sentiment "
-                    "classifiers take texts or --held-out N"
+                    f"{option} applies to the copying LMs (--model {', '.join(COPYING_MODEL_NAMES[:-1])} or "
+                    f"{COPYING_MODEL_NAMES[-1]}); the sentiment classifiers take texts or --held-out N"
                 )
     if args.texts and (args.sequences is not None or args.length is not None):
         raise UsageError("give sequences or --sequences / --length (generated ones), not both")
@@ -162,7 +167,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     compare = subparsers.add_parser(
         "compare",
         help="compare attribution methods side by side on a shipped model: the sentiment classifiers (default, "
-        "hybrid) or the copying LMs (copying, copying_qwen3_5) (web app on 127.0.0.1 or HTML report)",
+        f"hybrid) or the copying LMs ({', '.join(COPYING_MODEL_NAMES)}) (web app on 127.0.0.1 or HTML report)",
         description="Explain texts (or copying sequences) with several attribution methods and show them side by "
         "side, as a local web app or a self-contained HTML report (--html). With a copying LM the explained output "
         "is the next token predicted at the last position, and the page marks the token it copies (the known truth) "
@@ -195,8 +200,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=MODEL_NAMES,
         default="default",
         help="the shipped model: default (Mamba sentiment classifier), hybrid (Bamba: Mamba-2 + attention; a table "
-        "of the relevance by layer and layer kind), copying (Mamba copying LM) or copying_qwen3_5 (Qwen3.5 copying "
-        "LM: a Gated DeltaNet and an attention layer) (default: default)",
+        "of the relevance by layer and layer kind), copying (Mamba copying LM), copying_qwen3_5 (Qwen3.5 copying "
+        "LM: a Gated DeltaNet and an attention layer) or copying_gated_deltanet (Qwen3.5 copying LM of Gated "
+        "DeltaNets only) (default: default)",
     )
     compare.add_argument(
         "--sequences",

@@ -300,8 +300,9 @@ def _images(args: argparse.Namespace) -> int:
     return 0
 
 
-COPYING_ARCHITECTURES: tuple[str, ...] = ("mamba", "qwen3_5")
-"""The shipped copying models of ``evaluate copying`` (``captum_mamba.evaluation.synthetic.causal_lm.ARCHITECTURES``)."""
+COPYING_ARCHITECTURES: tuple[str, ...] = ("mamba", "qwen3_5", "gated_deltanet")
+"""The shipped copying models of ``evaluate copying`` and ``train copying``
+(``captum_mamba.evaluation.synthetic.causal_lm.ARCHITECTURES``, listed here so that parsing imports no torch)."""
 
 
 def _copying(args: argparse.Namespace) -> int:
@@ -443,7 +444,8 @@ def _add_copying_parser(kinds: argparse._SubParsersAction) -> None:
     """The ``copying`` subcommand of ``evaluate`` (the shipped copying LMs; its own options)."""
     copying = kinds.add_parser(
         "copying",
-        help="the shipped copying LMs (Mamba or Qwen3.5): top-1 = copied source and token flipping (ΔA^F) per method",
+        help="the shipped copying LMs (Mamba, Qwen3.5 hybrid or Gated DeltaNet): top-1 = copied source and token "
+        "flipping (ΔA^F) per method",
         description="Explain each of the four outputs of the shipped copying model on generated sequences (the "
         "logit of the copied token, on the sequence cut after it): the share whose most relevant token is the "
         "copied source, and the MoRF / LeRF token-flipping curves of the same explanations. Writes "
@@ -453,7 +455,8 @@ def _add_copying_parser(kinds: argparse._SubParsersAction) -> None:
         "--architecture",
         choices=COPYING_ARCHITECTURES,
         default="mamba",
-        help="mamba: assets/copying; qwen3_5: assets/copying_qwen3_5 (Gated DeltaNet + attention) (default: mamba)",
+        help="mamba: assets/copying; qwen3_5: assets/copying_qwen3_5 (Gated DeltaNet + attention); gated_deltanet: "
+        "assets/copying_gated_deltanet (Gated DeltaNets only) (default: mamba)",
     )
     copying.add_argument(
         "--methods",

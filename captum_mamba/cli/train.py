@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 
 from captum_mamba.cli.errors import UsageError, check_writable, positive_int
+from captum_mamba.cli.evaluate import COPYING_ARCHITECTURES
 
 SYNTHETIC_REPORT_N: dict[str, int] = {"passkey": 100, "copying": 50}
 """Default sequences of the top-1 report printed after training each synthetic causal LM."""
@@ -99,7 +100,8 @@ def _add_synthetic_lm(
             choices=architectures,
             default=architectures[0],
             help="mamba: MambaForCausalLM, 2 Mamba-1 layers (assets/copying); qwen3_5: Qwen3_5ForCausalLM, a Gated "
-            f"DeltaNet and a gated-attention layer (assets/copying_qwen3_5) (default: {architectures[0]})",
+            "DeltaNet and a gated-attention layer (assets/copying_qwen3_5); gated_deltanet: Qwen3_5ForCausalLM, 2 "
+            f"Gated DeltaNet layers, no attention (assets/copying_gated_deltanet) (default: {architectures[0]})",
         )
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps (default: 600)")
     default_out = f"assets/{task}" + (
@@ -199,7 +201,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         models,
         "copying",
         "The copying task: a causal LM reproduces data tokens after a delimiter.",
-        architectures=("mamba", "qwen3_5"),
+        architectures=COPYING_ARCHITECTURES,
     )
     for name in VIM_TASKS:
         _add_vim(models, name)

@@ -27,7 +27,8 @@ from captum_mamba.evaluation.synthetic.tasks import BLANK_ID, DELIMITER_ID, SYMB
 
 COPYING_MODELS: dict[str, str] = {copying_assets(architecture).name: architecture for architecture in ARCHITECTURES}
 """The shipped copying LMs by the name the comparison view knows them by (their asset folder):
-``copying`` (Mamba) and ``copying_qwen3_5`` (Qwen3.5: a Gated DeltaNet and an attention layer)."""
+``copying`` (Mamba), ``copying_qwen3_5`` (Qwen3.5: a Gated DeltaNet and an attention layer) and
+``copying_gated_deltanet`` (Qwen3.5 text model of Gated DeltaNets only, no attention)."""
 
 BLANK_SYMBOL = "_"
 """How the view writes (and a user types) the blank."""
@@ -43,6 +44,7 @@ _FORMAT = (
 _DESCRIPTIONS = {
     "mamba": "Mamba",
     "qwen3_5": "Qwen3.5: a Gated DeltaNet layer, then a gated-attention layer",
+    "gated_deltanet": "Qwen3.5 text model: two Gated DeltaNet layers, no attention",
 }
 
 

@@ -1,13 +1,15 @@
 """Tiny bias-free causal LMs for the synthetic tasks (passkey, copying): build, train, save, load.
 
-Two architectures (:data:`ARCHITECTURES`): ``"mamba"``, a Hugging Face ``MambaForCausalLM``, and
+Three architectures (:data:`ARCHITECTURES`): ``"mamba"``, a Hugging Face ``MambaForCausalLM``;
 ``"qwen3_5"``, a Hugging Face ``Qwen3_5ForCausalLM`` text model with a Gated DeltaNet layer and a
-gated-attention layer. The training, the measurements and the files written are the same for both.
+gated-attention layer; and ``"gated_deltanet"``, the same Qwen3.5 text model with Gated DeltaNet
+layers only (no attention). The training, the measurements and the files written are the same for all.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import shlex
 import time
@@ -27,11 +29,22 @@ from captum_mamba.evaluation.synthetic.train import load_quietly, synthetic_conf
 BatchLoss = Callable[[PreTrainedModel, int, torch.Generator], Tensor]
 """``batch_loss(model, length, generator)``: the training loss on one fresh batch of ``length`` tokens."""
 
-ARCHITECTURES: tuple[str, ...] = ("mamba", "qwen3_5")
+ARCHITECTURES: tuple[str, ...] = ("mamba", "qwen3_5", "gated_deltanet")
 """The architectures of the synthetic causal LMs (``--architecture`` of ``captum-mamba train``)."""
 
 QWEN3_5_LAYERS: tuple[str, ...] = ("linear_attention", "full_attention")
 """The Qwen3.5 synthetic LM's layers: a Gated DeltaNet, then gated softmax attention."""
+GATED_DELTANET_LAYERS: tuple[str, ...] = ("linear_attention", "linear_attention")
+"""The Gated DeltaNet synthetic LM's layers: two Gated DeltaNets, no attention."""
+QWEN3_5_TEXT_LAYERS: dict[str, tuple[str, ...]] = {"qwen3_5": QWEN3_5_LAYERS, "gated_deltanet": GATED_DELTANET_LAYERS}
+"""The architectures built as a Qwen3.5 text model (``Qwen3_5ForCausalLM``), with their layer types."""
+DECAY_STEP_INIT: dict[str, tuple[float, float]] = {"gated_deltanet": (1e-3, 1e-1)}
+"""Architectures whose Gated DeltaNets start with long memories: the range of ``softplus(dt_bias)``,
+the decay's time step, drawn log-uniformly (the Mamba-2 time-step initialisation) instead of
+transformers' ``dt_bias = 1``. With transformers' ``A ~ U(0.01, 16)`` and ``dt_bias = 1`` a state
+decays by ``exp(-1.31 A)`` per token at the start (by a factor below 0.3 in 94% of the heads), so a
+model whose only token mixers are Gated DeltaNets starts unable to carry a token across a sequence
+(in the hybrid ``"qwen3_5"``, which keeps transformers' initialisation, the attention layer copies)."""
 
 
 def synthetic_lm_config(architecture: str = "mamba") -> PretrainedConfig:
@@ -44,7 +57,8 @@ def synthetic_lm_config(architecture: str = "mamba") -> PretrainedConfig:
                     expand 2, conv kernel 4. ``"qwen3_5"``: ``Qwen3_5TextConfig``, hidden 32, a
                     Gated DeltaNet layer (2 key heads of 16 serving 2 value heads of 16, conv kernel
                     4) then an attention layer (2 query heads of 16 over 1 key/value head, gated
-                    output), SwiGLU MLPs of width 64. Default: ``"mamba"``
+                    output), SwiGLU MLPs of width 64. ``"gated_deltanet"``: the same with a second
+                    Gated DeltaNet layer in place of the attention layer. Default: ``"mamba"``
 
     Returns:
         *PretrainedConfig*.
@@ -54,15 +68,16 @@ def synthetic_lm_config(architecture: str = "mamba") -> PretrainedConfig:
     """
     if architecture == "mamba":
         return synthetic_config(32, 2, 16, tie_word_embeddings=False)
-    if architecture == "qwen3_5":
+    if architecture in QWEN3_5_TEXT_LAYERS:
         from transformers import Qwen3_5TextConfig
 
+        layers = QWEN3_5_TEXT_LAYERS[architecture]
         return Qwen3_5TextConfig(
             vocab_size=VOCAB_SIZE,
             hidden_size=32,
             intermediate_size=64,
-            num_hidden_layers=len(QWEN3_5_LAYERS),
-            layer_types=list(QWEN3_5_LAYERS),
+            num_hidden_layers=len(layers),
+            layer_types=list(layers),
             num_attention_heads=2,
             num_key_value_heads=1,
             head_dim=16,
@@ -80,7 +95,9 @@ def synthetic_lm_config(architecture: str = "mamba") -> PretrainedConfig:
 
 def build_synthetic_lm(architecture: str = "mamba") -> PreTrainedModel:
     r"""
-    A freshly initialised synthetic causal LM (see :func:`synthetic_lm_config`).
+    A freshly initialised synthetic causal LM (see :func:`synthetic_lm_config`), drawn from
+    torch's global random generator; the Gated DeltaNets of the architectures in
+    :data:`DECAY_STEP_INIT` get long memories (:func:`init_decay_steps`).
 
     Args:
         architecture (str, optional): one of :data:`ARCHITECTURES`. Default: ``"mamba"``
@@ -91,7 +108,40 @@ def build_synthetic_lm(architecture: str = "mamba") -> PreTrainedModel:
     config = synthetic_lm_config(architecture)
     if architecture == "mamba":
         return MambaForCausalLM(config)
-    return AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(config)
+    if architecture in DECAY_STEP_INIT:
+        init_decay_steps(model, *DECAY_STEP_INIT[architecture])
+    return model
+
+
+@torch.no_grad()
+def init_decay_steps(model: nn.Module, low: float, high: float) -> nn.Module:
+    r"""
+    Re-initialise the decay time step of every Gated DeltaNet in ``model``: ``softplus(dt_bias)``
+    drawn log-uniformly from ``[low, high]`` per value head (from torch's global random generator),
+    as Mamba-2 initialises its time steps. The state then decays by ``exp(-A · softplus(a + dt_bias))``
+    per token with ``a`` near 0 at the start, slowly for most heads.
+
+    Args:
+        model (nn.Module): a model whose Gated DeltaNets hold ``dt_bias`` and ``A_log`` parameters.
+        low (float): the smallest time step, above 0.
+        high (float): the largest time step, at least ``low``.
+
+    Returns:
+        *nn.Module*: ``model``, changed in place.
+
+    Raises:
+        ValueError: ``model`` has no Gated DeltaNet, or ``not 0 < low <= high``.
+    """
+    if not 0 < low <= high:
+        raise ValueError(f"the time steps need 0 < low <= high, got low {low}, high {high}")
+    mixers = [module for module in model.modules() if hasattr(module, "dt_bias") and hasattr(module, "A_log")]
+    if not mixers:
+        raise ValueError(f"{type(model).__name__} has no Gated DeltaNet (no module with dt_bias and A_log)")
+    for mixer in mixers:
+        step = torch.empty_like(mixer.dt_bias).uniform_(math.log(low), math.log(high)).exp()
+        mixer.dt_bias.copy_(step + torch.log(-torch.expm1(-step)))  # the inverse of softplus
+    return model
 
 
 def train_synthetic_lm(

@@ -1,9 +1,10 @@
 """The copying task: a causal LM reproduces data tokens after a delimiter; does relevance find each source?
 
 ``captum-mamba train copying`` (:func:`train_and_save`) trains the shipped models, a Mamba LM
-(``assets/copying``) and, with ``--architecture qwen3_5``, a Qwen3.5 LM with a Gated DeltaNet and
-an attention layer (``assets/copying_qwen3_5``), and prints the top-1 report; :func:`copying_top1`
-scores any method of :data:`~captum_mamba.evaluation.METHODS` on them: for the ``k``-th output the
+(``assets/copying``), with ``--architecture qwen3_5`` a Qwen3.5 LM with a Gated DeltaNet and an
+attention layer (``assets/copying_qwen3_5``) and with ``--architecture gated_deltanet`` a Qwen3.5
+LM of Gated DeltaNets only (``assets/copying_gated_deltanet``), and prints the top-1 report;
+:func:`copying_top1` scores any method of :data:`~captum_mamba.evaluation.METHODS` on them: for the ``k``-th output the
 relevant token is the ``k``-th data token, a known truth that moves with the explained position.
 :func:`copying_evaluation` adds token flipping (ΔA^F) of the same explanations
 (``captum-mamba evaluate copying``).
@@ -25,6 +26,7 @@ from captum_mamba.evaluation.flipping import FlippingResult, Replacement, flippi
 from captum_mamba.evaluation.methods import METHODS, ExplainedLogits, check_applicable, get_method
 from captum_mamba.evaluation.synthetic.causal_lm import (
     ARCHITECTURES,
+    DECAY_STEP_INIT,
     load_synthetic_lm,
     synthetic_lm_config,
     train_measure_save,
@@ -38,6 +40,8 @@ COPYING_ASSETS = ASSETS_FOLDER / "copying"
 """The shipped Mamba copying model."""
 COPYING_QWEN3_5_ASSETS = ASSETS_FOLDER / "copying_qwen3_5"
 """The shipped Qwen3.5 (Gated DeltaNet and attention) copying model."""
+COPYING_GATED_DELTANET_ASSETS = ASSETS_FOLDER / "copying_gated_deltanet"
+"""The shipped Gated DeltaNet copying model (a Qwen3.5 text model of Gated DeltaNets only, no attention)."""
 COPY_LENGTH = 4
 """Data tokens per sequence the shipped models were trained to copy."""
 TRAIN_LENGTHS: tuple[int, int] = (12, 64)
@@ -103,7 +107,7 @@ def train_copying(
         lr (float, optional): peak learning rate. Default: 5e-3
         seed (int, optional): seed of the initialisation, the lengths and the batches. Default: 0
         log_every (int, optional): print the mean loss every so many steps (0: never). Default: 100
-        architecture (str, optional): ``"mamba"`` or ``"qwen3_5"`` (see
+        architecture (str, optional): one of :data:`~.causal_lm.ARCHITECTURES` (see
                     :func:`~.causal_lm.synthetic_lm_config`). Default: ``"mamba"``
 
     Returns:
@@ -142,8 +146,9 @@ def load_copying_model(
                     Default: ``torch.float32``
         folder (str or Path, optional): a folder written by this module's training.
                     Default: the shipped model of ``architecture`` (:func:`copying_assets`)
-        architecture (str, optional): ``"mamba"`` (``MambaForCausalLM``) or ``"qwen3_5"``
-                    (``Qwen3_5ForCausalLM``: a Gated DeltaNet and an attention layer). Default: ``"mamba"``
+        architecture (str, optional): ``"mamba"`` (``MambaForCausalLM``), ``"qwen3_5"``
+                    (``Qwen3_5ForCausalLM``: a Gated DeltaNet and an attention layer) or
+                    ``"gated_deltanet"`` (``Qwen3_5ForCausalLM``: Gated DeltaNets only). Default: ``"mamba"``
 
     Returns:
         *PreTrainedModel*: the class named in the folder's ``config.json``.
@@ -344,23 +349,37 @@ def copying_markdown(report: dict[str, Any]) -> str:
 
 def _describe_model(metrics: dict[str, Any]) -> str:
     """The model paragraph of the card, from the saved configuration of ``metrics['architecture']``."""
-    config = synthetic_lm_config(metrics["architecture"])
-    if metrics["architecture"] == "mamba":
+    architecture = metrics["architecture"]
+    config = synthetic_lm_config(architecture)
+    if architecture == "mamba":
         return (
             f"Hugging Face `MambaForCausalLM`, hidden {config.hidden_size}, {config.num_hidden_layers} layers, "
             f"state {config.state_size}, expand {config.expand}, conv kernel {config.conv_kernel}, no conv / "
             "projection biases, untied LM head (relevances sum exactly to the explained logit)"
         )
+    attention = "full_attention" in config.layer_types
     layers = ", ".join(
         "Gated DeltaNet" if kind == "linear_attention" else "gated softmax attention" for kind in config.layer_types
     )
-    return (
+    text = (
         f"Hugging Face `Qwen3_5ForCausalLM` (the Qwen3.5 text model), hidden {config.hidden_size}, "
-        f"{config.num_hidden_layers} layers ({layers}), each with a SwiGLU MLP of width {config.intermediate_size} "
-        f"and zero-centred RMSNorms. The Gated DeltaNet: {config.linear_num_key_heads} key heads of "
+        f"{config.num_hidden_layers} layers ({layers}{'' if attention else '; no attention'}), each with a SwiGLU "
+        f"MLP of width {config.intermediate_size} and zero-centred RMSNorms. "
+        f"{'The Gated DeltaNet' if attention else 'Each Gated DeltaNet'}: {config.linear_num_key_heads} key heads of "
         f"{config.linear_key_head_dim} serving {config.linear_num_value_heads} value heads of "
         f"{config.linear_value_head_dim}, causal conv kernel {config.linear_conv_kernel_dim}, gated RMSNorm on "
-        f"its output. The attention: {config.num_attention_heads} query heads of {config.head_dim} over "
+        "its output"
+    )
+    if architecture in DECAY_STEP_INIT:
+        low, high = DECAY_STEP_INIT[architecture]
+        text += (
+            f"; its decay time step `softplus(dt_bias)` initialised log-uniformly in [{low:g}, {high:g}] "
+            "(`causal_lm.init_decay_steps`; with transformers' `dt_bias = 1` most heads forget within a few tokens)"
+        )
+    if not attention:
+        return text + ". No biases, untied LM head (relevances sum exactly to the explained logit)"
+    return text + (
+        f". The attention: {config.num_attention_heads} query heads of {config.head_dim} over "
         f"{config.num_key_value_heads} key/value head, rotary embeddings, q/k norms, sigmoid output gate. No "
         "biases, untied LM head (with CP-LRP for the attention, relevances sum exactly to the explained logit)"
     )
@@ -468,7 +487,7 @@ def train_and_save(
         report_n (int, optional): sequences of the top-1 report (0: none). Default: 50
         command (str, optional): the command line recorded in ``metrics.json``.
                     Default: the ``captum-mamba train copying`` command with every option spelled out
-        architecture (str, optional): ``"mamba"`` or ``"qwen3_5"``. Default: ``"mamba"``
+        architecture (str, optional): one of :data:`~.causal_lm.ARCHITECTURES`. Default: ``"mamba"``
 
     Returns:
         *dict*: the metrics written to ``OUT/metrics.json``.
