@@ -61,6 +61,9 @@ def test_two_gloo_processes_equal_one(dataset, tmp_path):
             assert max(abs(x - y) for x, y in zip(a["relevances"][method], b["relevances"][method])) <= 1e-6 * scale
     summary = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["backend"] == "gloo" and summary["examples_this_run"] == 14
+    # the start-up the benchmark separates from the loop: set-up, merge, model and examples
+    for part in ("setup_seconds", "merge_seconds", "workload_seconds"):
+        assert 0 <= summary[part] < 240
 
 
 def _plain_logits(records: list[dict]) -> list[float]:
