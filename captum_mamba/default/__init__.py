@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
+from transformers import PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from captum_mamba.heads import BambaForSequenceClassification, MambaForSequenceClassification
@@ -68,6 +69,28 @@ SAMPLE_LABELS: tuple[int | None, ...] = (1, 0, None, 1)
 """Expected class of each of :data:`SAMPLE_SENTENCES` (``None``: mixed, no expectation)."""
 
 
+def load_quietly(model_class: type[PreTrainedModel], folder: Path, dtype: torch.dtype) -> PreTrainedModel:
+    r"""
+    ``model_class.from_pretrained(folder)`` in eval mode, without Hugging Face's progress bar
+    (the shipped models and local checkpoints load from disk in a moment).
+
+    Args:
+        model_class (type): a Hugging Face model class (or an ``Auto*`` class).
+        folder (Path): what ``save_pretrained`` wrote.
+        dtype (torch.dtype): the parameters' dtype.
+
+    Returns:
+        *PreTrainedModel* in eval mode.
+    """
+    progress_bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return model_class.from_pretrained(folder, dtype=dtype).eval()
+    finally:
+        if progress_bar:
+            hf_logging.enable_progress_bar()
+
+
 def load_default_classifier(
     dtype: torch.dtype = torch.float32,
     variant: str = "default",
@@ -100,14 +123,7 @@ def load_default_classifier(
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     folder, model_class = VARIANTS[variant]
-    progress_bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model = model_class.from_pretrained(folder, dtype=dtype)
-    finally:
-        if progress_bar:
-            hf_logging.enable_progress_bar()
-    model.eval()
+    model = load_quietly(model_class, folder, dtype)
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     return model, tokenizer
 

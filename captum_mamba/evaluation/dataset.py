@@ -187,7 +187,6 @@ def load_checkpoint(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[n
     """
     import transformers
     from tokenizers import Tokenizer
-    from transformers.utils import logging as hf_logging
 
     from captum_mamba.families import FAMILIES
 
@@ -218,14 +217,9 @@ def load_checkpoint(folder: Path, dtype: torch.dtype = torch.float32) -> tuple[n
             f"{folder} has no tokenizer.json; save the model's (fast) tokenizer there with "
             "tokenizer.save_pretrained(folder)"
         )
-    progress_bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model = model_class.from_pretrained(folder, dtype=dtype)
-    finally:
-        if progress_bar:
-            hf_logging.enable_progress_bar()
-    return model.eval(), Tokenizer.from_file(str(folder / "tokenizer.json"))
+    from captum_mamba.default import load_quietly
+
+    return load_quietly(model_class, folder, dtype), Tokenizer.from_file(str(folder / "tokenizer.json"))
 
 
 def text_workload(

@@ -21,10 +21,11 @@ import torch
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, MambaForCausalLM, PretrainedConfig, PreTrainedModel
 
+from captum_mamba.default import load_quietly
 from captum_mamba.evaluation.linear_time import linear_time_forward
 from captum_mamba.evaluation.provenance import check_model_destination
 from captum_mamba.evaluation.synthetic.tasks import VOCAB_SIZE
-from captum_mamba.evaluation.synthetic.train import load_quietly, synthetic_config
+from captum_mamba.evaluation.synthetic.train import synthetic_config
 
 BatchLoss = Callable[[PreTrainedModel, int, torch.Generator], Tensor]
 """``batch_loss(model, length, generator)``: the training loss on one fresh batch of ``length`` tokens."""

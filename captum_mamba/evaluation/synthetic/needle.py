@@ -13,11 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from captum_mamba.default import load_quietly  # noqa: E402
 from captum_mamba.evaluation.linear_time import linear_time_forward  # noqa: E402
 from captum_mamba.evaluation.methods import METHODS, token_attributions  # noqa: E402
 from captum_mamba.evaluation.report import DEFAULT_EVALUATION_METHODS  # noqa: E402
 from captum_mamba.evaluation.synthetic.tasks import needle_batch  # noqa: E402
-from captum_mamba.evaluation.synthetic.train import ASSETS, load_quietly  # noqa: E402
+from captum_mamba.evaluation.synthetic.train import ASSETS  # noqa: E402
 from captum_mamba.heads import MambaForSequenceClassification  # noqa: E402
 
 NEEDLE_METHODS: tuple[str, ...] = DEFAULT_EVALUATION_METHODS

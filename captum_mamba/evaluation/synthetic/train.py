@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import MambaConfig, PreTrainedModel
+from transformers import MambaConfig
 from transformers.utils import logging as hf_logging
 
 from captum_mamba.evaluation.linear_time import linear_time_forward
@@ -35,17 +35,6 @@ def synthetic_config(hidden: int, layers: int, state: int, **extra: Any) -> Mamb
         use_cache=False,
         **extra,
     )
-
-
-def load_quietly(model_class: type[PreTrainedModel], folder: Path, dtype: torch.dtype) -> PreTrainedModel:
-    """``model_class.from_pretrained(folder)`` in eval mode, without Hugging Face's progress bar."""
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return model_class.from_pretrained(folder, dtype=dtype).eval()
-    finally:
-        if progress:
-            hf_logging.enable_progress_bar()
 
 
 def build_model(hidden: int = 32, layers: int = 2, state: int = 8) -> MambaForSequenceClassification:
