@@ -114,3 +114,24 @@ def test_the_copying_evaluation_holds_the_explained_position(model):
     assert held["_model"]["flip_explained"] is False and flipped["_model"]["flip_explained"] is True
     for name in methods:  # the explanations are the same; only the flipped positions differ
         assert held[name]["top1_source_by_output"] == flipped[name]["top1_source_by_output"]
+
+
+def test_the_evaluation_reports_the_relevance_shares_on_source_and_explained_position(model):
+    """share_on_source / share_on_explained_position are the mean |R| shares of those two tokens,
+    recomputed here from MambaLRP called directly on each cut sequence."""
+    report = copying_evaluation(model, ["mamba_lrp"], n=3, length=16, steps=2)
+    batch = copying_batch(3, 16, torch.Generator().manual_seed(0), COPY_LENGTH)
+    start = 16 - COPY_LENGTH
+    on_source, on_explained = [], []
+    for k in range(COPY_LENGTH):
+        for row in range(3):
+            ids = batch.input_ids[row : row + 1, : start + k + 1]
+            embeds = model.get_input_embeddings()(ids).detach()
+            target = int(batch.labels[row, start + k])
+            magnitude = MambaLRP(model).attribute(embeds, target=target).sum(-1)[0].abs()
+            on_source.append(float(magnitude[int(batch.source_position[row, start + k])] / magnitude.sum()))
+            on_explained.append(float(magnitude[-1] / magnitude.sum()))
+    row = report["mamba_lrp"]
+    assert row["share_on_source"] == pytest.approx(sum(on_source) / len(on_source), abs=1e-9)
+    assert row["share_on_explained_position"] == pytest.approx(sum(on_explained) / len(on_explained), abs=1e-9)
+    assert 0 < row["share_on_source"] + row["share_on_explained_position"] <= 1

@@ -185,6 +185,19 @@ def _hits(scores: Tensor, batch: CopyingBatch, k: int) -> float:
     return float((scores[:, :-1].argmax(1) == source).double().mean())
 
 
+def _shares(scores: Tensor, batch: CopyingBatch, k: int) -> tuple[float, float]:
+    r"""
+    Mean share of ``|scores|`` on output ``k``'s source and on the explained position itself
+    (``|R_i| / Σ_j |R_j|`` per row; a row of zeros counts 0): how concentrated an explanation is
+    on the two tokens the copy reads.
+    """
+    source = batch.source_position[:, batch.input_ids.shape[1] - COPY_LENGTH + k]
+    magnitude = scores.double().abs()
+    total = magnitude.sum(1).clamp(min=torch.finfo(torch.float64).tiny)
+    on_source = magnitude.gather(1, source[:, None])[:, 0] / total
+    return float(on_source.mean()), float((magnitude[:, -1] / total).mean())
+
+
 def copying_top1(
     model: nn.Module, methods: Sequence[str] | None = None, n: int = 50, length: int = 64, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
@@ -262,8 +275,10 @@ def copying_evaluation(
         *dict* ``{method: row}``, each row :func:`copying_top1`'s two entries, the
         :meth:`~captum_mamba.evaluation.flipping.FlippingResult.summary` over all outputs
         (``n * COPY_LENGTH`` explanations: ``delta_af``, ``delta_af_sem``, ``area_morf``, ...),
-        ``delta_af_by_output`` and ``seconds`` (attribution time); and ``"_model"`` as in
-        :func:`copying_top1`.
+        ``delta_af_by_output``, ``share_on_source`` and ``share_on_explained_position`` (the mean
+        share of ``|R|`` on the copied token and on the explained position: what an explanation
+        leaves for the other tokens, whose order token flipping also scores) and ``seconds``
+        (attribution time); and ``"_model"`` as in :func:`copying_top1`.
 
     Raises:
         MethodNotApplicableError: a method named in ``methods`` cannot explain ``model``.
@@ -277,9 +292,10 @@ def copying_evaluation(
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for method in names:
-            hits, parts, seconds = [], [], 0.0
+            hits, parts, seconds, shares = [], [], 0.0, []
             for k, (prefix, target, scores, spent) in enumerate(_explained_outputs(method, model, batch)):
                 hits.append(_hits(scores, batch, k))
+                shares.append(_shares(scores, batch, k))
                 embeds = embedding(prefix).detach()
                 changeable = torch.ones(prefix.shape, dtype=torch.bool)
                 changeable[:, -1] = flip_explained
@@ -291,6 +307,8 @@ def copying_evaluation(
             row = {
                 "top1_source": sum(hits) / COPY_LENGTH,
                 "top1_source_by_output": hits,
+                "share_on_source": sum(share for share, _ in shares) / COPY_LENGTH,
+                "share_on_explained_position": sum(share for _, share in shares) / COPY_LENGTH,
                 **FlippingResult.concatenate(parts).summary(),
                 "delta_af_by_output": [float(part.delta_af.double().mean()) for part in parts],
                 "seconds": seconds,
@@ -319,7 +337,7 @@ def copying_markdown(report: dict[str, Any]) -> str:
     r"""
     A Markdown table of :func:`copying_top1`'s or :func:`copying_evaluation`'s report: top-1 =
     source over all outputs and per output, and ΔA^F (with its standard error, A_MoRF and A_LeRF)
-    where the report has it. Methods in the report's order; ablations and controls after the others.
+    and the shares of ``|R|`` on the source and on the explained position where the report has them. Methods in the report's order; ablations and controls after the others.
 
     Args:
         report (dict): the report (``"_model"`` and names starting with ``_`` are not rows).
@@ -333,7 +351,7 @@ def copying_markdown(report: dict[str, Any]) -> str:
     outputs = len(next(iter(rows.values()))["top1_source_by_output"])
     flipping = all("delta_af" in row for row in rows.values())
     header = ["method", "top-1 = source", *(f"d{k}" for k in range(outputs))]
-    header += ["ΔA^F (↑)", "A_MoRF", "A_LeRF"] if flipping else []
+    header += ["ΔA^F (↑)", "A_MoRF", "A_LeRF", "\\|R\\| on source", "on explained position"] if flipping else []
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     order = {"ablation": 2, "control": 1}
     for name in sorted(rows, key=lambda name: order.get(METHODS[name].family, 0)):
@@ -343,6 +361,9 @@ def copying_markdown(report: dict[str, Any]) -> str:
         if flipping:
             cells += [f"{row['delta_af']:.3f} ± {row['delta_af_sem']:.3f}", f"{row['area_morf']:.3f}"]
             cells += [f"{row['area_lerf']:.3f}"]
+            cells += [
+                f"{row[key]:.2f}" if key in row else "" for key in ("share_on_source", "share_on_explained_position")
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
