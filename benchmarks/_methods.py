@@ -50,6 +50,15 @@ def last_logit_methods(
     return methods
 
 
+def random_last_token_inputs(model: nn.Module, length: int) -> tuple[torch.Tensor, int]:
+    """The embeddings of ``length`` random token ids (seeded by the length) on the GPU, and the last id (the explained token)."""
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(length)).cuda()
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids).detach()
+    return embeds, int(ids[0, -1])
+
+
 def compare_last_logit_methods(
     model: nn.Module,
     length: int,
@@ -82,11 +91,7 @@ def compare_last_logit_methods(
     """
     from captum_mamba import MambaLRP
 
-    vocab = model.get_input_embeddings().num_embeddings
-    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(length)).cuda()
-    with torch.no_grad():
-        embeds = model.get_input_embeddings()(ids).detach()
-    target = int(ids[0, -1])
+    embeds, target = random_last_token_inputs(model, length)
     runs = last_logit_methods(model, cp_attention, lean)
     for run in runs.values():  # warm-up: kernels, Triton, allocator
         run(embeds[:, :warmup_tokens], target)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _methods import compare_last_logit_methods, last_logit_methods
+from _methods import compare_last_logit_methods, last_logit_methods, random_last_token_inputs
 from _provenance import result_provenance, with_provenance
 from _timing import timed_cuda
 
@@ -72,14 +72,6 @@ def build(family: str, settings: dict[str, Any], dtype: torch.dtype) -> torch.nn
 
 def methods(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor, int], Any]]:
     return last_logit_methods(model)
-
-
-def _inputs(model: torch.nn.Module, length: int) -> tuple[torch.Tensor, int]:
-    vocab = model.get_input_embeddings().num_embeddings
-    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(length)).cuda()
-    with torch.no_grad():
-        embeds = model.get_input_embeddings()(ids).detach()
-    return embeds, int(ids[0, -1])
 
 
 def trained_precision(sentences: int) -> dict[str, Any]:
@@ -140,7 +132,7 @@ def million_tokens(length: int, prefix: int = 8192) -> dict[str, Any]:
     from captum_mamba import MambaLRP
 
     model = build("mamba", MAMBA_SIZES["130m"], torch.float32)
-    embeds, target = _inputs(model, length)
+    embeds, target = random_last_token_inputs(model, length)
     explainer = MambaLRP(model, memory_lean="offload")
     explainer.attribute(embeds[:, :4096], target=target)  # warm-up
     result: dict[str, Any] = {"length": length, "memory_lean": "offload", "dtype": "float32", "size": "130m"}
@@ -199,7 +191,7 @@ def breakdown(length: int, log: Path | None) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
     model = build("mamba", MAMBA_SIZES["130m"], torch.float32)
-    embeds, target = _inputs(model, length)
+    embeds, target = random_last_token_inputs(model, length)
     report: dict[str, Any] = {"size": "130m", "dtype": "float32", "length": length}
     texts = []
     for name, run in methods(model).items():
