@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                     )
             except (ValueError, FileNotFoundError) as problem:  # the input file or checkpoint: missing, malformed
                 raise UsageError(str(problem)) from None
-            workload_seconds = time.perf_counter() - started
+            # rank 0's model and examples (every rank builds its own); the summary reports it
+            workload.description["workload_seconds"] = time.perf_counter() - started
             for message in caught:
                 _warn(message)
             caught.clear()
@@ -83,8 +84,6 @@ def run(args: argparse.Namespace) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if summary is not None:
-        summary["workload_seconds"] = workload_seconds  # rank 0's model and examples (every rank builds its own)
-        (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
         print(json.dumps(summary, indent=1))
     return 0
 
