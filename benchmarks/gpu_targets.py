@@ -234,6 +234,9 @@ def main() -> None:
         "--lean-from", type=int, default=None, help="from this length on, also time MambaLRP(memory_lean=True)"
     )
     parser.add_argument("--mamba2-sizes", nargs="+", default=list(MAMBA2_SIZES), choices=list(MAMBA2_SIZES))
+    parser.add_argument(
+        "--mamba1-dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES), help="the 1.4b row runs with bfloat16"
+    )
     args = parser.parse_args()
     record = result_provenance(args.json, "cuda")
     result: dict[str, Any] = {"rows": []}
@@ -268,9 +271,10 @@ def main() -> None:
         save()
 
     def mamba1() -> None:
-        for dtype in ("float32", "bfloat16", "float16"):
+        for dtype in args.mamba1_dtypes:
             rows("mamba", MAMBA_SIZES["130m"], dtype, [8192, 32768], "130m", args.repeats)
-        rows("mamba", MAMBA_SIZES["1.4b"], "bfloat16", [8192], "1.4b", args.repeats)
+        if "bfloat16" in args.mamba1_dtypes:
+            rows("mamba", MAMBA_SIZES["1.4b"], "bfloat16", [8192], "1.4b", args.repeats)
 
     def mamba2() -> None:
         for size in args.mamba2_sizes:

@@ -271,8 +271,56 @@ def _direction_forward(
     delta = _channels_by_length(dt_weight, dt, batch)
     B = selected[rank : rank + state].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
     C = selected[rank + state :].view(state, batch, length).permute(1, 0, 2).unsqueeze(1).contiguous()
-    y, scan_states, gated = scan_cuda.fwd(u, delta, A, B, C, D, z, dt_bias.float(), True)
-    return gated, (dt, B, C, scan_states, y)
+    y, _, gated = scan_cuda.fwd(u, delta, A, B, C, D, z, dt_bias.float(), True)
+    return gated, (dt, B, C, y)
+
+
+#: The smallest time step the reversed scan divides by (a softplus output rounded to 0 is replaced).
+_SMALLEST_STEP = 1e-30
+
+
+def held_constant_scan_backward(
+    scan_cuda: Any, grad_y: Tensor, delta: Tensor, dt_bias: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
+) -> Tensor:
+    r"""
+    ``du`` of the selective scan ``y = scan(u)`` with ``Δ = softplus(delta + dt_bias)``, ``A``,
+    ``B``, ``C`` held constant (the SSM rule), by mamba-ssm's *forward* scan kernel on the
+    reversed sequence, which costs about half its backward kernel (that one re-runs the forward
+    scan and forms the gradients of ``Δ``, ``A``, ``B``, ``C`` and ``D``, which the rule discards).
+
+    With ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t`` and ``y_t = C_t·h_t + D u_t``, the adjoint
+    state ``g_t = ∂L/∂h_t`` obeys ``g_t = exp(Δ_{t+1} A) g_{t+1} + C_t dy_t`` and
+    ``du_t = Δ_t B_t·g_t + D dy_t``. In reversed time ``s = L-1-t`` this is the kernel's own
+    recurrence ``h'_s = exp(δ_s A) h'_{s-1} + δ_s B'_s x_s``, ``y'_s = C'_s·h'_s`` with the time step
+    ``δ_s = Δ_{t+1}`` (any positive number at ``t = L-1``, where nothing is carried), ``B' = C``,
+    ``C' = B`` and the input ``x_s = dy_t / δ_s``, so that ``δ_s x_s = dy_t``.
+
+    Args:
+        scan_cuda (module): mamba-ssm's ``selective_scan_cuda``.
+        grad_y (Tensor): ``dy`` ``(batch, channels, length)``, the scan output's gradient.
+        delta (Tensor): ``(batch, channels, length)``, the time steps before bias and softplus.
+        dt_bias (Tensor): ``(channels,)``.
+        A (Tensor): ``(channels, state)``, float32.
+        B (Tensor): ``(batch, 1, state, length)``.
+        C (Tensor): ``(batch, 1, state, length)``.
+        D (Tensor): ``(channels,)``, float32.
+
+    Returns:
+        *Tensor* ``du`` ``(batch, channels, length)`` in float32.
+    """
+    grad_y = grad_y.float()
+    step = torch.nn.functional.softplus(delta.float() + dt_bias.float()[:, None])  # the kernel's threshold 20 too
+    shifted = torch.ones_like(step)  # shifted[t] = step[t + 1]
+    shifted[..., :-1] = step[..., 1:]
+    shifted.clamp_(min=_SMALLEST_STEP)
+    reversed_input = grad_y.div(shifted).flip(-1)
+    reversed_step = shifted.flip(-1)
+    del shifted
+    carried, *_ = scan_cuda.fwd(
+        reversed_input, reversed_step, A, C.float().flip(-1), B.float().flip(-1), None, None, None, False
+    )
+    del reversed_input, reversed_step
+    return step.mul_(carried.flip(-1)).addcmul_(grad_y, D[:, None])
 
 
 def _direction_backward(
@@ -280,22 +328,23 @@ def _direction_backward(
 ) -> tuple[Tensor, Tensor]:
     r"""
     The rules' backward of one direction, for ``half = 0.5 d gated`` (the gate rule's share):
-    ``(dx, dz)`` with the SSM rule through the scan, the SiLU rule on ``conv`` and on ``z``.
-    ``conv``, ``u`` and ``delta`` are recomputed as the forward formed them (same kernels, same
-    values).
+    ``(dx, dz)`` with the SSM rule through the scan (:func:`held_constant_scan_backward`), the
+    SiLU rule on ``conv`` and on ``z``. ``conv`` and ``delta`` are recomputed as the forward formed
+    them (same kernels, same values).
     """
     scan_cuda, conv_fwd, conv_bwd = load_raw_kernels()
-    dt, B, C, scan_states, y = saved
+    dt, B, C, y = saved
     conv_weight, conv_bias, _, dt_weight, dt_bias, A, D = parts
-    conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
-    u = torch.nn.functional.silu(conv)
     delta = _channels_by_length(dt_weight, dt, x.shape[0])
+    # the gate rule's share of the scan output's gradient: 0.5 d gated · silu(z)
+    grad_y = torch.nn.functional.silu(z.float()).mul_(half)
+    grad_u = held_constant_scan_backward(scan_cuda, grad_y, delta, dt_bias, A, B, C, D)
+    del grad_y, delta
     grad_x, grad_z = torch.empty_like(x), torch.empty_like(z)
-    grad_u, *_ = scan_cuda.bwd(u, delta, A, B, C, D, z, dt_bias.float(), half, scan_states, y, grad_z, True, False)
-    del u, delta
-    torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule's dz replaces the kernel's
-    grad_conv = grad_u.mul_(torch.sigmoid(conv))
-    del conv
+    torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule on z: dz = σ(z) · y · 0.5 d gated
+    conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
+    grad_conv = grad_u.mul_(torch.sigmoid(conv.float())).to(x.dtype)  # the SiLU rule on conv
+    del conv, grad_u
     conv_bwd(x, conv_weight, conv_bias, grad_conv, None, None, None, grad_x, False, False)
     return grad_x, grad_z
 
@@ -331,9 +380,10 @@ class _FusedBidirectionalMixer(torch.autograd.Function):
         forward_parts, backward_parts = ctx.parts
         # the gate rule's half share of d(mixed), with the directions' mean or sum
         half = _out_projection_backward(grad, ctx.out_weight, 0.5 * ctx.scale)
-        grad_x, grad_z = _direction_backward(x, z, tuple(saved[:5]), forward_parts, half)
+        per_direction = len(saved) // 2
+        grad_x, grad_z = _direction_backward(x, z, tuple(saved[:per_direction]), forward_parts, half)
         grad_x_rev, grad_z_rev = _direction_backward(
-            x_rev, z_rev, tuple(saved[5:]), backward_parts, half.flip(-1).contiguous()
+            x_rev, z_rev, tuple(saved[per_direction:]), backward_parts, half.flip(-1).contiguous()
         )
         grad_hidden = _in_projection_backward(grad_x + grad_x_rev.flip(-1), grad_z + grad_z_rev.flip(-1), in_weight)
         return (grad_hidden,) + (None,) * (7 + len(forward_parts) + len(backward_parts))
