@@ -50,13 +50,53 @@ def last_logit_methods(
     return methods
 
 
+def mamba_ssm_last_logit_methods(model: nn.Module, lean: bool = False) -> dict[str, Callable[..., Any]]:
+    r"""
+    :func:`last_logit_methods` for a mamba-ssm ``MambaLMHeadModel`` (token ids in, no
+    ``inputs_embeds``): ``{name: run(ids, target)}`` with the relevance of the embedding layer's
+    output, the logits computed at the last position only (``num_last_tokens=1``):
+
+    * ``mamba_lrp`` (and ``mamba_lrp_lean`` with ``lean``): :class:`LayerMambaLRP` on ``model.backbone.embedding``;
+    * ``input_x_gradient``: Captum ``LayerGradientXActivation`` on the same layer (gradient x embedding);
+    * ``forward``: a no-grad forward pass.
+    """
+    from captum.attr import LayerGradientXActivation
+
+    from captum_mamba import LayerMambaLRP
+
+    embedding = model.backbone.embedding
+
+    def last_logits(ids: torch.Tensor) -> torch.Tensor:
+        return model(ids, num_last_tokens=1).logits[:, -1]
+
+    def forward(ids: torch.Tensor, target: int) -> torch.Tensor:
+        with torch.no_grad():
+            return last_logits(ids)
+
+    methods: dict[str, Callable[..., Any]] = {
+        "mamba_lrp": lambda i, t: LayerMambaLRP(last_logits, embedding, model=model).attribute(i, target=t)
+    }
+    if lean:
+        methods["mamba_lrp_lean"] = lambda i, t: LayerMambaLRP(
+            last_logits, embedding, model=model, memory_lean=True
+        ).attribute(i, target=t)
+    methods["input_x_gradient"] = lambda i, t: LayerGradientXActivation(last_logits, embedding).attribute(i, target=t)
+    methods["forward"] = forward
+    return methods
+
+
+def random_token_ids(vocab: int, length: int) -> tuple[torch.Tensor, int]:
+    """``length`` random token ids (seeded by the length) on the GPU, and the last id (the explained token)."""
+    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(length)).cuda()
+    return ids, int(ids[0, -1])
+
+
 def random_last_token_inputs(model: nn.Module, length: int) -> tuple[torch.Tensor, int]:
     """The embeddings of ``length`` random token ids (seeded by the length) on the GPU, and the last id (the explained token)."""
-    vocab = model.get_input_embeddings().num_embeddings
-    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(length)).cuda()
+    ids, target = random_token_ids(model.get_input_embeddings().num_embeddings, length)
     with torch.no_grad():
         embeds = model.get_input_embeddings()(ids).detach()
-    return embeds, int(ids[0, -1])
+    return embeds, target
 
 
 def compare_last_logit_methods(
@@ -66,13 +106,14 @@ def compare_last_logit_methods(
     label: dict[str, Any],
     cp_attention: type[nn.Module] | None = None,
     lean: bool = False,
-    warmup_tokens: int = 1024,
+    mamba_ssm: bool = False,
 ) -> dict[str, Any]:
     r"""
     Time :func:`last_logit_methods` alternately on one sequence of ``length`` random token ids
-    (seeded by the length), after a warm-up on its first ``warmup_tokens``; a method out of GPU
-    memory is recorded as such. Then one MambaLRP explanation (the plain one if it fitted, else the
-    memory-lean one) against the logit of a separate no-grad forward.
+    (seeded by the length), after one untimed warm-up run of each method on the same sequence
+    (kernels, Triton autotuning, the allocator's blocks; a warm-up out of GPU memory is passed
+    over); a method out of GPU memory is recorded as such. Then one MambaLRP explanation (the plain
+    one if it fitted, else the memory-lean one) against the logit of a separate no-grad forward.
 
     Args:
         model (nn.Module): a causal LM on the GPU, frozen, in eval mode.
@@ -81,7 +122,8 @@ def compare_last_logit_methods(
         label (dict): what the row says of the model (family, size, dtype ...).
         cp_attention (type, optional): the attention class CP-LRP is timed on (``mamba_lrp_cp``).
         lean (bool): also time ``MambaLRP(model, memory_lean=True)`` (``mamba_lrp_lean``).
-        warmup_tokens (int): tokens of the warm-up run of each method.
+        mamba_ssm (bool): ``model`` is a mamba-ssm ``MambaLMHeadModel``: token ids in,
+                    :func:`mamba_ssm_last_logit_methods` (``cp_attention`` does not apply).
 
     Returns:
         *dict*: the label, medians / all times / peak GiB by method, the methods out of memory,
@@ -89,12 +131,20 @@ def compare_last_logit_methods(
         variant that fitted, ``memory_<method>_to_input_x_gradient``, and the conservation check
         (``relevance_sum``, ``logit`` of the forward, their difference, the reported ``delta``).
     """
-    from captum_mamba import MambaLRP
+    from captum_mamba import LayerMambaLRP, MambaLRP
 
-    embeds, target = random_last_token_inputs(model, length)
-    runs = last_logit_methods(model, cp_attention, lean)
-    for run in runs.values():  # warm-up: kernels, Triton, allocator
-        run(embeds[:, :warmup_tokens], target)
+    if mamba_ssm:
+        embeds, target = random_token_ids(model.backbone.embedding.num_embeddings, length)
+        runs = mamba_ssm_last_logit_methods(model, lean)
+    else:
+        embeds, target = random_last_token_inputs(model, length)
+        runs = last_logit_methods(model, cp_attention, lean)
+    for run in runs.values():
+        try:
+            run(embeds, target)
+        except torch.OutOfMemoryError:
+            pass  # the timed runs record it
+        torch.cuda.empty_cache()
     medians, times, peaks, failed = alternate_cuda(
         {name: (lambda run=run: run(embeds, target)) for name, run in runs.items()}, repeats
     )
@@ -118,7 +168,12 @@ def compare_last_logit_methods(
     explained = "mamba_lrp" if "mamba_lrp" in medians else "mamba_lrp_lean" if "mamba_lrp_lean" in medians else None
     if explained is not None and "forward" in medians:
         try:
-            explainer = MambaLRP(model, memory_lean=explained == "mamba_lrp_lean")
+            memory_lean = explained == "mamba_lrp_lean"
+            if mamba_ssm:
+                last_logits = lambda ids: model(ids, num_last_tokens=1).logits[:, -1]  # noqa: E731
+                explainer = LayerMambaLRP(last_logits, model.backbone.embedding, model=model, memory_lean=memory_lean)
+            else:
+                explainer = MambaLRP(model, memory_lean=memory_lean)
             relevance, delta = explainer.attribute(embeds, target=target, return_convergence_delta=True)
             logit = float(runs["forward"](embeds, target)[0, target].double())  # computed apart from the explanation
             total = float(relevance.double().sum())

@@ -17,8 +17,15 @@ allocation above the model's own. Sections (``--sections``):
   bfloat16 at 8k;
 * ``falcon_mamba_7b``: FalconMamba-7B's size (d_model 4096, 64 layers) in bfloat16 at 8k and 32k;
 * ``mamba2``: Hugging Face Mamba-2, 130m- and 1.3b-sized, float32 at 2k, 8k and 32k;
+* ``mamba_ssm_mamba2``: mamba-ssm's own ``MambaLMHeadModel`` with ``Mamba2`` mixers, the same
+  sizes and lengths (token ids in; relevance of the embedding output, against Captum's
+  ``LayerGradientXActivation`` there; its training-style fused path
+  ``mamba_split_conv1d_scan_combined`` is what InputXGradient differentiates);
 * ``million``: 1,048,576 tokens through the 130m-sized model with ``memory_lean="offload"``;
 * ``breakdown``: CUDA kernel time by kernel for each method (130m, float32, 8k).
+
+The JSON records ``TRITON_F32_DEFAULT`` (``"ieee"`` makes the Triton SSD kernels' float32
+matmuls IEEE instead of TF32; it must be set before the kernels compile).
 
 Usage (on the GPU machine, from a clean checkout):
 ``python benchmarks/gpu_targets.py --json benchmarks/results/gpu_targets_h200.json``.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +59,7 @@ MAMBA2_SIZES = {
     "1.3b": dict(hidden_size=2048, num_hidden_layers=48, num_heads=64, head_dim=64, state_size=128, n_groups=1),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SECTIONS = ("trained_precision", "mamba1", "falcon_mamba_7b", "mamba2", "million", "breakdown")
+SECTIONS = ("trained_precision", "mamba1", "falcon_mamba_7b", "mamba2", "mamba_ssm_mamba2", "million", "breakdown")
 
 
 def build(family: str, settings: dict[str, Any], dtype: torch.dtype) -> torch.nn.Module:
@@ -68,6 +76,21 @@ def build(family: str, settings: dict[str, Any], dtype: torch.dtype) -> torch.nn
     with torch.device("cuda"):
         model = model_class(config)
     return model.to(dtype).eval().requires_grad_(False)
+
+
+def build_mamba_ssm_mamba2(settings: dict[str, Any]) -> torch.nn.Module:
+    """mamba-ssm's ``MambaLMHeadModel`` with ``Mamba2`` mixers of a :data:`MAMBA2_SIZES` size (seed 0, float32)."""
+    from mamba_ssm.models.config_mamba import MambaConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    torch.manual_seed(0)
+    mixer = {"layer": "Mamba2", "d_state": settings["state_size"], "headdim": settings["head_dim"], "expand": 2}
+    mixer["ngroups"] = settings["n_groups"]
+    config = MambaConfig(
+        d_model=settings["hidden_size"], n_layer=settings["num_hidden_layers"], vocab_size=VOCAB, ssm_cfg=mixer,
+        rms_norm=True, fused_add_norm=True, residual_in_fp32=True, pad_vocab_size_multiple=8,
+    )  # fmt: skip
+    return MambaLMHeadModel(config, device="cuda", dtype=torch.float32).eval().requires_grad_(False)
 
 
 def methods(model: torch.nn.Module) -> dict[str, Callable[[torch.Tensor, int], Any]]:
@@ -209,7 +232,8 @@ def breakdown(length: int, log: Path | None) -> dict[str, Any]:
                 {"name": e.key[:90], "cuda_ms": e.device_time_total / 1000, "calls": e.count} for e in events[:12]
             ],
         }
-        texts.append(f"## {name}: {total / 1000:.1f} ms CUDA time\n" + prof.key_averages().table(row_limit=15))
+        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=90)
+        texts.append(f"## {name}: {total / 1000:.1f} ms CUDA time\n" + table)
     report["mamba_lrp_to_forward_cuda_time"] = report["mamba_lrp"]["cuda_ms"] / report["forward"]["cuda_ms"]
     report["input_x_gradient_to_forward_cuda_time"] = (
         report["input_x_gradient"]["cuda_ms"] / report["forward"]["cuda_ms"]
@@ -234,12 +258,13 @@ def main() -> None:
         "--lean-from", type=int, default=None, help="from this length on, also time MambaLRP(memory_lean=True)"
     )
     parser.add_argument("--mamba2-sizes", nargs="+", default=list(MAMBA2_SIZES), choices=list(MAMBA2_SIZES))
+    parser.add_argument("--mamba2-lengths", type=int, nargs="+", default=[2048, 8192, 32768])
     parser.add_argument(
         "--mamba1-dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES), help="the 1.4b row runs with bfloat16"
     )
     args = parser.parse_args()
     record = result_provenance(args.json, "cuda")
-    result: dict[str, Any] = {"rows": []}
+    result: dict[str, Any] = {"rows": [], "triton_f32_default": os.environ.get("TRITON_F32_DEFAULT")}
 
     def save() -> None:
         if args.json is not None:
@@ -247,11 +272,13 @@ def main() -> None:
             args.json.write_text(json.dumps(with_provenance(dict(result), record), indent=1))
 
     def rows(family: str, settings: dict[str, Any], dtype: str, lengths: list[int], size: str, repeats: int) -> None:
-        model = build(family, settings, DTYPES[dtype])
+        mamba_ssm = family == "mamba_ssm_mamba2"
+        model = build_mamba_ssm_mamba2(settings) if mamba_ssm else build(family, settings, DTYPES[dtype])
         for length in lengths:
             label = {"family": family, "size": size, "dtype": dtype}
             lean = args.lean_from is not None and length >= args.lean_from
-            result["rows"].append(compare_last_logit_methods(model, length, repeats, label, lean=lean))
+            row = compare_last_logit_methods(model, length, repeats, label, lean=lean, mamba_ssm=mamba_ssm)
+            result["rows"].append(row)
             save()
         del model
         torch.cuda.empty_cache()
@@ -276,10 +303,9 @@ def main() -> None:
         if "bfloat16" in args.mamba1_dtypes:
             rows("mamba", MAMBA_SIZES["1.4b"], "bfloat16", [8192], "1.4b", args.repeats)
 
-    def mamba2() -> None:
+    def mamba2(family: str) -> None:
         for size in args.mamba2_sizes:
-            repeats = args.repeats if size == "130m" else max(2, args.repeats // 2)
-            rows("mamba2", MAMBA2_SIZES[size], "float32", [2048, 8192, 32768], size, repeats)
+            rows(family, MAMBA2_SIZES[size], "float32", args.mamba2_lengths, size, args.repeats)
 
     attempt("trained_precision", lambda: result.update(trained_precision=trained_precision(args.sentences)))
     attempt("mamba1", mamba1)
@@ -287,7 +313,8 @@ def main() -> None:
         "falcon_mamba_7b",
         lambda: rows("falcon_mamba", FALCON_MAMBA_7B, "bfloat16", [8192, 32768], "7b", max(2, args.repeats // 2)),
     )
-    attempt("mamba2", mamba2)
+    attempt("mamba2", lambda: mamba2("mamba2"))
+    attempt("mamba_ssm_mamba2", lambda: mamba2("mamba_ssm_mamba2"))
     attempt("million", lambda: result.update(million=million_tokens(args.million)))
     attempt("breakdown", lambda: result.update(breakdown=breakdown(8192, args.breakdown_log)))
     print(
