@@ -107,6 +107,7 @@ def compare_last_logit_methods(
     cp_attention: type[nn.Module] | None = None,
     lean: bool = False,
     mamba_ssm: bool = False,
+    float64_up_to: int | None = None,
 ) -> dict[str, Any]:
     r"""
     Time :func:`last_logit_methods` alternately on one sequence of ``length`` random token ids
@@ -124,6 +125,9 @@ def compare_last_logit_methods(
         lean (bool): also time ``MambaLRP(model, memory_lean=True)`` (``mamba_lrp_lean``).
         mamba_ssm (bool): ``model`` is a mamba-ssm ``MambaLMHeadModel``: token ids in,
                     :func:`mamba_ssm_last_logit_methods` (``cp_attention`` does not apply).
+        float64_up_to (int, optional): up to this length, also the logit of a float64 copy of the
+                    model on the PyTorch path (``float64_logit``; the kernels have no float64), and how
+                    far the float32 relevance sum and the float32 forward's logit are from it.
 
     Returns:
         *dict*: the label, medians / all times / peak GiB by method, the methods out of memory,
@@ -183,11 +187,13 @@ def compare_last_logit_methods(
                 relevance_sum=total,
                 logit=logit,
                 sum_minus_forward_logit=total - logit,
-                delta=float(delta.double().abs().max()),
+                delta=float(delta.double().sum()),  # one sequence; signed: the sum minus MambaLRP's own logit
             )
             del relevance
         except torch.OutOfMemoryError as error:
             row["conservation_check"] = f"out of memory: {error}"[:300]
+    if float64_up_to is not None and length <= float64_up_to and not mamba_ssm and "logit" in row:
+        row.update(_float64_logit_check(model, embeds, target, row))
         print(
             json.dumps(
                 {k: row[k] for k in row if k.startswith(("conservation", "relevance", "logit", "sum_", "delta"))}
@@ -195,6 +201,35 @@ def compare_last_logit_methods(
         )
     torch.cuda.empty_cache()
     return row
+
+
+def _float64_logit_check(model: nn.Module, embeds: torch.Tensor, target: int, row: dict[str, Any]) -> dict[str, Any]:
+    r"""
+    The explained logit in float64 (a float64 copy of ``model``; MambaLRP on the PyTorch path,
+    memory-lean, whose float64 relevances sum to that logit up to ~1e-15: the logit is their sum
+    minus the reported delta) against the row's float32 relevance sum and forward logit.
+    """
+    import copy
+
+    from captum_mamba import MambaLRP
+
+    try:
+        reference = copy.deepcopy(model).double()
+        explainer = MambaLRP(reference, backend="torch", memory_lean=True)
+        relevance, delta = explainer.attribute(embeds.double(), target=target, return_convergence_delta=True)
+        logit = float(relevance.sum() - delta.sum())
+        result = {
+            "float64_logit": logit,
+            "float64_delta": float(delta.sum()),
+            "relevance_sum_minus_float64_logit": row["relevance_sum"] - logit,
+            "forward_logit_minus_float64_logit": row["logit"] - logit,
+        }
+        del reference, relevance
+    except torch.OutOfMemoryError as error:
+        result = {"float64_check": f"out of memory: {error}"[:300]}
+    torch.cuda.empty_cache()
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def compare_over_dtypes_and_lengths(

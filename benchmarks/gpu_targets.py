@@ -260,6 +260,9 @@ def main() -> None:
     parser.add_argument("--mamba2-sizes", nargs="+", default=list(MAMBA2_SIZES), choices=list(MAMBA2_SIZES))
     parser.add_argument("--mamba2-lengths", type=int, nargs="+", default=[2048, 8192, 32768])
     parser.add_argument(
+        "--float64-up-to", type=int, default=2048, help="Mamba-2 rows up to this length: also the float64 logit"
+    )
+    parser.add_argument(
         "--mamba1-dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES), help="the 1.4b row runs with bfloat16"
     )
     args = parser.parse_args()
@@ -277,7 +280,10 @@ def main() -> None:
         for length in lengths:
             label = {"family": family, "size": size, "dtype": dtype}
             lean = args.lean_from is not None and length >= args.lean_from
-            row = compare_last_logit_methods(model, length, repeats, label, lean=lean, mamba_ssm=mamba_ssm)
+            float64_up_to = args.float64_up_to if family == "mamba2" else None
+            row = compare_last_logit_methods(
+                model, length, repeats, label, lean=lean, mamba_ssm=mamba_ssm, float64_up_to=float64_up_to
+            )
             result["rows"].append(row)
             save()
         del model

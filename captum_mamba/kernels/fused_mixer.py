@@ -16,13 +16,12 @@ Backward of the rules, for ``g = d out``, with ``p = y * silu(z)`` and ``gp = ou
 
 * gate rule (Eq. 9) ``0.5 p + 0.5 [p]const``: ``dy = 0.5 gp silu(z)``, ``d silu(z) = 0.5 gp y``;
 * SiLU rule (Eq. 4) on both SiLUs: ``dz = d silu(z) * sigmoid(z)``, ``dc = du * sigmoid(c)``;
-* SSM rule (Eqs. 6-7): ``du`` through the scan with ``delta``, ``B``, ``C`` constant (the
-  kernel's gradients for those are discarded), including the ``D`` skip;
-* ``dh = in_proj^T [dx; dz]`` with ``dx`` from the convolution's backward.
-
-The selective-scan kernel's backward, given ``z`` and ``0.5 gp``, returns ``du`` for
-``dy = 0.5 gp silu(z)``, which is the gate rule's; its ``dz`` uses SiLU's true derivative and is
-replaced by the SiLU rule's.
+* SSM rule (Eqs. 6-7): ``du`` through the scan with ``delta``, ``B``, ``C`` constant, including
+  the ``D`` skip: the adjoint recurrence run by the selective-scan *forward* kernel on the
+  reversed sequence (:func:`held_constant_scan_backward`), so no gradient of ``delta``, ``A``,
+  ``B``, ``C`` or ``D`` is ever formed;
+* ``dh = in_proj^T [dx; dz]`` with ``dx`` from the convolution's backward, ``dx`` and ``dz``
+  written into one buffer.
 """
 
 from __future__ import annotations
@@ -169,17 +168,23 @@ def _in_projection(hidden: Tensor, weight: Tensor, bias: Tensor | None) -> tuple
     return x.contiguous(), z.contiguous()
 
 
-def _in_projection_backward(grad_x: Tensor, grad_z: Tensor, weight: Tensor) -> Tensor:
-    """``in_proj``'s input gradient ``(batch, length, hidden)`` from ``dx``, ``dz`` ``(batch, channels, length)``."""
-    grad_xz = torch.cat((grad_x, grad_z), dim=1)
+def _in_projection_backward(grad_xz: Tensor, weight: Tensor) -> Tensor:
+    """``in_proj``'s input gradient ``(batch, length, hidden)`` from ``[dx; dz]`` ``(batch, 2 channels, length)``."""
     rows = grad_xz.permute(1, 0, 2).reshape(grad_xz.shape[1], -1)  # (2 channels, batch * length)
     return (rows.t() @ weight).view(grad_xz.shape[0], -1, weight.shape[1])
 
 
 def _out_projection_backward(grad: Tensor, weight: Tensor, scale: float) -> Tensor:
-    """``scale * out_projᵀ grad`` in ``(batch, channels, length)``, contiguous."""
-    product = _channels_by_length(weight.t(), grad.reshape(-1, grad.shape[-1]).t(), grad.shape[0])
-    return (product * scale).contiguous()
+    """``scale * out_projᵀ grad`` in ``(batch, channels, length)``, contiguous (the scale applied to the small weight)."""
+    product = _channels_by_length((weight * scale).t(), grad.reshape(-1, grad.shape[-1]).t(), grad.shape[0])
+    return product.contiguous()
+
+
+def _gradient_buffers(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``[dx; dz]`` ``(batch, 2 channels, length)`` and its two halves, written in place by the backward (no concatenation)."""
+    grad_xz = x.new_empty(x.shape[0], 2 * x.shape[1], x.shape[2])
+    grad_x, grad_z = grad_xz.chunk(2, dim=1)
+    return grad_xz, grad_x, grad_z
 
 
 class _FusedMambaLRPMixer(torch.autograd.Function):
@@ -206,8 +211,9 @@ class _FusedMambaLRPMixer(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, z, in_weight, *saved = ctx.saved_tensors
         half = _out_projection_backward(grad, ctx.out_weight, 0.5)  # the gate rule's half share
-        grad_x, grad_z = _direction_backward(x, z, tuple(saved), ctx.parts, half)
-        return (_in_projection_backward(grad_x, grad_z, in_weight),) + (None,) * (7 + len(ctx.parts))
+        grad_xz, grad_x, grad_z = _gradient_buffers(x)
+        _direction_backward(x, z, tuple(saved), ctx.parts, half, grad_x, grad_z)
+        return (_in_projection_backward(grad_xz, in_weight),) + (None,) * (7 + len(ctx.parts))
 
 
 # --- Vision Mamba's bidirectional mixer ------------------------------------------------------------
@@ -260,9 +266,7 @@ def _direction_forward(
     scan_cuda, conv_fwd, _ = load_raw_kernels()
     conv_weight, conv_bias, x_proj_weight, dt_weight, dt_bias, A, D = parts
     batch, length = x.shape[0], x.shape[-1]
-    conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
-    u = torch.nn.functional.silu(conv)
-    del conv
+    u = conv_fwd(x, conv_weight, conv_bias, None, None, None, True)  # silu(conv(x)), as the model's forward forms it
     selected = x_proj_weight @ u.permute(1, 0, 2).reshape(u.shape[1], -1)  # (rank + 2 state, batch * length)
     if normalise is not None:  # on (batch, length, features) views; small tensors
         rows = selected.t().view(batch, length, -1).split([rank, state, state], dim=-1)
@@ -280,73 +284,87 @@ _SMALLEST_STEP = 1e-30
 
 
 def held_constant_scan_backward(
-    scan_cuda: Any, grad_y: Tensor, delta: Tensor, dt_bias: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
+    scan_cuda: Any,
+    reversed_grad_y: Tensor,
+    reversed_delta: Tensor,
+    dt_bias: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
 ) -> Tensor:
     r"""
     ``du`` of the selective scan ``y = scan(u)`` with ``Δ = softplus(delta + dt_bias)``, ``A``,
     ``B``, ``C`` held constant (the SSM rule), by mamba-ssm's *forward* scan kernel on the
     reversed sequence, which costs about half its backward kernel (that one re-runs the forward
     scan and forms the gradients of ``Δ``, ``A``, ``B``, ``C`` and ``D``, which the rule discards).
+    Sequences come and go in reversed time, so the caller flips once on each side.
 
     With ``h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t`` and ``y_t = C_t·h_t + D u_t``, the adjoint
     state ``g_t = ∂L/∂h_t`` obeys ``g_t = exp(Δ_{t+1} A) g_{t+1} + C_t dy_t`` and
     ``du_t = Δ_t B_t·g_t + D dy_t``. In reversed time ``s = L-1-t`` this is the kernel's own
     recurrence ``h'_s = exp(δ_s A) h'_{s-1} + δ_s B'_s x_s``, ``y'_s = C'_s·h'_s`` with the time step
-    ``δ_s = Δ_{t+1}`` (any positive number at ``t = L-1``, where nothing is carried), ``B' = C``,
-    ``C' = B`` and the input ``x_s = dy_t / δ_s``, so that ``δ_s x_s = dy_t``.
+    ``δ_s = Δ_{t+1}`` (the reversed steps shifted by one; any positive number at ``s = 0``, where
+    nothing is carried), ``B' = C``, ``C' = B`` and the input ``x_s = dy_t / δ_s``, so that
+    ``δ_s x_s = dy_t``.
 
     Args:
         scan_cuda (module): mamba-ssm's ``selective_scan_cuda``.
-        grad_y (Tensor): ``dy`` ``(batch, channels, length)``, the scan output's gradient.
-        delta (Tensor): ``(batch, channels, length)``, the time steps before bias and softplus.
+        reversed_grad_y (Tensor): ``dy`` ``(batch, channels, length)`` in reversed time, float32.
+        reversed_delta (Tensor): ``(batch, channels, length)``, the time steps before bias and
+                    softplus, in reversed time.
         dt_bias (Tensor): ``(channels,)``.
         A (Tensor): ``(channels, state)``, float32.
-        B (Tensor): ``(batch, 1, state, length)``.
-        C (Tensor): ``(batch, 1, state, length)``.
+        B (Tensor): ``(batch, 1, state, length)`` (forward time).
+        C (Tensor): ``(batch, 1, state, length)`` (forward time).
         D (Tensor): ``(channels,)``, float32.
 
     Returns:
-        *Tensor* ``du`` ``(batch, channels, length)`` in float32.
+        *Tensor* ``du`` ``(batch, channels, length)`` in reversed time, float32.
     """
-    grad_y = grad_y.float()
-    step = torch.nn.functional.softplus(delta.float() + dt_bias.float()[:, None])  # the kernel's threshold 20 too
-    shifted = torch.ones_like(step)  # shifted[t] = step[t + 1]
-    shifted[..., :-1] = step[..., 1:]
-    shifted.clamp_(min=_SMALLEST_STEP)
-    reversed_input = grad_y.div(shifted).flip(-1)
-    reversed_step = shifted.flip(-1)
-    del shifted
+    # Δ in reversed time (the kernel's softplus threshold, 20, is torch's too); a step rounded to 0 is
+    # replaced by the smallest one (exp(δA) is 1 either way), so that dy / δ stays finite
+    step = torch.nn.functional.softplus(reversed_delta.float() + dt_bias.float()[:, None]).clamp_(min=_SMALLEST_STEP)
+    shifted = torch.nn.functional.pad(step[..., :-1], (1, 0), value=1.0)  # δ_s = Δ_{t+1}
     carried, *_ = scan_cuda.fwd(
-        reversed_input, reversed_step, A, C.float().flip(-1), B.float().flip(-1), None, None, None, False
+        reversed_grad_y / shifted, shifted, A, C.float().flip(-1), B.float().flip(-1), None, None, None, False
     )
-    del reversed_input, reversed_step
-    return step.mul_(carried.flip(-1)).addcmul_(grad_y, D[:, None])
+    del shifted
+    return step.mul_(carried).addcmul_(reversed_grad_y, D[:, None])
 
 
 def _direction_backward(
-    x: Tensor, z: Tensor, saved: tuple[Tensor, ...], parts: tuple[Tensor, ...], half: Tensor
-) -> tuple[Tensor, Tensor]:
+    x: Tensor,
+    z: Tensor,
+    saved: tuple[Tensor, ...],
+    parts: tuple[Tensor, ...],
+    half: Tensor,
+    grad_x: Tensor,
+    grad_z: Tensor,
+) -> None:
     r"""
     The rules' backward of one direction, for ``half = 0.5 d gated`` (the gate rule's share):
-    ``(dx, dz)`` with the SSM rule through the scan (:func:`held_constant_scan_backward`), the
-    SiLU rule on ``conv`` and on ``z``. ``conv`` and ``delta`` are recomputed as the forward formed
-    them (same kernels, same values).
+    writes ``dx`` and ``dz`` into ``grad_x`` and ``grad_z``, with the SSM rule through the scan
+    (:func:`held_constant_scan_backward`), the SiLU rule on ``conv`` and on ``z``. ``conv`` and
+    ``delta`` are recomputed as the forward formed them (same kernels, same values).
     """
     scan_cuda, conv_fwd, conv_bwd = load_raw_kernels()
     dt, B, C, y = saved
     conv_weight, conv_bias, _, dt_weight, dt_bias, A, D = parts
-    delta = _channels_by_length(dt_weight, dt, x.shape[0])
-    # the gate rule's share of the scan output's gradient: 0.5 d gated · silu(z)
-    grad_y = torch.nn.functional.silu(z.float()).mul_(half)
-    grad_u = held_constant_scan_backward(scan_cuda, grad_y, delta, dt_bias, A, B, C, D)
-    del grad_y, delta
-    grad_x, grad_z = torch.empty_like(x), torch.empty_like(z)
+    batch = x.shape[0]
+    # Δ's pre-activation in reversed time, from the low-rank dt reversed (a small tensor)
+    reversed_delta = _channels_by_length(
+        dt_weight, dt.view(dt.shape[0], batch, -1).flip(-1).view(dt.shape[0], -1), batch
+    )
+    # the gate rule's share of the scan output's gradient, 0.5 d gated · silu(z), in reversed time
+    reversed_grad_y = torch.nn.functional.silu(z.float()).mul_(half).flip(-1)
+    reversed_grad_u = held_constant_scan_backward(scan_cuda, reversed_grad_y, reversed_delta, dt_bias, A, B, C, D)
+    del reversed_grad_y, reversed_delta
     torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule on z: dz = σ(z) · y · 0.5 d gated
     conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
-    grad_conv = grad_u.mul_(torch.sigmoid(conv.float())).to(x.dtype)  # the SiLU rule on conv
-    del conv, grad_u
+    grad_conv = reversed_grad_u.flip(-1).mul_(torch.sigmoid(conv.float())).to(x.dtype)  # the SiLU rule on conv
+    del conv, reversed_grad_u
     conv_bwd(x, conv_weight, conv_bias, grad_conv, None, None, None, grad_x, False, False)
-    return grad_x, grad_z
 
 
 class _FusedBidirectionalMixer(torch.autograd.Function):
@@ -381,9 +399,17 @@ class _FusedBidirectionalMixer(torch.autograd.Function):
         # the gate rule's half share of d(mixed), with the directions' mean or sum
         half = _out_projection_backward(grad, ctx.out_weight, 0.5 * ctx.scale)
         per_direction = len(saved) // 2
-        grad_x, grad_z = _direction_backward(x, z, tuple(saved[:per_direction]), forward_parts, half)
-        grad_x_rev, grad_z_rev = _direction_backward(
-            x_rev, z_rev, tuple(saved[per_direction:]), backward_parts, half.flip(-1).contiguous()
+        grad_xz, grad_x, grad_z = _gradient_buffers(x)
+        _direction_backward(x, z, tuple(saved[:per_direction]), forward_parts, half, grad_x, grad_z)
+        reversed_xz, grad_x_rev, grad_z_rev = _gradient_buffers(x)
+        _direction_backward(
+            x_rev,
+            z_rev,
+            tuple(saved[per_direction:]),
+            backward_parts,
+            half.flip(-1).contiguous(),
+            grad_x_rev,
+            grad_z_rev,
         )
-        grad_hidden = _in_projection_backward(grad_x + grad_x_rev.flip(-1), grad_z + grad_z_rev.flip(-1), in_weight)
+        grad_hidden = _in_projection_backward(grad_xz.add_(reversed_xz.flip(-1)), in_weight)
         return (grad_hidden,) + (None,) * (7 + len(forward_parts) + len(backward_parts))
