@@ -76,7 +76,7 @@ class ZambaMixerLayout(Mamba1Layout):
         check_padding(mask, mixer.in_proj)
         projected = mixer.in_proj(mask_padding(hidden, mask))
         x, z = projected[..., 0::2], projected[..., 1::2]  # channel 2c is x's channel c, 2c + 1 is z's
-        u = mask_padding(ops.silu(mixer, ops.conv(mixer, x, cache), "conv"), mask)
+        u = mask_padding(ops.activated_conv(mixer, x, cache), mask)
         rank, state = self.sizes(mixer)
         width = mixer.mamba_head_dim
         outputs, last_states = [], []

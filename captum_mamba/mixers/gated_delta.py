@@ -140,7 +140,7 @@ class GatedDeltaLayout(MixerLayout):
         # row's real tokens sees no padding; left padding sees zeros, as after a masked input)
         p = self.project(mixer, mask_padding(hidden, mask))
         key_width = sizes.key_heads * sizes.key_dim
-        mixed = ops.silu(mixer, ops.conv(mixer, p.qkv, cache), "conv")
+        mixed = ops.activated_conv(mixer, p.qkv, cache)
         q, k, v = torch.split(mixed, [key_width, key_width, sizes.heads * sizes.value_dim], dim=-1)
         # the held-constant path in at least float32, as the models compute it (never narrowing float64);
         # v stays in the model's dtype: the PyTorch kernel widens it, fla's takes half precision as it is

@@ -123,7 +123,7 @@ class Mamba1Layout(MixerLayout):
         Returns:
             *Tensor* ``(batch, length, inner)``, before ``out_proj``.
         """
-        u = mask_padding(ops.silu(mixer, ops.conv(mixer, x, cache), "conv"), mask)
+        u = mask_padding(ops.activated_conv(mixer, x, cache), mask)
         dt, B, C = self.selection(mixer, u)
         # The model's own precision for its SSM parameters (float32, also in half-precision
         # models), channel-major: the layout the CUDA scan takes without a copy.
@@ -291,7 +291,7 @@ class Mamba2Layout(MixerLayout):
         z0, x0, gate, xBC, dt = projected.split(
             [sizes.mlp, sizes.mlp, sizes.ssm, sizes.ssm + 2 * state_width, sizes.heads], dim=-1
         )
-        xBC = mask_padding(ops.silu(mixer, ops.conv(mixer, xBC, cache), "conv"), mask)
+        xBC = mask_padding(ops.activated_conv(mixer, xBC, cache), mask)
         x, B, C = torch.split(xBC, [sizes.ssm, state_width, state_width], dim=-1)
         low, high = sizes.time_step_limit
         delta = torch.clamp(F.softplus(dt + mixer.dt_bias.to(dt.dtype)), min=low, max=high)

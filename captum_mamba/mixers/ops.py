@@ -42,6 +42,13 @@ class MixerOps:
         """
         raise NotImplementedError
 
+    def activated_conv(self, mixer: nn.Module, x: Tensor, cache: Any) -> Tensor:
+        r"""
+        ``silu(conv(x))``: :meth:`conv`, then :meth:`silu` at the ``"conv"`` site (an engine may
+        run the two as one step).
+        """
+        return self.silu(mixer, self.conv(mixer, x, cache), "conv")
+
     def scan(
         self, mixer: nn.Module, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None
     ) -> tuple[Tensor, Tensor]:

@@ -125,6 +125,23 @@ class MixerRule(MambaLRPRule, MixerOps):
     def conv(self, mixer: nn.Module, x: Tensor, cache: Any) -> Tensor:
         return causal_conv(mixer, x, cache)
 
+    def activated_conv(self, mixer: nn.Module, x: Tensor, cache: Any) -> Tensor:
+        r"""
+        ``silu(conv(x))`` under the SiLU rule; with the default rule, a frozen convolution without
+        hooks and no cache to fill, as one step that keeps only ``x`` (a view of the input
+        projection) and recomputes the convolution in the backward pass, instead of keeping its
+        output: a channel-sized activation less per layer.
+        """
+        conv = mixer.conv1d
+        if (
+            type(self.silu_rule) is SiLUIdentityRule
+            and not (cache is not None and hasattr(cache, "update_conv_state"))
+            and not (conv._forward_hooks or conv._forward_pre_hooks)
+            and not any(p.requires_grad for p in conv.parameters())
+        ):
+            return self.silu_rule.apply_recomputed(functools.partial(causal_conv, mixer, cache=None), x)
+        return super().activated_conv(mixer, x, cache)
+
     def scan(
         self, mixer: nn.Module, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None
     ) -> tuple[Tensor, Tensor]:

@@ -160,6 +160,8 @@ class GatedRMSNormRule(MambaLRPRule):
         Returns:
             *Tensor* equal to the gated norm, in ``y``'s dtype.
         """
+        if self._fuses(z, weight, norm_before_gate, activation):
+            return _HeldConstantGatedRMSNorm.apply(y, z, weight, eps, group_size)
         wide = y.to(_compute_dtype(y))
         rms_norm = plain_rms_norm if self.norm is None else self.norm.apply
         activated = None
@@ -174,6 +176,18 @@ class GatedRMSNormRule(MambaLRPRule):
             wide = wide * activated if self.gate is None else self.gate.apply(wide, activated)
         normed = rms_norm(wide, None, eps, group_size).to(y.dtype)
         return normed if weight is None else weight * normed
+
+    def _fuses(self, z: Tensor | None, weight: Tensor | None, norm_before_gate: bool, activation: str) -> bool:
+        """Whether the default rules of ``rmsnorm(y * silu(z)) * w`` run as one node (:class:`_HeldConstantGatedRMSNorm`)."""
+        return (
+            z is not None
+            and not norm_before_gate
+            and activation in ("silu", "swish")
+            and type(self.gate) is GateHalfRule
+            and type(self.silu) is SiLUIdentityRule
+            and type(self.norm) is RMSNormRule
+            and (weight is None or not weight.requires_grad)
+        )
 
     def module_forward(self, module: nn.Module, hidden_states: Tensor, gate: Tensor | None = None) -> Tensor:  # type: ignore[override]
         group_size = getattr(module, "group_size", None)
@@ -200,6 +214,43 @@ class GatedRMSNormRule(MambaLRPRule):
                 f"{type(module).__name__} uses {activation!r}"
             )
         return activation
+
+
+class _HeldConstantGatedRMSNorm(torch.autograd.Function):
+    r"""
+    ``rmsnorm(y * silu(z)) * w`` (per group) with the three default rules as one node: the gate
+    rule (half of the product's gradient to each factor), the SiLU rule (``silu(z)``'s gradient
+    ``sigmoid(z)``) and the normaliser held constant. Keeps ``y``, ``z`` (a view of the input
+    projection in the mixers) and the per-group inverse RMS; ``silu(z)`` and ``sigmoid(z)`` are
+    recomputed in the backward pass instead of keeping the activated gate. Same values and
+    gradients as the three rules composed.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx, y: Tensor, z: Tensor, weight: Tensor | None, eps: float, group_size: int | None
+    ) -> Tensor:
+        wide = y.to(_compute_dtype(y))
+        gated = wide * F.silu(z.to(wide.dtype))
+        grouped = gated.reshape(*gated.shape[:-1], -1, group_size or gated.shape[-1])
+        inverse_rms = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)
+        normed = (grouped * inverse_rms).reshape(gated.shape).to(y.dtype)
+        ctx.save_for_backward(y, z, inverse_rms, weight)
+        return normed if weight is None else weight * normed
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        y, z, inverse_rms, weight = ctx.saved_tensors
+        grad_normed = grad if weight is None else grad * weight
+        wide_dtype = inverse_rms.dtype
+        grad_gated = grad_normed.to(wide_dtype)
+        grad_gated = (grad_gated.reshape(inverse_rms.shape[:-1] + (-1,)) * inverse_rms).reshape(grad_gated.shape)
+        wide_z = z.to(wide_dtype)
+        sigmoid = torch.sigmoid(wide_z)
+        half = grad_gated.mul_(0.5)  # the gate rule: half of the product's gradient to each factor
+        grad_y = (half * (wide_z * sigmoid)).to(y.dtype)  # d/dy of y * silu(z), halved
+        grad_z = half.mul_(y.to(wide_dtype)).mul_(sigmoid).to(z.dtype)  # halved, then the SiLU rule: · sigmoid(z)
+        return grad_y, grad_z, None, None, None
 
 
 class LayerNormRule(MambaLRPRule):
