@@ -207,7 +207,8 @@ def _float64_logit_check(model: nn.Module, embeds: torch.Tensor, target: int, ro
     r"""
     The explained logit in float64 (a float64 copy of ``model``; MambaLRP on the PyTorch path,
     memory-lean, whose float64 relevances sum to that logit up to ~1e-15: the logit is their sum
-    minus the reported delta) against the row's float32 relevance sum and forward logit.
+    minus the reported delta) against the row's float32 relevance sum and forward logit, and
+    against the float32 relevance sum on the PyTorch path (no Triton kernels, so no TF32 matmuls).
     """
     import copy
 
@@ -225,6 +226,8 @@ def _float64_logit_check(model: nn.Module, embeds: torch.Tensor, target: int, ro
             "forward_logit_minus_float64_logit": row["logit"] - logit,
         }
         del reference, relevance
+        torch_path = MambaLRP(model, backend="torch", memory_lean=True).attribute(embeds, target=target)
+        result["torch_path_float32_sum_minus_float64_logit"] = float(torch_path.double().sum()) - logit
     except torch.OutOfMemoryError as error:
         result = {"float64_check": f"out of memory: {error}"[:300]}
     torch.cuda.empty_cache()
