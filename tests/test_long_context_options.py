@@ -26,6 +26,49 @@ def test_memory_lean_mode_gives_the_same_relevances(family, monkeypatch):
     torch.testing.assert_close(lean_delta, plain_delta, atol=1e-12, rtol=0)
 
 
+def test_recomputations_in_the_backward_pass_see_the_explanations_options(monkeypatch):
+    # On CUDA, autograd runs the backward pass on a thread of its own, where the options set for the
+    # explanation (a context variable) are not visible: the recomputed blocks and convolutions must
+    # carry them. Here the backward pass is run on a fresh thread to the same effect.
+    import threading
+
+    from captum_mamba.options import current_options
+    from captum_mamba.rules import mixer as mixer_rules
+
+    model = tiny_lm(seed=25, family="mamba2", use_conv_bias=True)
+    embeds = embeddings_of(model, token_ids(batch=1, length=8))
+    expected = MambaLRP(model, backend="torch").attribute(embeds, target=2)
+    real_grad, real_run, real_conv = torch.autograd.grad, block_rules.BlockRule._run, mixer_rules.causal_conv
+    seen: list[tuple[str, str, bool]] = []
+
+    def grad_on_another_thread(*args, **kwargs):
+        result = {}
+        worker = threading.Thread(target=lambda: result.update(value=real_grad(*args, **kwargs)))
+        worker.start()
+        worker.join()
+        return result["value"]
+
+    def recording_run(self, module, *args, **kwargs):
+        seen.append(("block", current_options().backend, torch.is_grad_enabled()))
+        return real_run(self, module, *args, **kwargs)
+
+    def recording_conv(*args, **kwargs):
+        seen.append(("conv", current_options().backend, torch.is_grad_enabled()))
+        return real_conv(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", grad_on_another_thread)
+    monkeypatch.setattr(block_rules.BlockRule, "_run", recording_run)
+    monkeypatch.setattr(mixer_rules, "causal_conv", recording_conv)
+    lean = MambaLRP(model, memory_lean=True, backend="torch").attribute(embeds, target=2)
+    layers = model.config.num_hidden_layers
+    # each block runs twice (forward, recomputation) and each convolution three times (forward,
+    # the block's recomputation, the SiLU rule's recomputation in the backward pass)
+    assert [kind for kind, _, _ in seen].count("block") == 2 * layers
+    assert [kind for kind, _, _ in seen].count("conv") == 3 * layers
+    assert {backend for _, backend, _ in seen} == {"torch"}
+    torch.testing.assert_close(lean, expected, atol=1e-12, rtol=0)
+
+
 def test_only_the_explained_positions_get_logits(monkeypatch):
     model = tiny_lm(seed=22)
     ids = token_ids(batch=3, length=9)

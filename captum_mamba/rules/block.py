@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from captum_mamba.options import current_options, explanation_options
+from captum_mamba.options import ExplanationOptions, current_options, explanation_options
 from captum_mamba.rules.base import MambaLRPRule
 
 _MISSING = object()
@@ -84,7 +84,12 @@ class BlockRule(OwnForwardRule):
             return self._run(block, *args, **kwargs)
         if options.offload_blocks and _offloadable(args, kwargs):
             return _OffloadedBlock.apply(functools.partial(self._run, block, **kwargs), options, *args)
-        return checkpoint(self._run, block, *args, use_reentrant=False, **kwargs)
+        return checkpoint(self._run_with_options, options, block, *args, use_reentrant=False, **kwargs)
+
+    def _run_with_options(self, options: ExplanationOptions, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`_run` under ``options``: the recomputation may run on an autograd thread, which does not see them."""
+        with explanation_options(**vars(options)):
+            return self._run(module, *args, **kwargs)
 
 
 def _offloadable(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
