@@ -13,10 +13,12 @@ from captum_mamba.input_relevance import collecting_input_relevance
 from captum_mamba.model_calls import (
     Position,
     accepts_logits_to_keep,
+    accepts_num_last_tokens,
     attention_mask_of,
     check_model_inputs,
     frozen_parameters,
     kept_positions,
+    last_tokens_for,
     resolve_model,
     run_forward,
     select_position,
@@ -117,10 +119,14 @@ class MambaLRPBase:
         position = self.explained_position if explained_position is _DEFAULT else explained_position
         if isinstance(position, str):
             position = _positions_from_words(position, self.forward_func, additional_forward_args)
-        keep = None
-        if not isinstance(target, TokenTargets) and position is not None and accepts_logits_to_keep(self.forward_func):
-            keep, position = kept_positions(position, inputs[0].shape[0], inputs[0].shape[1], inputs[0].device)
-        output = run_forward(self.forward_func, inputs, additional_forward_args, keep)
+        keep, last_tokens = None, None
+        if not isinstance(target, TokenTargets) and position is not None:
+            batch, length, device = inputs[0].shape[0], inputs[0].shape[1], inputs[0].device
+            if accepts_logits_to_keep(self.forward_func):  # Hugging Face: logits at these positions only
+                keep, position = kept_positions(position, batch, length, device)
+            elif accepts_num_last_tokens(self.forward_func):  # mamba-ssm: logits at the last positions only
+                last_tokens, position = last_tokens_for(position, batch, length, device)
+        output = run_forward(self.forward_func, inputs, additional_forward_args, keep, last_tokens)
         if isinstance(target, TokenTargets):
             return target.select(output)
         return select_target(select_position(output, position), target)

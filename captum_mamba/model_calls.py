@@ -80,6 +80,33 @@ def accepts_logits_to_keep(forward_func: Callable[..., Any]) -> bool:
     return parameters is not None and "logits_to_keep" in parameters
 
 
+def accepts_num_last_tokens(forward_func: Callable[..., Any]) -> bool:
+    r"""
+    Whether ``forward_func`` is a model whose forward computes logits at the last positions only
+    when asked (``num_last_tokens``: mamba-ssm's ``MambaLMHeadModel``); Hugging Face models use
+    ``logits_to_keep`` instead.
+    """
+    if not isinstance(forward_func, nn.Module) or _hf_style_parameters(forward_func) is not None:
+        return False
+    try:
+        return "num_last_tokens" in inspect.signature(type(forward_func).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def last_tokens_for(position: Any, batch: int, length: int, device: torch.device) -> tuple[int, Any]:
+    r"""
+    How many last positions a ``num_last_tokens`` model must compute logits at to cover the
+    explained positions, and the positions rewritten to index those logits.
+
+    Returns:
+        *tuple* ``(num_last_tokens, index)``.
+    """
+    index = position_index(position, batch, length, device)
+    first = index if isinstance(index, int) else int(index.min())
+    return length - first, index - first
+
+
 def kept_positions(position: Any, batch: int, length: int, device: torch.device) -> tuple[Tensor, Any]:
     r"""
     The positions whose logits are needed and each example's index among them, so that a long
@@ -209,14 +236,16 @@ def run_forward(
     inputs: tuple[Tensor, ...],
     additional_forward_args: Any,
     logits_to_keep: Tensor | None = None,
+    num_last_tokens: int | None = None,
 ) -> Tensor:
     r"""
     Call the forward function the way Captum does and return the tensor to explain, with the
     conveniences for Hugging Face models (modules whose forward takes ``input_ids`` and
     ``inputs_embeds``): the single input goes in as ``inputs_embeds`` when it is floating point
     and as ``input_ids`` otherwise; ``additional_forward_args`` is the ``attention_mask`` or a dict
-    of keyword arguments; ``logits_to_keep`` (positions) is passed on to models that take it;
-    float64 logits are not narrowed (:class:`WideLogits`).
+    of keyword arguments; ``logits_to_keep`` (positions) is passed on to models that take it,
+    ``num_last_tokens`` to mamba-ssm's language models; float64 logits are not narrowed
+    (:class:`WideLogits`).
 
     Returns:
         *Tensor*: the output itself, its ``logits`` or its first tensor (see :func:`output_tensor`).
@@ -224,6 +253,8 @@ def run_forward(
     hf_parameters = _hf_style_parameters(forward_func)
     if hf_parameters is None:
         extra = _format_additional_forward_args(additional_forward_args) or ()
+        if num_last_tokens is not None:
+            return output_tensor(forward_func(*inputs, *extra, num_last_tokens=num_last_tokens))
         return output_tensor(forward_func(*inputs, *extra))
     if len(inputs) != 1:
         raise ValueError(

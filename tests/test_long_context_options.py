@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -81,6 +83,43 @@ def test_only_the_explained_positions_get_logits(monkeypatch):
     for row, (position, target) in enumerate([(8, 1), (3, 2), (8, 3)]):
         alone = explainer.attribute(ids[row : row + 1], target=target, explained_position=position)
         torch.testing.assert_close(relevance[row : row + 1], alone, atol=1e-12, rtol=0)
+
+
+class LastTokensLM(torch.nn.Module):
+    """A language model with mamba-ssm's ``MambaLMHeadModel`` call: token ids, logits at the last ``num_last_tokens`` only."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.lm_head = model.backbone, model.lm_head
+
+    def forward(self, input_ids, position_ids=None, inference_params=None, num_last_tokens=0):
+        hidden = self.backbone(input_ids=input_ids, use_cache=False).last_hidden_state
+        if num_last_tokens > 0:
+            hidden = hidden[:, -num_last_tokens:]
+        return SimpleNamespace(logits=self.lm_head(hidden))
+
+
+def test_mamba_ssm_style_models_compute_logits_at_the_last_positions_only(monkeypatch):
+    model = LastTokensLM(tiny_lm(seed=26))
+    ids = token_ids(batch=3, length=9)
+    seen = []
+    original = model.lm_head.forward
+    monkeypatch.setattr(model.lm_head, "forward", lambda h: seen.append(h.shape[1]) or original(h))
+    explainer = LayerMambaLRP(model, model.backbone.embeddings)
+    relevance, delta = explainer.attribute(
+        ids, target=[1, 2, 3], explained_position=[8, 5, 8], return_convergence_delta=True
+    )
+    assert seen == [4]  # positions 5 to 8, not all nine
+    every_position = LayerMambaLRP(lambda i: model(i).logits, model.backbone.embeddings, model=model)
+    expected, expected_delta = every_position.attribute(
+        ids, target=[1, 2, 3], explained_position=[8, 5, 8], return_convergence_delta=True
+    )
+    assert seen[-1] == 9  # the wrapped model is called without num_last_tokens: all positions
+    torch.testing.assert_close(relevance, expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(delta, expected_delta, atol=1e-12, rtol=0)
+    seen.clear()
+    explainer.attribute(ids, target=0)  # the default: the last position
+    assert seen == [1]
 
 
 def test_kept_positions():
