@@ -22,13 +22,22 @@ allocation above the model's own. Sections (``--sections``):
   ``LayerGradientXActivation`` there; its training-style fused path
   ``mamba_split_conv1d_scan_combined`` is what InputXGradient differentiates);
 * ``million``: 1,048,576 tokens through the 130m-sized model with ``memory_lean="offload"``;
-* ``breakdown``: CUDA kernel time by kernel for each method (130m, float32, 8k).
+* ``breakdown``: CUDA kernel time by kernel for each method (130m, float32, 8k);
+* ``hybrid``: the 1.6B-sized Bamba of ``hybrid_gpu_benchmark.py`` in bfloat16 at 8k and 32k and
+  in float32 at 8k (MambaLRP with AttnLRP and with CP-LRP, memory-lean from ``--lean-from``; in
+  float32 at 32k neither InputXGradient nor the model's own forward fits on an H200, so that row
+  times MambaLRP alone: ``hybrid_gpu_benchmark.py --dtypes float32 --lengths 32768``).
+
+With ``--gpus N`` the sections are shared out over N GPUs of the machine (one process each,
+``CUDA_VISIBLE_DEVICES``; the longest first, each to the least loaded GPU) and their results
+merged into one JSON with one provenance record and the jobs' GPUs, sections and seconds: every
+target in one run of one command, from one checkout.
 
 The JSON records ``TRITON_F32_DEFAULT`` (``"ieee"`` makes the Triton SSD kernels' float32
 matmuls IEEE instead of TF32; it must be set before the kernels compile).
 
 Usage (on the GPU machine, from a clean checkout):
-``python benchmarks/gpu_targets.py --json benchmarks/results/gpu_targets_h200.json``.
+``python benchmarks/gpu_targets.py --gpus 2 --lean-from 32768 --json benchmarks/results/gpu_targets_h200.json``.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,7 +69,14 @@ MAMBA2_SIZES = {
     "1.3b": dict(hidden_size=2048, num_hidden_layers=48, num_heads=64, head_dim=64, state_size=128, n_groups=1),
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-SECTIONS = ("trained_precision", "mamba1", "falcon_mamba_7b", "mamba2", "mamba_ssm_mamba2", "million", "breakdown")
+SECTIONS = (
+    "trained_precision", "mamba1", "falcon_mamba_7b", "mamba2", "mamba_ssm_mamba2", "million", "breakdown", "hybrid",
+)  # fmt: skip
+#: Rough seconds of each section on one H200 (this sitting's runs), to share the sections out over ``--gpus``.
+SECTION_SECONDS = {
+    "trained_precision": 30, "mamba1": 110, "falcon_mamba_7b": 100, "mamba2": 160, "mamba_ssm_mamba2": 160,
+    "million": 110, "breakdown": 20, "hybrid": 170,
+}  # fmt: skip
 
 
 def build(family: str, settings: dict[str, Any], dtype: torch.dtype) -> torch.nn.Module:
@@ -246,6 +263,70 @@ def breakdown(length: int, log: Path | None) -> dict[str, Any]:
     return report
 
 
+def share_out(sections: list[str], gpus: int) -> list[list[str]]:
+    """The sections of each GPU: the longest first (:data:`SECTION_SECONDS`), each to the least loaded GPU."""
+    shares: list[list[str]] = [[] for _ in range(gpus)]
+    loads = [0.0] * gpus
+    for section in sorted(sections, key=lambda name: -SECTION_SECONDS[name]):
+        gpu = loads.index(min(loads))
+        shares[gpu].append(section)
+        loads[gpu] += SECTION_SECONDS[section]
+    return [sorted(share, key=SECTIONS.index) for share in shares if share]
+
+
+def run_on_gpus(args: argparse.Namespace, forwarded: list[str], record: dict[str, Any]) -> dict[str, Any]:
+    r"""
+    Run the sections over ``args.gpus`` GPUs, one child process of this script each, and merge
+    their JSON: rows and hybrid rows in section order, the other sections' results, errors, and
+    ``jobs`` (GPU, sections, seconds, return code).
+    """
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    folder = Path(tempfile.mkdtemp(prefix="gpu_targets_"))
+    jobs = []
+    for gpu, sections in enumerate(share_out(args.sections, args.gpus)):
+        out = folder / f"gpu{gpu}.json"
+        command = [sys.executable, __file__, *forwarded, "--sections", *sections, "--json", str(out)]
+        if "breakdown" not in sections:
+            command = [c for i, c in enumerate(command) if not _is_breakdown_log_argument(command, i)]
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+        print(f"GPU {gpu}: {' '.join(sections)}", flush=True)
+        jobs.append((gpu, sections, out, time.perf_counter(), subprocess.Popen(command, env=env)))
+    merged: dict[str, Any] = {"rows": [], "triton_f32_default": os.environ.get("TRITON_F32_DEFAULT"), "jobs": []}
+    for gpu, sections, _out, start, process in jobs:
+        code = process.wait()
+        merged["jobs"].append(
+            {"gpu": gpu, "sections": sections, "seconds": time.perf_counter() - start, "returncode": code}
+        )
+    for gpu, _sections, out, _, _ in sorted(jobs, key=lambda job: SECTIONS.index(job[1][0])):
+        if not out.exists():
+            merged.setdefault("errors", {})[f"gpu{gpu}"] = "the job wrote no result"
+            continue
+        part = json.loads(out.read_text())
+        part.pop("provenance", None)
+        merged["rows"].extend(part.pop("rows", []))
+        merged.setdefault("errors", {}).update(part.pop("errors", {}))
+        part.pop("triton_f32_default", None)
+        merged.update(part)
+    if not merged.get("errors"):
+        merged.pop("errors", None)
+    merged["rows"].sort(key=lambda row: SECTIONS.index(_section_of(row)))
+    return merged
+
+
+def _is_breakdown_log_argument(command: list[str], index: int) -> bool:
+    """Whether ``command[index]`` is ``--breakdown-log`` or its value (only the breakdown's job writes the log)."""
+    return command[index] == "--breakdown-log" or (index > 0 and command[index - 1] == "--breakdown-log")
+
+
+def _section_of(row: dict[str, Any]) -> str:
+    family = row.get("family")
+    return {"mamba": "mamba1", "falcon_mamba": "falcon_mamba_7b"}.get(family, family)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=None)
@@ -260,19 +341,47 @@ def main() -> None:
     parser.add_argument("--mamba2-sizes", nargs="+", default=list(MAMBA2_SIZES), choices=list(MAMBA2_SIZES))
     parser.add_argument("--mamba2-lengths", type=int, nargs="+", default=[2048, 8192, 32768])
     parser.add_argument(
-        "--float64-up-to", type=int, default=2048, help="Mamba-2 rows up to this length: also the float64 logit"
+        "--float64-up-to",
+        type=int,
+        default=None,
+        help="HF Mamba-2 rows up to this length: also the float64 logit (slow)",
     )
     parser.add_argument(
         "--mamba1-dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES), help="the 1.4b row runs with bfloat16"
     )
+    parser.add_argument("--hybrid-repeats", type=int, default=3, help="timed runs of each method in the hybrid rows")
+    parser.add_argument("--gpus", type=int, default=1, help="share the sections out over this many GPUs")
     args = parser.parse_args()
     record = result_provenance(args.json, "cuda")
-    result: dict[str, Any] = {"rows": [], "triton_f32_default": os.environ.get("TRITON_F32_DEFAULT")}
 
-    def save() -> None:
+    def save(result: dict[str, Any]) -> None:
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(with_provenance(dict(result), record), indent=1))
+
+    if args.gpus > 1:
+        forwarded = [a for i, a in enumerate(sys.argv[1:]) if not _is_own_argument(sys.argv[1:], i)]
+        merged = run_on_gpus(args, forwarded, record)
+        save(merged)
+        print_rows(merged)
+        return
+    result: dict[str, Any] = {"rows": [], "triton_f32_default": os.environ.get("TRITON_F32_DEFAULT")}
+    run_sections(args, result, lambda: save(result))
+    print_rows(result)
+    save(result)
+
+
+def _is_own_argument(argv: list[str], index: int) -> bool:
+    """Whether ``argv[index]`` belongs to ``--gpus``, ``--sections`` or ``--json`` (set per job by :func:`run_on_gpus`)."""
+    own = ("--gpus", "--sections", "--json")
+    for start in range(index, -1, -1):
+        if argv[start].startswith("--"):
+            return argv[start].split("=")[0] in own
+    return False
+
+
+def run_sections(args: argparse.Namespace, result: dict[str, Any], save: Callable[[], None]) -> None:
+    """Run the chosen sections into ``result``, saving after each row and section."""
 
     def rows(family: str, settings: dict[str, Any], dtype: str, lengths: list[int], size: str, repeats: int) -> None:
         mamba_ssm = family == "mamba_ssm_mamba2"
@@ -323,6 +432,29 @@ def main() -> None:
     attempt("mamba_ssm_mamba2", lambda: mamba2("mamba_ssm_mamba2"))
     attempt("million", lambda: result.update(million=million_tokens(args.million)))
     attempt("breakdown", lambda: result.update(breakdown=breakdown(8192, args.breakdown_log)))
+    attempt("hybrid", lambda: result.update(hybrid=hybrid_rows(args.hybrid_repeats, args.lean_from)))
+
+
+def hybrid_rows(repeats: int, lean_from: int | None) -> dict[str, Any]:
+    """The 1.6B-sized Bamba of ``hybrid_gpu_benchmark.py``: bfloat16 at 8k and 32k tokens, float32 at 8k."""
+    from _methods import compare_over_dtypes_and_lengths, markdown_table
+    from hybrid_gpu_benchmark import DTYPES as HYBRID_DTYPES
+    from hybrid_gpu_benchmark import _attention
+    from hybrid_gpu_benchmark import build as build_bamba
+
+    from captum_mamba.evaluation.dataset import BAMBA_1B
+
+    attention = _attention()
+    rows = []
+    for dtype, lengths in (("bfloat16", [8192, 32768]), ("float32", [8192])):
+        dtypes = {dtype: HYBRID_DTYPES[dtype]}
+        rows += compare_over_dtypes_and_lengths(build_bamba, dtypes, lengths, repeats, attention, lean_from)
+    print(markdown_table(rows), flush=True)
+    return {"model": {"family": "bamba (random weights)", **BAMBA_1B}, "rows": rows}
+
+
+def print_rows(result: dict[str, Any]) -> None:
+    """The timed rows as a Markdown table."""
     print(
         "| family | size | dtype | tokens | MambaLRP s | IxG s | forward s | LRP/IxG | LRP/forward | peak GiB LRP / IxG |"
     )
@@ -338,7 +470,6 @@ def main() -> None:
             f"{cell('input_x_gradient')} | {cell('forward')} | {row.get('time_mamba_lrp_to_input_x_gradient', 0):.2f} | "
             f"{row.get('time_mamba_lrp_to_forward', 0):.2f} | {cell('mamba_lrp', p)} / {cell('input_x_gradient', p)} |"
         )
-    save()
 
 
 if __name__ == "__main__":
