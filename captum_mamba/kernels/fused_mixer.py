@@ -296,7 +296,7 @@ def held_constant_scan_backward(
     r"""
     ``du`` of the selective scan ``y = scan(u)`` with ``Δ = softplus(delta + dt_bias)``, ``A``,
     ``B``, ``C`` held constant (the SSM rule), by mamba-ssm's *forward* scan kernel on the
-    reversed sequence, which costs about half its backward kernel (that one re-runs the forward
+    reversed sequence, which costs less than half its backward kernel (that one re-runs the forward
     scan and forms the gradients of ``Δ``, ``A``, ``B``, ``C`` and ``D``, which the rule discards).
     Sequences come and go in reversed time, so the caller flips once on each side.
 
