@@ -152,6 +152,17 @@ def test_memory_lean_mode_on_the_kernels():
     assert _relative(lean, plain) <= 1e-5 and _relative(offload, plain) <= 1e-5
 
 
+@pytest.mark.parametrize("family", ["mamba", "mamba2"])
+def test_memory_lean_mode_keeps_the_chosen_backend_in_the_recomputation(family):
+    # autograd runs the CUDA backward pass on a thread of its own: the recomputed blocks (and the
+    # recomputed convolutions) must still take the PyTorch path that was asked for
+    model = _model(family, seed=4, num_hidden_layers=2)
+    embeds = model.get_input_embeddings()(_ids(1, 512, seed=4)).detach()
+    plain = MambaLRP(model, backend="torch").attribute(embeds, target=3)
+    lean = MambaLRP(model, backend="torch", memory_lean=True).attribute(embeds, target=3)
+    assert _relative(lean, plain) <= 1e-6
+
+
 def test_long_offloaded_run_against_a_float64_run_on_a_prefix():
     """The million-token benchmark's method at a test's size: 131,072 tokens with the block inputs offloaded.
 
@@ -259,6 +270,25 @@ def test_mamba_ssm_model_equals_the_hugging_face_model_with_the_same_weights():
     error = _relative(from_ssm, from_hf)
     print(f"\nmamba-ssm Mamba vs HF Mamba, same weights: max |dR| / max |R| = {error:.2e}")
     assert error <= 1e-4
+
+
+def test_mamba_ssm_model_computes_logits_from_the_explained_position_on():
+    model = _ssm_lm("Mamba1")
+    randomise(model, seed=5)
+    ids = _ids(2, 300, seed=5)
+    seen = []
+    hook = model.lm_head.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+    try:
+        relevance = LayerMambaLRP(model, model.backbone.embedding).attribute(
+            ids, target=[3, 4], explained_position=[299, 250]
+        )
+        every = LayerMambaLRP(lambda i: model(i).logits, model.backbone.embedding, model=model).attribute(
+            ids, target=[3, 4], explained_position=[299, 250]
+        )
+    finally:
+        hook.remove()
+    assert seen == [50, 300]  # from position 250 on; then all positions
+    assert _relative(relevance, every) <= 1e-6
 
 
 def test_mamba_ssm_mamba2_conserves_and_matches_its_torch_path():
