@@ -44,14 +44,23 @@ def resolve_model(forward_func: Callable[..., Any], model: nn.Module | None) -> 
     )
 
 
-def _hf_style_parameters(forward_func: Callable[..., Any]) -> set[str] | None:
+def _forward_parameters(forward_func: Callable[..., Any]) -> set[str] | None:
+    """The parameter names of a module's own ``forward`` (its class's: not a rule-patched one); ``None`` otherwise."""
     if not isinstance(forward_func, nn.Module):
         return None
     try:
-        parameters = set(inspect.signature(type(forward_func).forward).parameters)  # not a rule-patched forward
+        return set(inspect.signature(type(forward_func).forward).parameters)
     except (TypeError, ValueError):
         return None
-    return parameters if {"input_ids", "inputs_embeds"} <= parameters else None
+
+
+#: What a Hugging Face-style model's forward takes (either input).
+_HF_INPUTS = {"input_ids", "inputs_embeds"}
+
+
+def _hf_style_parameters(forward_func: Callable[..., Any]) -> set[str] | None:
+    parameters = _forward_parameters(forward_func)
+    return parameters if parameters is not None and _HF_INPUTS <= parameters else None
 
 
 def position_index(position: Any, batch: int, length: int, device: torch.device) -> int | Tensor:
@@ -86,12 +95,8 @@ def accepts_num_last_tokens(forward_func: Callable[..., Any]) -> bool:
     when asked (``num_last_tokens``: mamba-ssm's ``MambaLMHeadModel``); Hugging Face models use
     ``logits_to_keep`` instead.
     """
-    if not isinstance(forward_func, nn.Module) or _hf_style_parameters(forward_func) is not None:
-        return False
-    try:
-        return "num_last_tokens" in inspect.signature(type(forward_func).forward).parameters
-    except (TypeError, ValueError):
-        return False
+    parameters = _forward_parameters(forward_func)
+    return parameters is not None and "num_last_tokens" in parameters and not _HF_INPUTS <= parameters
 
 
 def last_tokens_for(position: Any, batch: int, length: int, device: torch.device) -> tuple[int, Any]:

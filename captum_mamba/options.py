@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 BACKENDS = ("auto", "torch", "cuda")
 
@@ -51,3 +52,24 @@ def explanation_options(**changes: object) -> Iterator[ExplanationOptions]:
         yield options
     finally:
         _OPTIONS.reset(token)
+
+
+_Result = TypeVar("_Result")
+
+
+def carrying_options(function: Callable[..., _Result]) -> Callable[..., _Result]:
+    r"""
+    ``function`` bound to the options set now, for work deferred to the backward pass (a block or
+    a convolution recomputed there): on CUDA autograd runs the backward pass on a thread of its
+    own, where the options of the explanation (a context variable) are not set.
+
+    Returns:
+        *Callable*: ``function`` called under the current options.
+    """
+    options = current_options()
+
+    def under_options(*args: Any, **kwargs: Any) -> _Result:
+        with explanation_options(**vars(options)):
+            return function(*args, **kwargs)
+
+    return under_options

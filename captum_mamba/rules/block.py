@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from captum_mamba.options import ExplanationOptions, current_options, explanation_options
+from captum_mamba.options import carrying_options, current_options
 from captum_mamba.rules.base import MambaLRPRule
 
 _MISSING = object()
@@ -83,13 +83,8 @@ class BlockRule(OwnForwardRule):
         if not (options.checkpoint_blocks and torch.is_grad_enabled()):
             return self._run(block, *args, **kwargs)
         if options.offload_blocks and _offloadable(args, kwargs):
-            return _OffloadedBlock.apply(functools.partial(self._run, block, **kwargs), options, *args)
-        return checkpoint(self._run_with_options, options, block, *args, use_reentrant=False, **kwargs)
-
-    def _run_with_options(self, options: ExplanationOptions, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        """:meth:`_run` under ``options``: the recomputation may run on an autograd thread, which does not see them."""
-        with explanation_options(**vars(options)):
-            return self._run(module, *args, **kwargs)
+            return _OffloadedBlock.apply(carrying_options(functools.partial(self._run, block, **kwargs)), *args)
+        return checkpoint(carrying_options(self._run), block, *args, use_reentrant=False, **kwargs)
 
 
 def _offloadable(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
@@ -112,13 +107,14 @@ class _OffloadedBlock(torch.autograd.Function):
     r"""
     A residual block recomputed in the backward pass from a copy of its input kept in host
     memory: the forward runs the block without a graph and keeps only that copy; the backward
-    brings the copy back, runs the block again with a graph (under the same explanation
-    options) and backpropagates through it. The gradient stays on the device.
+    brings the copy back, runs the block again with a graph (``run`` carries the explanation's
+    options: :func:`~captum_mamba.options.carrying_options`) and backpropagates through it. The
+    gradient stays on the device.
     """
 
     @staticmethod
-    def forward(ctx, run: Callable[..., Tensor], options: Any, hidden: Tensor, *rest: Any) -> Tensor:  # type: ignore[override]
-        ctx.run, ctx.options, ctx.rest, ctx.device = run, options, rest, hidden.device
+    def forward(ctx, run: Callable[..., Tensor], hidden: Tensor, *rest: Any) -> Tensor:  # type: ignore[override]
+        ctx.run, ctx.rest, ctx.device = run, rest, hidden.device
         ctx.host = _host_copy(hidden)
         ctx.input_requires_grad = hidden.requires_grad
         with torch.no_grad():
@@ -130,8 +126,7 @@ class _OffloadedBlock(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         hidden = ctx.host.to(ctx.device, non_blocking=True).requires_grad_(ctx.input_requires_grad)
-        # autograd may run this on another thread: the explanation's options are set again
-        with torch.enable_grad(), explanation_options(**vars(ctx.options)):
+        with torch.enable_grad():
             output = ctx.run(hidden, *ctx.rest)
         torch.autograd.backward(output, grad)
-        return (None, None, hidden.grad, *(None for _ in ctx.rest))
+        return (None, hidden.grad, *(None for _ in ctx.rest))

@@ -15,7 +15,7 @@ from captum_mamba.kernels.fused_mixer import bidirectional_fusable, fusable, fus
 from captum_mamba.mixers.calls import MixerCall, bind_mixer_call
 from captum_mamba.mixers.layouts import BidirectionalMamba1Layout, Mamba1Layout, MixerLayout
 from captum_mamba.mixers.ops import MixerOps
-from captum_mamba.options import current_options, explanation_options
+from captum_mamba.options import carrying_options, current_options
 from captum_mamba.rules.base import MambaLRPRule
 from captum_mamba.rules.delta import GatedDeltaRule, plain_gated_delta
 from captum_mamba.rules.gate import GateHalfRule, ShortConvGateRule
@@ -139,12 +139,7 @@ class MixerRule(MambaLRPRule, MixerOps):
             and not (conv._forward_hooks or conv._forward_pre_hooks)
             and not any(p.requires_grad for p in conv.parameters())
         ):
-            options = current_options()  # the backward pass may run on an autograd thread, which does not see them
-
-            def convolve(conv_input: Tensor) -> Tensor:
-                with explanation_options(**vars(options)):
-                    return causal_conv(mixer, conv_input, None)
-
+            convolve = carrying_options(functools.partial(causal_conv, mixer, cache=None))  # run again in the backward
             return self.silu_rule.apply_recomputed(convolve, x)
         return super().activated_conv(mixer, x, cache)
 

@@ -16,6 +16,12 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _grouped_inverse_rms(wide: Tensor, eps: float, group_size: int | None) -> tuple[Tensor, Tensor]:
+    """``wide`` viewed as ``(..., groups, group_size)`` and each group's ``1 / sqrt(mean(x²) + eps)`` ``(..., groups, 1)``."""
+    grouped = wide.reshape(*wide.shape[:-1], -1, group_size or wide.shape[-1])
+    return grouped, torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)
+
+
 def _epsilon_of(module: nn.Module) -> float:
     for name in ("variance_epsilon", "eps", "epsilon"):
         if hasattr(module, name):
@@ -61,10 +67,8 @@ class RMSNormRule(MambaLRPRule):
             *Tensor* equal to ``rmsnorm(x)`` in ``x``'s dtype.
         """
         wide = x.to(_compute_dtype(x))
-        size = group_size or x.shape[-1]
-        grouped = wide.reshape(*wide.shape[:-1], -1, size)
-        inverse_rms = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps).detach()
-        normed = (grouped * inverse_rms).reshape(wide.shape)
+        grouped, inverse_rms = _grouped_inverse_rms(wide, eps, group_size)
+        normed = (grouped * inverse_rms.detach()).reshape(wide.shape)
         scale = None if weight is None else weight + self.weight_offset if self.weight_offset else weight
         if scale is not None and self.scale_before_cast:
             return (normed * scale.to(wide.dtype)).to(x.dtype)
@@ -232,8 +236,7 @@ class _HeldConstantGatedRMSNorm(torch.autograd.Function):
     ) -> Tensor:
         wide = y.to(_compute_dtype(y))
         gated = wide * F.silu(z.to(wide.dtype))
-        grouped = gated.reshape(*gated.shape[:-1], -1, group_size or gated.shape[-1])
-        inverse_rms = torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)
+        grouped, inverse_rms = _grouped_inverse_rms(gated, eps, group_size)
         normed = (grouped * inverse_rms).reshape(gated.shape).to(y.dtype)
         ctx.save_for_backward(y, z, inverse_rms, weight)
         return normed if weight is None else weight * normed
@@ -291,8 +294,8 @@ class LayerNormRule(MambaLRPRule):
 def plain_rms_norm(x: Tensor, weight: Tensor | None, eps: float, group_size: int | None = None) -> Tensor:
     """RMSNorm with gradients through the normaliser: the computation when the rule is off."""
     wide = x.to(_compute_dtype(x))
-    grouped = wide.reshape(*wide.shape[:-1], -1, group_size or x.shape[-1])
-    normed = (grouped * torch.rsqrt(grouped.pow(2).mean(-1, keepdim=True) + eps)).reshape(wide.shape).to(x.dtype)
+    grouped, inverse_rms = _grouped_inverse_rms(wide, eps, group_size)
+    normed = (grouped * inverse_rms).reshape(wide.shape).to(x.dtype)
     return normed if weight is None else weight * normed
 
 
