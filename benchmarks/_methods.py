@@ -11,6 +11,20 @@ from _timing import alternate_cuda
 from torch import nn
 
 
+def mamba_lrp(model: nn.Module, mamba_ssm: bool = False, **options: Any) -> Any:
+    r"""
+    The MambaLRP explainer the methods time and the conservation check uses: ``MambaLRP(model)``
+    on embeddings, or for a mamba-ssm ``MambaLMHeadModel`` (token ids in) ``LayerMambaLRP`` on its
+    embedding layer (the model is called with ``num_last_tokens``, logits at the explained
+    position only); ``options`` are the explainer's (``rules``, ``memory_lean``, ``backend``).
+    """
+    from captum_mamba import LayerMambaLRP, MambaLRP
+
+    if mamba_ssm:
+        return LayerMambaLRP(model, model.backbone.embedding, **options)
+    return MambaLRP(model, **options)
+
+
 def last_logit_methods(
     model: nn.Module, cp_attention: type[nn.Module] | None = None, lean: bool = False
 ) -> dict[str, Callable[..., Any]]:
@@ -27,7 +41,6 @@ def last_logit_methods(
     """
     from captum.attr import InputXGradient
 
-    from captum_mamba import MambaLRP
     from captum_mamba.rules.attention import AttentionRule
 
     def last_logits(embeds: torch.Tensor) -> torch.Tensor:
@@ -37,12 +50,12 @@ def last_logit_methods(
         with torch.no_grad():
             return last_logits(embeds)
 
-    methods: dict[str, Callable[..., Any]] = {"mamba_lrp": lambda e, t: MambaLRP(model).attribute(e, target=t)}
+    methods: dict[str, Callable[..., Any]] = {"mamba_lrp": lambda e, t: mamba_lrp(model).attribute(e, target=t)}
     if cp_attention is not None:
         cp_rules = {cp_attention: AttentionRule("cp")}
-        methods["mamba_lrp_cp"] = lambda e, t: MambaLRP(model, rules=cp_rules).attribute(e, target=t)
+        methods["mamba_lrp_cp"] = lambda e, t: mamba_lrp(model, rules=cp_rules).attribute(e, target=t)
     if lean:
-        methods["mamba_lrp_lean"] = lambda e, t: MambaLRP(model, memory_lean=True).attribute(e, target=t)
+        methods["mamba_lrp_lean"] = lambda e, t: mamba_lrp(model, memory_lean=True).attribute(e, target=t)
     methods["input_x_gradient"] = lambda e, t: InputXGradient(last_logits).attribute(
         e.clone().requires_grad_(), target=t
     )
@@ -56,15 +69,11 @@ def mamba_ssm_last_logit_methods(model: nn.Module, lean: bool = False) -> dict[s
     ``inputs_embeds``): ``{name: run(ids, target)}`` with the relevance of the embedding layer's
     output, the logits computed at the last position only (``num_last_tokens=1``):
 
-    * ``mamba_lrp`` (and ``mamba_lrp_lean`` with ``lean``): :class:`LayerMambaLRP` on ``model.backbone.embedding``;
+    * ``mamba_lrp`` (and ``mamba_lrp_lean`` with ``lean``): :func:`mamba_lrp`, ``LayerMambaLRP`` on ``model.backbone.embedding``;
     * ``input_x_gradient``: Captum ``LayerGradientXActivation`` on the same layer (gradient x embedding);
     * ``forward``: a no-grad forward pass.
     """
     from captum.attr import LayerGradientXActivation
-
-    from captum_mamba import LayerMambaLRP
-
-    embedding = model.backbone.embedding
 
     def last_logits(ids: torch.Tensor) -> torch.Tensor:
         return model(ids, num_last_tokens=1).logits[:, -1]
@@ -74,13 +83,15 @@ def mamba_ssm_last_logit_methods(model: nn.Module, lean: bool = False) -> dict[s
             return last_logits(ids)
 
     methods: dict[str, Callable[..., Any]] = {
-        "mamba_lrp": lambda i, t: LayerMambaLRP(last_logits, embedding, model=model).attribute(i, target=t)
+        "mamba_lrp": lambda i, t: mamba_lrp(model, mamba_ssm=True).attribute(i, target=t)
     }
     if lean:
-        methods["mamba_lrp_lean"] = lambda i, t: LayerMambaLRP(
-            last_logits, embedding, model=model, memory_lean=True
-        ).attribute(i, target=t)
-    methods["input_x_gradient"] = lambda i, t: LayerGradientXActivation(last_logits, embedding).attribute(i, target=t)
+        methods["mamba_lrp_lean"] = lambda i, t: mamba_lrp(model, mamba_ssm=True, memory_lean=True).attribute(
+            i, target=t
+        )
+    methods["input_x_gradient"] = lambda i, t: LayerGradientXActivation(
+        last_logits, model.backbone.embedding
+    ).attribute(i, target=t)
     methods["forward"] = forward
     return methods
 
@@ -135,8 +146,6 @@ def compare_last_logit_methods(
         variant that fitted, ``memory_<method>_to_input_x_gradient``, and the conservation check
         (``relevance_sum``, ``logit`` of the forward, their difference, the reported ``delta``).
     """
-    from captum_mamba import LayerMambaLRP, MambaLRP
-
     if mamba_ssm:
         embeds, target = random_token_ids(model.backbone.embedding.num_embeddings, length)
         runs = mamba_ssm_last_logit_methods(model, lean)
@@ -172,12 +181,7 @@ def compare_last_logit_methods(
     explained = "mamba_lrp" if "mamba_lrp" in medians else "mamba_lrp_lean" if "mamba_lrp_lean" in medians else None
     if explained is not None and "forward" in medians:
         try:
-            memory_lean = explained == "mamba_lrp_lean"
-            if mamba_ssm:
-                last_logits = lambda ids: model(ids, num_last_tokens=1).logits[:, -1]  # noqa: E731
-                explainer = LayerMambaLRP(last_logits, model.backbone.embedding, model=model, memory_lean=memory_lean)
-            else:
-                explainer = MambaLRP(model, memory_lean=memory_lean)
+            explainer = mamba_lrp(model, mamba_ssm, memory_lean=explained == "mamba_lrp_lean")
             relevance, delta = explainer.attribute(embeds, target=target, return_convergence_delta=True)
             logit = float(runs["forward"](embeds, target)[0, target].double())  # computed apart from the explanation
             total = float(relevance.double().sum())
@@ -192,13 +196,13 @@ def compare_last_logit_methods(
             del relevance
         except torch.OutOfMemoryError as error:
             row["conservation_check"] = f"out of memory: {error}"[:300]
-    if float64_up_to is not None and length <= float64_up_to and not mamba_ssm and "logit" in row:
-        row.update(_float64_logit_check(model, embeds, target, row))
         print(
             json.dumps(
                 {k: row[k] for k in row if k.startswith(("conservation", "relevance", "logit", "sum_", "delta"))}
             )
         )
+    if float64_up_to is not None and length <= float64_up_to and not mamba_ssm and "logit" in row:
+        row.update(_float64_logit_check(model, embeds, target, row))
     torch.cuda.empty_cache()
     return row
 
@@ -212,11 +216,9 @@ def _float64_logit_check(model: nn.Module, embeds: torch.Tensor, target: int, ro
     """
     import copy
 
-    from captum_mamba import MambaLRP
-
     try:
         reference = copy.deepcopy(model).double()
-        explainer = MambaLRP(reference, backend="torch", memory_lean=True)
+        explainer = mamba_lrp(reference, backend="torch", memory_lean=True)
         relevance, delta = explainer.attribute(embeds.double(), target=target, return_convergence_delta=True)
         logit = float(relevance.sum() - delta.sum())
         result = {
@@ -226,7 +228,7 @@ def _float64_logit_check(model: nn.Module, embeds: torch.Tensor, target: int, ro
             "forward_logit_minus_float64_logit": row["logit"] - logit,
         }
         del reference, relevance
-        torch_path = MambaLRP(model, backend="torch", memory_lean=True).attribute(embeds, target=target)
+        torch_path = mamba_lrp(model, backend="torch", memory_lean=True).attribute(embeds, target=target)
         result["torch_path_float32_sum_minus_float64_logit"] = float(torch_path.double().sum()) - logit
     except torch.OutOfMemoryError as error:
         result = {"float64_check": f"out of memory: {error}"[:300]}

@@ -274,14 +274,13 @@ def share_out(sections: list[str], gpus: int) -> list[list[str]]:
     return [sorted(share, key=SECTIONS.index) for share in shares if share]
 
 
-def run_on_gpus(args: argparse.Namespace, forwarded: list[str], record: dict[str, Any]) -> dict[str, Any]:
+def run_on_gpus(args: argparse.Namespace, forwarded: list[str]) -> dict[str, Any]:
     r"""
     Run the sections over ``args.gpus`` GPUs, one child process of this script each, and merge
     their JSON: rows and hybrid rows in section order, the other sections' results, errors, and
     ``jobs`` (GPU, sections, seconds, return code).
     """
     import subprocess
-    import sys
     import tempfile
     import time
 
@@ -361,7 +360,7 @@ def main() -> None:
 
     if args.gpus > 1:
         forwarded = [a for i, a in enumerate(sys.argv[1:]) if not _is_own_argument(sys.argv[1:], i)]
-        merged = run_on_gpus(args, forwarded, record)
+        merged = run_on_gpus(args, forwarded)
         save(merged)
         print_rows(merged)
         return
