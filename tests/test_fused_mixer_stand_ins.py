@@ -15,6 +15,11 @@ The GPU tests run the real kernels.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -116,8 +121,14 @@ def _conv_backward(x, weight, bias, dout, seq_idx, initial_states, dfinal_states
     return dx, None, None, None
 
 
-def use_stand_in_kernels(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """From now on the fused node runs on the CPU: stand-in kernels, the rule choosing it for every mixer without mask."""
+def use_stand_in_kernels(monkeypatch: pytest.MonkeyPatch, elementwise: str = "torch") -> SimpleNamespace:
+    r"""
+    From now on the fused node runs on the CPU: stand-in kernels, the rule choosing it for every
+    mixer without mask; with ``elementwise="triton"`` its element-wise steps run as the Triton
+    kernels of ``fused_mixer_triton`` (on Triton's interpreter: see :data:`ELEMENTWISE`).
+    """
+    if elementwise == "triton":
+        monkeypatch.setattr(fused_mixer, "use_triton_elementwise", lambda x: True)
     stand_ins = (StepByStepScan, _conv_forward, _conv_backward)
     monkeypatch.setattr(fused_mixer, "load_raw_kernels", lambda: stand_ins)
     used = SimpleNamespace(calls=0)
@@ -137,27 +148,70 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+#: The element-wise steps under test: PyTorch's; Triton's kernels when this file runs again on Triton's
+#: interpreter (:func:`test_the_triton_kernels_on_tritons_interpreter`; ``TRITON_INTERPRET`` must be set
+#: before Triton is first imported, so that run is a process of its own).
+ELEMENTWISE = [os.environ.get("CAPTUM_MAMBA_TEST_ELEMENTWISE", "torch")]
+ON_THE_INTERPRETER = ELEMENTWISE == ["triton"]
+
+
+@pytest.mark.parametrize("elementwise", ELEMENTWISE)
 @pytest.mark.parametrize("family", ["mamba", "falcon_mamba"])
-def test_fused_node_equals_the_rule_by_rule_path(family, monkeypatch):
+def test_fused_node_equals_the_rule_by_rule_path(family, elementwise, monkeypatch):
     model = tiny_lm(seed=3, family=family)
     embeds = embeddings_of(model, torch.randint(0, 32, (2, 11), generator=torch.Generator().manual_seed(3)))
     expected, expected_delta = MambaLRP(model).attribute(embeds, target=5, return_convergence_delta=True)
-    used = use_stand_in_kernels(monkeypatch)
+    used = use_stand_in_kernels(monkeypatch, elementwise)
     got, delta = MambaLRP(model).attribute(embeds, target=5, return_convergence_delta=True)
     assert used.calls == len(model.backbone.layers)  # every mixer went through the fused node
     error = _relative(got, expected)
-    print(f"{family}: fused node vs rule-by-rule, max |dR| / max |R| = {error:.1e}")
+    print(f"{family}, {elementwise} element-wise steps: fused node vs rule-by-rule, max |dR| / max |R| = {error:.1e}")
     assert 0 < error < 1e-5  # not 0: the node forms A, D, the steps and the reversed scan in float32
     torch.testing.assert_close(delta, expected_delta, atol=1e-5 * float(expected.abs().sum()), rtol=0)
 
 
-def test_fused_bidirectional_node_equals_the_rule_by_rule_path(monkeypatch):
+@pytest.mark.parametrize("elementwise", ELEMENTWISE)
+def test_fused_bidirectional_node_equals_the_rule_by_rule_path(elementwise, monkeypatch):
     model = tiny_vim(seed=2)
     images = images_of(2, seed=2)
     expected = MambaLRP(model).attribute(images, target=1)
-    used = use_stand_in_kernels(monkeypatch)
+    used = use_stand_in_kernels(monkeypatch, elementwise)
     got = MambaLRP(model).attribute(images, target=1)
     assert used.calls == len(model.layers)
     error = _relative(got, expected)
     print(f"Vision Mamba: fused bidirectional node vs rule-by-rule, max |dR| / max |R| = {error:.1e}")
     assert 0 < error < 1e-5
+
+
+def test_the_triton_kernels_on_tritons_interpreter():
+    """This file again, its fused-node tests with the Triton element-wise kernels on Triton's interpreter (CPU)."""
+    if ON_THE_INTERPRETER:
+        pytest.skip("this is that run")
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("Triton is not installed (it comes with mamba-ssm on the GPU machine)")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CAPTUM_MAMBA_TEST_ELEMENTWISE": "triton"}
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", __file__]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
+    print(run.stdout[-2000:])
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "triton element-wise steps" in run.stdout and " passed" in run.stdout
+
+
+@pytest.mark.skipif(not ON_THE_INTERPRETER, reason="runs on Triton's interpreter only")
+def test_triton_steps_keep_a_step_rounded_to_zero_finite():
+    """A time step whose softplus is 0 in float32 (Δ's pre-activation -200) in the Triton kernels."""
+    from captum_mamba.kernels import fused_mixer_triton as elementwise
+
+    generator = torch.Generator().manual_seed(7)
+    z, y, half = (torch.randn(1, 3, 9, generator=generator) for _ in range(3))
+    reversed_delta = torch.randn(1, 3, 9, generator=generator)
+    reversed_delta[..., 4] = -200.0
+    bias = torch.zeros(3)
+    grad_z = torch.empty_like(z)
+    shifted, reversed_input = elementwise.prepare_reversed_scan(z, y, half, reversed_delta, bias, grad_z, 1e-30)
+    assert torch.isfinite(reversed_input).all() and shifted[..., 5].min() == 1e-30 and (shifted[..., 0] == 1).all()
+    torch.testing.assert_close(grad_z, torch.sigmoid(z) * y * half)
+    expected_input = (F.silu(z) * half).flip(-1) / F.pad(
+        F.softplus(reversed_delta).clamp(min=1e-30)[..., :-1], (1, 0), value=1.0
+    )
+    torch.testing.assert_close(reversed_input, expected_input)

@@ -283,6 +283,24 @@ def _direction_forward(
 _SMALLEST_STEP = 1e-30
 
 
+@cache
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def use_triton_elementwise(x: Tensor) -> bool:
+    r"""
+    Whether the node's backward runs its element-wise steps as the two Triton kernels of
+    :mod:`~captum_mamba.kernels.fused_mixer_triton` (CUDA tensors, Triton importable; mamba-ssm
+    depends on it) instead of PyTorch's element-wise operations (the same values).
+    """
+    return x.is_cuda and _triton_importable()
+
+
 def held_constant_scan_backward(
     scan_cuda: Any,
     reversed_grad_y: Tensor,
@@ -356,14 +374,29 @@ def _direction_backward(
     reversed_delta = _channels_by_length(
         dt_weight, dt.view(dt.shape[0], batch, -1).flip(-1).view(dt.shape[0], -1), batch
     )
-    # the gate rule's share of the scan output's gradient, 0.5 d gated · silu(z), in reversed time
-    reversed_grad_y = torch.nn.functional.silu(z.float()).mul_(half).flip(-1)
-    reversed_grad_u = held_constant_scan_backward(scan_cuda, reversed_grad_y, reversed_delta, dt_bias, A, B, C, D)
-    del reversed_grad_y, reversed_delta
-    torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule on z: dz = σ(z) · y · 0.5 d gated
-    conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
-    grad_conv = reversed_grad_u.flip(-1).mul_(torch.sigmoid(conv.float())).to(x.dtype)  # the SiLU rule on conv
-    del conv, reversed_grad_u
+    if use_triton_elementwise(x):  # the element-wise steps in two kernels (fused_mixer_triton)
+        from captum_mamba.kernels import fused_mixer_triton as elementwise
+
+        reversed_delta, bias = reversed_delta.contiguous(), dt_bias.float()
+        shifted, reversed_input = elementwise.prepare_reversed_scan(
+            z, y, half, reversed_delta, bias, grad_z, _SMALLEST_STEP
+        )
+        carried, *_ = scan_cuda.fwd(
+            reversed_input, shifted, A, C.float().flip(-1), B.float().flip(-1), None, None, None, False
+        )
+        del shifted, reversed_input
+        conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
+        grad_conv = elementwise.finish_conv_gradient(carried, reversed_delta, bias, D, z, half, conv, _SMALLEST_STEP)
+        del conv, carried, reversed_delta
+    else:
+        # the gate rule's share of the scan output's gradient, 0.5 d gated · silu(z), in reversed time
+        reversed_grad_y = torch.nn.functional.silu(z.float()).mul_(half).flip(-1)
+        reversed_grad_u = held_constant_scan_backward(scan_cuda, reversed_grad_y, reversed_delta, dt_bias, A, B, C, D)
+        del reversed_grad_y, reversed_delta
+        torch.sigmoid(z, out=grad_z).mul_(y).mul_(half)  # the SiLU rule on z: dz = σ(z) · y · 0.5 d gated
+        conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
+        grad_conv = reversed_grad_u.flip(-1).mul_(torch.sigmoid(conv.float())).to(x.dtype)  # the SiLU rule on conv
+        del conv, reversed_grad_u
     conv_bwd(x, conv_weight, conv_bias, grad_conv, None, None, None, grad_x, False, False)
 
 
