@@ -14,6 +14,10 @@ step "installing torch 2.13.0 (CPU) into .venv"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 step "installing captum_mamba with its test extra into .venv"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# Triton: its interpreter runs the fused Mamba-1 node's Triton kernels in
+# tests/test_fused_mixer_stand_ins.py; on the GPU machine it comes with mamba-ssm
+step "installing Triton 3.9.0 into .venv (its interpreter runs the Triton kernels' tests on the CPU)"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "triton==3.9.0"
 # the kernel the tutorial notebooks run on (tests/test_tutorials.py): this environment's Python
 step "registering the Jupyter kernel python3 of .venv"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null

@@ -183,35 +183,41 @@ def test_fused_bidirectional_node_equals_the_rule_by_rule_path(elementwise, monk
     assert 0 < error < 1e-5
 
 
-def test_the_triton_kernels_on_tritons_interpreter():
-    """This file again, its fused-node tests with the Triton element-wise kernels on Triton's interpreter (CPU)."""
-    if ON_THE_INTERPRETER:
-        pytest.skip("this is that run")
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("Triton is not installed (it comes with mamba-ssm on the GPU machine)")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "CAPTUM_MAMBA_TEST_ELEMENTWISE": "triton"}
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", __file__]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1])
-    print(run.stdout[-2000:])
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "triton element-wise steps" in run.stdout and " passed" in run.stdout
+# The two runs of this file collect different tests (instead of skipping): in CI a skip fails.
+if not ON_THE_INTERPRETER:
 
+    def test_the_triton_kernels_on_tritons_interpreter():
+        """This file again, its fused-node tests with the Triton element-wise kernels on Triton's interpreter (CPU)."""
+        if importlib.util.find_spec("triton") is None:
+            pytest.skip(
+                "Triton is not installed (it comes with mamba-ssm on the GPU machine; scripts/bootstrap.sh "
+                "installs it for Triton's interpreter)"
+            )
+        env = {**os.environ, "TRITON_INTERPRET": "1", "CAPTUM_MAMBA_TEST_ELEMENTWISE": "triton"}
+        command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", __file__]
+        run = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1]
+        )
+        print(run.stdout[-2000:])
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+        assert "triton element-wise steps" in run.stdout and " passed" in run.stdout
 
-@pytest.mark.skipif(not ON_THE_INTERPRETER, reason="runs on Triton's interpreter only")
-def test_triton_steps_keep_a_step_rounded_to_zero_finite():
-    """A time step whose softplus is 0 in float32 (Δ's pre-activation -200) in the Triton kernels."""
-    from captum_mamba.kernels import fused_mixer_triton as elementwise
+else:
 
-    generator = torch.Generator().manual_seed(7)
-    z, y, half = (torch.randn(1, 3, 9, generator=generator) for _ in range(3))
-    reversed_delta = torch.randn(1, 3, 9, generator=generator)
-    reversed_delta[..., 4] = -200.0
-    bias = torch.zeros(3)
-    grad_z = torch.empty_like(z)
-    shifted, reversed_input = elementwise.prepare_reversed_scan(z, y, half, reversed_delta, bias, grad_z, 1e-30)
-    assert torch.isfinite(reversed_input).all() and shifted[..., 5].min() == 1e-30 and (shifted[..., 0] == 1).all()
-    torch.testing.assert_close(grad_z, torch.sigmoid(z) * y * half)
-    expected_input = (F.silu(z) * half).flip(-1) / F.pad(
-        F.softplus(reversed_delta).clamp(min=1e-30)[..., :-1], (1, 0), value=1.0
-    )
-    torch.testing.assert_close(reversed_input, expected_input)
+    def test_triton_steps_keep_a_step_rounded_to_zero_finite():
+        """A time step whose softplus is 0 in float32 (Δ's pre-activation -200) in the Triton kernels."""
+        from captum_mamba.kernels import fused_mixer_triton as elementwise
+
+        generator = torch.Generator().manual_seed(7)
+        z, y, half = (torch.randn(1, 3, 9, generator=generator) for _ in range(3))
+        reversed_delta = torch.randn(1, 3, 9, generator=generator)
+        reversed_delta[..., 4] = -200.0
+        bias = torch.zeros(3)
+        grad_z = torch.empty_like(z)
+        shifted, reversed_input = elementwise.prepare_reversed_scan(z, y, half, reversed_delta, bias, grad_z, 1e-30)
+        assert torch.isfinite(reversed_input).all() and shifted[..., 5].min() == 1e-30 and (shifted[..., 0] == 1).all()
+        torch.testing.assert_close(grad_z, torch.sigmoid(z) * y * half)
+        expected_input = (F.silu(z) * half).flip(-1) / F.pad(
+            F.softplus(reversed_delta).clamp(min=1e-30)[..., :-1], (1, 0), value=1.0
+        )
+        torch.testing.assert_close(reversed_input, expected_input)
