@@ -102,6 +102,36 @@ def test_records_conserve_and_a_resumed_run_skips_what_is_done(dataset, tmp_path
         assert a["relevances"]["mamba_lrp"] == pytest.approx(b["relevances"]["mamba_lrp"], abs=1e-6)
 
 
+def test_merge_takes_this_runs_lines_as_written_and_parses_the_older_ones(tmp_path, monkeypatch):
+    """shard_records: a cut line and a stale record of a killed run are left out; this run's lines are not parsed again."""
+    from captum_mamba.evaluation import dataset as dataset_module
+    from captum_mamba.evaluation.dataset import Appended, shard_records
+
+    def line(i: int, digest: str) -> str:
+        return json.dumps({"id": i, "input_hash": digest, "relevances": {"mamba_lrp": [0.5, i]}})
+
+    hashes = {0: "a", 1: "b", 2: "c", 3: "d"}
+    older = [line(0, "a"), line(1, "old"), '{"id": 2, "input_ha']  # current, stale (input changed), cut short
+    shard = tmp_path / "shard-00000.jsonl"
+    shard.write_text("\n".join(older) + "\n", encoding="utf-8")
+    start = shard.stat().st_size
+    newer = [line(2, "c"), line(1, "b"), line(3, "d")]
+    with shard.open("a", encoding="utf-8") as file:
+        file.write("".join(n + "\n" for n in newer))
+    parsed = []
+    loads = dataset_module.json.loads
+    monkeypatch.setattr(dataset_module.json, "loads", lambda text: parsed.append(text) or loads(text))
+    records = dict(shard_records(shard, hashes, Appended(shard.name, start, [2, 1, 3])))
+    assert records == {0: older[0], 2: newer[0], 1: newer[1], 3: newer[2]}
+    assert parsed == older  # only the lines written before this run
+    # without what this run appended, or when the count does not match the file (a negative control), all is parsed
+    parsed.clear()
+    assert dict(shard_records(shard, hashes)) == records and parsed == older + newer
+    parsed.clear()
+    assert dict(shard_records(shard, hashes, Appended(shard.name, start, [2, 1]))) == records
+    assert parsed == older + newer
+
+
 def test_record_deltas_are_the_biases_share(dataset, tmp_path):
     """Every record's delta is minus the biases' share of its logit, computed apart from the explainer."""
     assert main(["explain-dataset", "--input", str(dataset), "--out", str(tmp_path), "--batch-size", "5"]) == 0

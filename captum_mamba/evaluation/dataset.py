@@ -546,24 +546,71 @@ def run(
     if shard_path.is_file() and shard_path.stat().st_size and not shard_path.read_bytes().endswith(b"\n"):
         with shard_path.open("a", encoding="utf-8") as shard:
             shard.write("\n")  # end a line cut short by a killed run; it is skipped when read
+    appended = Appended(shard_path.name, shard_path.stat().st_size if shard_path.is_file() else 0)
     with shard_path.open("a", encoding="utf-8") as shard:
         for batch in _batches(mine, batch_size):
             for record in explain_batch(workload, batch, methods, device):
                 shard.write(json.dumps(record) + "\n")
+                appended.ids.append(record["id"])
             shard.flush()
     _synchronize(device)
     seconds = time.perf_counter() - start
-    counts = torch.tensor([len(mine), seconds, setup], dtype=torch.float64)
+    report = ((len(mine), seconds, setup), appended)
     if world > 1:
-        gathered = [torch.zeros_like(counts) for _ in range(world)]
-        dist.all_gather_object(gathered, counts)
+        reports: list[Any] = [None] * world
+        dist.all_gather_object(reports, report)
         dist.barrier()
     else:
-        gathered = [counts]
+        reports = [report]
     if rank != 0:
         return None
     del model
-    return _merge(out, workload, methods, world, device, gathered)
+    return _merge(out, workload, methods, world, device, reports)
+
+
+@dataclass
+class Appended:
+    """What one rank appended to its shard in this run: from byte ``start`` on, one line per id of ``ids``."""
+
+    shard: str
+    start: int
+    ids: list[int] = field(default_factory=list)
+
+
+def shard_records(
+    shard: Path, hashes: Mapping[int, str], appended: Appended | None = None
+) -> Iterator[tuple[int, str]]:
+    r"""
+    The ``(id, line)`` of every current record of a shard file, in file order.
+
+    Lines written before this run are parsed: a line cut short by a killed run is skipped, and so
+    is a record of an input changed since (its ``input_hash`` differs from ``hashes``). The lines
+    this run appended (``appended``: complete, one per explained id, in order) are taken as they
+    are, without parsing them again (a run's shards hold hundreds of MB of relevances).
+
+    Args:
+        shard (Path): a ``shard-RRRRR.jsonl`` file.
+        hashes (Mapping[int, str]): the current input hash of each example id.
+        appended (Appended, optional): what this run appended to ``shard``; None: parse every line.
+
+    Returns:
+        *Iterator* of ``(id, line)``.
+    """
+    data = shard.read_bytes()
+    start = len(data) if appended is None else appended.start
+    new_lines = data[start:].decode("utf-8").splitlines()
+    if appended is not None and len(new_lines) != len(appended.ids):  # the file changed otherwise: parse it all
+        start, appended = len(data), None
+    for line in data[:start].decode("utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            record["id"] = int(record["id"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue
+        if _current(record, hashes):
+            yield record["id"], line
+    if appended is not None:
+        yield from zip(appended.ids, new_lines)
 
 
 def _current(record: dict[str, Any], hashes: dict[int, str]) -> bool:
@@ -578,21 +625,21 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _merge(
-    out: Path, workload: Workload, methods: Sequence[str], world: int, device: torch.device, gathered: list[Tensor]
+    out: Path,
+    workload: Workload,
+    methods: Sequence[str],
+    world: int,
+    device: torch.device,
+    reports: list[tuple[tuple[int, float, float], Appended]],
 ) -> dict[str, Any]:
     merge_start = time.perf_counter()
     records: dict[int, str] = {}
     hashes = {e.id: e.input_hash for e in workload.examples}
+    appended = {a.shard: a for _, a in reports}
     for shard in sorted(out.glob("shard-*.jsonl")):
-        for line in shard.read_text(encoding="utf-8").splitlines():
-            try:
-                record = json.loads(line)
-                record["id"] = int(record["id"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
-            if _current(record, hashes):  # a record of an input changed since is stale: left out
-                records[record["id"]] = line
+        records.update(shard_records(shard, hashes, appended.get(shard.name)))  # a later line of an id wins
     (out / "results.jsonl").write_text("".join(records[i] + "\n" for i in sorted(records)), encoding="utf-8")
+    gathered = [counts for counts, _ in reports]
     explained = int(sum(float(g[0]) for g in gathered))
     seconds = max(float(g[1]) for g in gathered)
     summary = {
