@@ -344,11 +344,21 @@ def held_constant_scan_backward(
     # replaced by the smallest one (exp(δA) is 1 either way), so that dy / δ stays finite
     step = torch.nn.functional.softplus(reversed_delta.float() + dt_bias.float()[:, None]).clamp_(min=_SMALLEST_STEP)
     shifted = torch.nn.functional.pad(step[..., :-1], (1, 0), value=1.0)  # δ_s = Δ_{t+1}
-    carried, *_ = scan_cuda.fwd(
-        reversed_grad_y / shifted, shifted, A, C.float().flip(-1), B.float().flip(-1), None, None, None, False
-    )
+    carried = _reversed_scan(scan_cuda, reversed_grad_y / shifted, shifted, A, B, C)
     del shifted
     return step.mul_(carried).addcmul_(reversed_grad_y, D[:, None])
+
+
+def _reversed_scan(scan_cuda: Any, reversed_input: Tensor, shifted: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
+    r"""
+    ``B_t·g_t`` in reversed time (the adjoint state ``g`` of :func:`held_constant_scan_backward`):
+    mamba-ssm's forward scan kernel on the reversed input and shifted steps, ``B`` and ``C``
+    swapped and reversed.
+    """
+    carried, *_ = scan_cuda.fwd(
+        reversed_input, shifted, A, C.float().flip(-1), B.float().flip(-1), None, None, None, False
+    )
+    return carried
 
 
 def _direction_backward(
@@ -381,9 +391,7 @@ def _direction_backward(
         shifted, reversed_input = elementwise.prepare_reversed_scan(
             z, y, half, reversed_delta, bias, grad_z, _SMALLEST_STEP
         )
-        carried, *_ = scan_cuda.fwd(
-            reversed_input, shifted, A, C.float().flip(-1), B.float().flip(-1), None, None, None, False
-        )
+        carried = _reversed_scan(scan_cuda, reversed_input, shifted, A, B, C)
         del shifted, reversed_input
         conv = conv_fwd(x, conv_weight, conv_bias, None, None, None, False)
         grad_conv = elementwise.finish_conv_gradient(carried, reversed_delta, bias, D, z, half, conv, _SMALLEST_STEP)
