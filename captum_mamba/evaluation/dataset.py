@@ -404,13 +404,20 @@ def done_hashes(out: Path) -> dict[int, set[str | None]]:
     hashes: dict[int, set[str | None]] = {}
     for shard in sorted(out.glob("shard-*.jsonl")):
         for line in shard.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                    hashes.setdefault(int(record["id"]), set()).add(record.get("input_hash"))
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
-                    continue  # a line cut short by a killed run: explained again
+            record = _parsed_record(line)
+            if record is not None:  # a line cut short by a killed run is explained again
+                hashes.setdefault(record["id"], set()).add(record.get("input_hash"))
     return hashes
+
+
+def _parsed_record(line: str) -> dict[str, Any] | None:
+    """A shard line as its record (``id`` an int); ``None`` for a line cut short by a killed run (or not a record)."""
+    try:
+        record = json.loads(line)
+        record["id"] = int(record["id"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None  # JSON that is not an object fails on record["id"] too
+    return record
 
 
 def _is_done(example: Example, done: dict[int, set[str | None]]) -> bool:
@@ -602,12 +609,8 @@ def shard_records(
     if appended is not None and len(new_lines) != len(appended.ids):  # the file changed otherwise: parse it all
         start, appended = len(data), None
     for line in data[:start].decode("utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            record["id"] = int(record["id"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            continue
-        if _current(record, hashes):
+        record = _parsed_record(line)
+        if record is not None and _current(record, hashes):
             yield record["id"], line
     if appended is not None:
         yield from zip(appended.ids, new_lines)
