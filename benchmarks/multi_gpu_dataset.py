@@ -1,19 +1,22 @@
-"""Dataset-scale explanation on 1 vs 2 GPUs (torchrun, NCCL): throughput with and without start-up, equal relevances.
+"""Dataset-scale explanation on 1 vs 2 GPUs (torchrun): throughput with and without start-up, equal relevances.
 
 Runs ``captum-mamba explain-dataset`` on random token sequences with a randomly initialised
-130m-sized Mamba (d_model 768, 24 layers, vocab 50280; seed 0, identical on every rank) once with
-one process and once with two (one GPU each), at each length, then checks that the two runs give
-the same relevances (float32, 1e-5 relative) and writes a JSON report with the device names and,
-per run, the explanations per second of the explaining loop (steady state) and of the whole
-command (``end_to_end``: the process start-up, the model and examples, the process group, the
-warm-up, the loop and the merge of the shards), with both scaling factors. Before the timed
-launches an untimed one (1 process, 2 short examples) warms the file-system cache and the kernels'
-on-disk caches, so that the first timed launch does not pay for them alone.
+130m-sized Mamba (d_model 768, 24 layers, vocab 50280; seed 0, drawn on each rank's GPU, identical
+on every rank) once with one process and once with two (one GPU each), at each length, then checks
+that the two runs give the same relevances (float32, 1e-5 relative) and writes a JSON report with
+the device names and, per run, the explanations per second of the explaining loop (steady state)
+and of the whole command (``end_to_end``: from launching torchrun to its exit), with both scaling
+factors and the whole command's wall time in parts (``wall_parts_seconds``: torchrun and the
+interpreter, imports, model and examples, process group and warm-up, loop, merge, exit). Before
+the timed launches an untimed one (2 processes, 2 short examples each) warms the file-system cache
+and the kernels' on-disk caches, so that the first timed launch does not pay for them alone, and
+stops the benchmark early if the process group cannot form.
 
     python benchmarks/multi_gpu_dataset.py --out /tmp/multi_gpu --json benchmarks/results/multi_gpu_h200x2.json  # 2 GPUs
     python benchmarks/multi_gpu_dataset.py --smoke --out /tmp/smoke   # CPU, gloo, tiny model
 
-The default GPU workload is 5,000 examples of 2,048 tokens, one example per batch. NCCL settings
+The default GPU workload is 5,000 examples of 2,048 tokens, one example per batch. The process
+group is ``cpu:gloo,cuda:nccl`` (the ranks exchange only counts and ids, on the CPU); NCCL settings
 are left as the machine has them.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,18 +42,37 @@ def launch(processes: int, config: str, length: int, count: int, out: Path, warm
         "--count", str(count), "--batch-size", str(batch_size), "--warmup", str(warmup), "--out", str(out),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    start = time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)  # a folder of an earlier run would be resumed: nothing left to explain
+    launched_at, start = time.time(), time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall, ended_at = time.perf_counter() - start, time.time()
     if result.returncode != 0:
         raise RuntimeError(f"torchrun with {processes} processes failed:\n{result.stderr[-4000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    wall = time.perf_counter() - start
     summary["wall_seconds_with_startup"] = wall
     summary["end_to_end_explanations_per_second"] = summary["examples_this_run"] / wall
     # what the wall time holds besides the loop: interpreter and imports, model and examples, process
     # group, warm-up, merge (the last three measured by the command itself)
     summary["startup_and_merge_seconds"] = wall - summary["seconds"]
+    summary["wall_parts_seconds"] = wall_parts(summary, launched_at, ended_at)
     return summary
+
+
+def wall_parts(summary: dict, launched_at: float, ended_at: float) -> dict[str, float]:
+    """The command's wall time in its parts, in order, as rank 0 saw them (they add up to the wall time)."""
+    parts = {
+        # torchrun's start (its imports, the rendezvous, starting the workers), the interpreter's
+        "launcher_and_interpreter": summary["command_started_at"] - launched_at,
+        "imports": summary["imports_seconds"],  # torch, transformers, captum, the library
+        "model_and_examples": summary["workload_seconds"],
+        "process_group_and_warm_up": summary["rank_setup_seconds"][0],  # waits at a barrier for the slowest rank
+        "loop": summary["rank_seconds"][0],
+        "merge": summary["merge_seconds"],
+        "exit": ended_at - summary["summary_written_at"],  # process group, interpreters and torchrun ending
+    }
+    # what falls between the measured parts (reading the output folder; rank 0 waiting for the slowest rank's loop)
+    parts["unmeasured"] = (ended_at - launched_at) - sum(parts.values())
+    return parts
 
 
 def max_relative_difference(a: Path, b: Path) -> float:
@@ -117,7 +140,8 @@ def main() -> None:
         report["torch"] = torch.__version__
     except ImportError:
         pass
-    warm = launch(1, config, min(plan), 2, args.out / "cache-warm-up", warmup=0, batch_size=args.batch_size)
+    # with 2 processes: it warms what both use and fails early, before the timed runs, if the process group cannot form
+    warm = launch(2, config, min(plan), 4, args.out / "cache-warm-up", warmup=0, batch_size=args.batch_size)
     report["cache_warm_up_wall_seconds"] = warm["wall_seconds_with_startup"]
     for length, count in plan.items():
         summaries = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
 import subprocess
 import sys
 from dataclasses import fields
@@ -100,6 +101,27 @@ def test_usage_errors_exit_2(capsys):
             main(argv)
         assert exit_info.value.code == 2, argv
         assert "error: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count, status", [("2", 0), ("0", 2)])
+def test_the_process_entry_point_keeps_the_status_the_output_and_the_exit_handlers(tmp_path, count, status):
+    """command() skips only the interpreter's teardown: exit handlers run, piped output is whole, status kept."""
+    argv = ["captum-mamba", "explain-dataset", "--random-config", "tiny", "--length", "8", "--count", count]
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('exit handler ran', file=sys.stderr))\n"
+        "from captum_mamba.cli import command\n"
+        f"sys.argv = {[*argv, '--out', str(tmp_path)]!r}\n"
+        "command()\n"
+        "print('not reached')\n"
+    )
+    result = _python(code)
+    assert result.returncode == status, result.stderr[-2000:]
+    assert result.stderr.rstrip().endswith("exit handler ran") and "not reached" not in result.stdout
+    if status == 0:  # the summary, printed to a pipe (block-buffered), arrives whole
+        assert json.loads(result.stdout)["examples_this_run"] == 2
+    else:
+        assert "error: " in result.stderr and "--count" in result.stderr
 
 
 def _parse(*argv: str) -> dict:

@@ -122,14 +122,15 @@ def test_merge_takes_this_runs_lines_as_written_and_parses_the_older_ones(tmp_pa
     loads = dataset_module.json.loads
     monkeypatch.setattr(dataset_module.json, "loads", lambda text: parsed.append(text) or loads(text))
     records = dict(shard_records(shard, hashes, Appended(shard.name, start, [2, 1, 3])))
-    assert records == {0: older[0], 2: newer[0], 1: newer[1], 3: newer[2]}
-    assert parsed == older  # only the lines written before this run
+    older_bytes, newer_bytes = [o.encode() for o in older], [n.encode() for n in newer]
+    assert records == {0: older_bytes[0], 2: newer_bytes[0], 1: newer_bytes[1], 3: newer_bytes[2]}
+    assert parsed == older_bytes  # only the lines written before this run
     # without what this run appended, or when the count does not match the file (a negative control), all is parsed
     parsed.clear()
-    assert dict(shard_records(shard, hashes)) == records and parsed == older + newer
+    assert dict(shard_records(shard, hashes)) == records and parsed == older_bytes + newer_bytes
     parsed.clear()
     assert dict(shard_records(shard, hashes, Appended(shard.name, start, [2, 1]))) == records
-    assert parsed == older + newer
+    assert parsed == older_bytes + newer_bytes
 
 
 def test_record_deltas_are_the_biases_share(dataset, tmp_path):

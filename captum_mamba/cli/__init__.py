@@ -14,10 +14,13 @@ Errors follow one convention (:mod:`captum_mamba.cli.errors`): a user mistake ra
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from captum_mamba.cli.errors import UsageError, silence_gpu_advice
 from captum_mamba.cli.explain import SentenceExplanation, explain_sentences
@@ -35,7 +38,7 @@ COMMANDS: dict[str, str] = {
 }
 """Subcommand name -> the module that parses and runs it, in the order ``--help`` lists them."""
 
-__all__ = ["COMMANDS", "SentenceExplanation", "UsageError", "build_parser", "explain_sentences", "main"]
+__all__ = ["COMMANDS", "SentenceExplanation", "UsageError", "build_parser", "command", "explain_sentences", "main"]
 
 
 def _command_module(name: str) -> ModuleType:
@@ -57,6 +60,30 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         _command_module(name).add_parser(subparsers)
     return parser
+
+
+def command() -> NoReturn:
+    r"""
+    The process entry point of ``captum-mamba`` and ``python -m captum_mamba.cli``: :func:`main`,
+    then the exit without the interpreter's teardown.
+
+    Once torch and transformers are imported, the interpreter's teardown (freeing every module and
+    object one by one) takes a second or more, after the output is written; a dataset run under
+    ``torchrun`` pays it on every rank. The exit handlers still run (logging, temporary folders,
+    ``weakref.finalize``) and the standard streams are flushed; only the teardown is skipped. An
+    exception leaves the normal way, with its traceback.
+
+    Returns:
+        Never: the process ends with :func:`main`'s exit status.
+    """
+    status = main()
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; elsewhere the normal exit
+    if run_exit_handlers is None:
+        raise SystemExit(status)
+    run_exit_handlers()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

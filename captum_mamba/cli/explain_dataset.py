@@ -32,11 +32,14 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         *int*: 0; a missing or malformed input raises :class:`~captum_mamba.cli.errors.UsageError`.
     """
+    started_at = time.time()  # before torch and the library are imported: the summary reports the imports' time
     import torch.distributed as dist
 
     from captum_mamba.errors import UnsupportedModuleError
-    from captum_mamba.evaluation.dataset import random_config_names, random_workload, run, text_workload
+    from captum_mamba.evaluation.dataset import local_device, random_config_names, random_workload, run, text_workload
     from captum_mamba.evaluation.methods import METHODS
+
+    imports_seconds = time.time() - started_at
 
     if not args.input and not args.random_config:
         raise UsageError("give --input FILE (.jsonl or .csv) or --random-config NAME")
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             try:
                 if args.random_config:
-                    workload = random_workload(args.random_config, args.length, args.count)
+                    workload = random_workload(args.random_config, args.length, args.count, local_device())
                 else:
                     workload = text_workload(
                         Path(args.input), args.model, args.text_column, args.label_column, args.max_tokens
@@ -69,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(str(problem)) from None
             # rank 0's model and examples (every rank builds its own); the summary reports it
             workload.description["workload_seconds"] = time.perf_counter() - started
+            workload.description["imports_seconds"] = imports_seconds
+            workload.description["command_started_at"] = started_at  # seconds since the epoch, as time.time()
             for message in caught:
                 _warn(message)
             caught.clear()
