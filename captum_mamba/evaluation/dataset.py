@@ -15,6 +15,7 @@ it runs as a single process.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -362,7 +363,9 @@ def build_random_lm(config_name: str, device: torch.device | str = "cpu") -> nn.
         config = family.config()
     config.use_cache = False
     torch.manual_seed(0)  # seeds the CPU and every GPU
-    with torch.device(device):
+    device = torch.device(device)
+    current_gpu = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with torch.device(device), current_gpu:  # no tensor of another rank's GPU, none made there
         return family.causal_lm(config).float().eval()
 
 
