@@ -51,8 +51,8 @@ def launch(processes: int, config: str, length: int, count: int, out: Path, warm
     summary = json.loads((out / "summary.json").read_text())
     summary["wall_seconds_with_startup"] = wall
     summary["end_to_end_explanations_per_second"] = summary["examples_this_run"] / wall
-    # what the wall time holds besides the loop: interpreter and imports, model and examples, process
-    # group, warm-up, merge (the last three measured by the command itself)
+    # what the wall time holds besides the loop: torchrun, interpreter and imports, model and examples,
+    # process group, warm-up, merge, exit (in parts: wall_parts_seconds)
     summary["startup_and_merge_seconds"] = wall - summary["seconds"]
     summary["wall_parts_seconds"] = wall_parts(summary, launched_at, ended_at)
     return summary

@@ -287,3 +287,15 @@ def test_random_tiny_configuration_of_every_family(name, tmp_path):
             logit = float(model(input_ids=ids[None]).logits[0, -1, ids[-1]])
         assert record["logit"] == pytest.approx(logit, rel=1e-4, abs=1e-4)
         assert all(math.isfinite(v) for v in record["relevances"]["mamba_lrp"])
+
+
+def test_random_model_is_drawn_where_asked_and_the_same_each_time():
+    """build_random_lm: seed 0 gives equal weights on every call (every rank); ``device`` is where they are made."""
+    from captum_mamba.evaluation.dataset import build_random_lm
+
+    first, second = build_random_lm("tiny"), build_random_lm("tiny")
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(p, torch.zeros_like(p)) for p in first.parameters())  # drawn, not left empty
+    on_meta = build_random_lm("tiny", "meta")  # no storage: made on the device, not made on the CPU and moved
+    assert {t.device.type for t in [*on_meta.parameters(), *on_meta.buffers()]} == {"meta"}
